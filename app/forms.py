@@ -1,0 +1,220 @@
+"""Hyperparameter forms generated from the config dataclasses' field metadata.
+
+Every widget, range, tooltip and error message comes from ``engine.config``; the GUI holds
+no default of its own (DESIGN.md, convention 1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QFrame,
+    QLabel,
+    QLineEdit,
+    QToolBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.config import Config, FieldSpec, check, coerce
+from engine.errors import ConfigError
+
+SECTION_TITLES = {
+    "method": "Method",
+    "optim": "Optimisation",
+    "augment": "Augmentation",
+    "backbone": "Backbone",
+    "data": "Data",
+    "monitor": "Monitoring",
+    "run": "Run",
+}
+
+# chosen elsewhere in the window (dataset chooser), not in the form
+HIDDEN_FIELDS = {"data.dataset"}
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class FieldEditor(QWidget):
+    """One field's widget: a checkbox, a combo box or a validated line edit."""
+
+    changed = Signal()
+
+    def __init__(self, spec: FieldSpec, value: Any) -> None:
+        super().__init__()
+        self.spec = spec
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(1)
+        tip = f"{spec.help}\nAllowed: {spec.range_text()}\nDefault: {_format(spec.default)}"
+        if spec.collapse:
+            tip += f"\n\nCollapse switch: {spec.collapse}"
+        self.widget: QWidget
+        if spec.type is bool:
+            self.widget = QCheckBox()
+            self.widget.setChecked(bool(value))
+            self.widget.toggled.connect(self.changed)
+        elif spec.choices is not None:
+            self.widget = QComboBox()
+            for c in spec.choices:
+                self.widget.addItem(str(c), c)
+            self.widget.setCurrentIndex(list(spec.choices).index(value))
+            self.widget.currentIndexChanged.connect(self.changed)
+        else:
+            self.widget = QLineEdit(_format(value))
+            self.widget.editingFinished.connect(self._validate_now)
+            self.widget.textEdited.connect(self._clear_error)
+            self.widget.textEdited.connect(self.changed)
+        self.widget.setToolTip(tip)
+        self.widget.setObjectName(f"field:{spec.key}")
+        lay.addWidget(self.widget)
+        self.error_label = QLabel()
+        self.error_label.setObjectName("fieldError")
+        self.error_label.setWordWrap(True)
+        self.error_label.hide()
+        lay.addWidget(self.error_label)
+
+    def raw_value(self) -> Any:
+        w = self.widget
+        if isinstance(w, QCheckBox):
+            return w.isChecked()
+        if isinstance(w, QComboBox):
+            return w.currentData()
+        return w.text()
+
+    def value(self) -> Any:
+        """The typed value; raises :class:`ConfigError` naming the field and its range."""
+        v = coerce(self.spec, self.raw_value())
+        check(self.spec, v)
+        return v
+
+    def set_value(self, value: Any) -> None:
+        w = self.widget
+        if isinstance(w, QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, QComboBox):
+            w.setCurrentIndex(max(0, w.findData(value)))
+        else:
+            w.setText(_format(value))
+        self._clear_error()
+
+    def show_error(self, message: str) -> None:
+        self.error_label.setText(message)
+        self.error_label.show()
+        self.widget.setProperty("invalid", True)
+        self.widget.style().polish(self.widget)
+
+    def _clear_error(self) -> None:
+        self.error_label.hide()
+        self.widget.setProperty("invalid", False)
+        self.widget.style().polish(self.widget)
+
+    def _validate_now(self) -> None:
+        try:
+            self.value()
+        except ConfigError as e:
+            self.show_error(str(e))
+        else:
+            self._clear_error()
+
+
+class ConfigForm(QWidget):
+    """A tool box with one page per config section, built from a :class:`Config`."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._cfg: Config | None = None
+        self.editors: dict[str, FieldEditor] = {}
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.advanced = QCheckBox("Show advanced settings")
+        self.advanced.toggled.connect(self._apply_advanced)
+        lay.addWidget(self.advanced)
+        self.toolbox = QToolBox()
+        lay.addWidget(self.toolbox, 1)
+        self._rows: list[tuple[FieldSpec, QWidget, QWidget]] = []
+
+    def set_config(self, cfg: Config) -> None:
+        """Rebuild every page for ``cfg`` (a method change swaps the method page)."""
+        self._cfg = cfg.copy()
+        current = self.toolbox.currentIndex()
+        while self.toolbox.count():
+            page = self.toolbox.widget(0)
+            self.toolbox.removeItem(0)
+            page.deleteLater()
+        self.editors.clear()
+        self._rows.clear()
+        for section in SECTION_TITLES:
+            specs = [s for s in cfg.specs() if s.section == section and s.key not in HIDDEN_FIELDS]
+            if not specs:
+                continue
+            page = QFrame()
+            form = QFormLayout(page)
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+            form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+            for spec in specs:
+                editor = FieldEditor(spec, cfg.get(spec.key))
+                editor.changed.connect(self.changed)
+                label = QLabel(("⚠ " if spec.collapse else "") + spec.label)
+                label.setToolTip(editor.widget.toolTip())
+                if spec.collapse:
+                    label.setObjectName("collapseLabel")
+                form.addRow(label, editor)
+                self.editors[spec.key] = editor
+                self._rows.append((spec, label, editor))
+            title = SECTION_TITLES[section]
+            if section == "method":
+                title = f"Method: {cfg.method_name}"
+            self.toolbox.addItem(page, title)
+        self.toolbox.setCurrentIndex(max(0, min(current, self.toolbox.count() - 1)))
+        self._apply_advanced(self.advanced.isChecked())
+
+    def _apply_advanced(self, show: bool) -> None:
+        for spec, label, editor in self._rows:
+            visible = show or not spec.advanced
+            label.setVisible(visible)
+            editor.setVisible(visible)
+
+    def config(self, dataset: str) -> Config:
+        """The config the form describes; raises ConfigError and marks the bad field."""
+        if self._cfg is None:
+            raise ConfigError("the engine has not loaded yet")
+        cfg = self._cfg.copy()
+        cfg.set("data.dataset", dataset)
+        for key, editor in self.editors.items():
+            try:
+                cfg.set(key, editor.value())
+            except ConfigError as e:
+                self.reveal(key)
+                editor.show_error(str(e))
+                raise
+        try:
+            cfg.validate()
+        except ConfigError:
+            raise
+        return cfg
+
+    def reveal(self, key: str) -> None:
+        """Open the page holding ``key`` so its error is visible."""
+        editor = self.editors.get(key)
+        if editor is None:
+            return
+        spec = editor.spec
+        if spec.advanced:
+            self.advanced.setChecked(True)
+        for i in range(self.toolbox.count()):
+            if self.toolbox.widget(i).isAncestorOf(editor):
+                self.toolbox.setCurrentIndex(i)
+                break
+        editor.widget.setFocus()

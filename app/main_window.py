@@ -1,0 +1,387 @@
+"""The main window: dataset and method on the left, live plots in the middle.
+
+It never waits on torch: the engine loads, datasets scan and training runs in worker
+threads, and results come back through queued signals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QGroupBox,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QScrollArea,
+    QStatusBar,
+    QStyle,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.panels.dataset_chooser import DatasetChooser
+from app.panels.training_plots import TrainingPlots
+from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
+from engine import events as ev
+
+FAMILY_TITLES = {
+    "contrastive": "Contrastive",
+    "non-contrastive": "Non-contrastive",
+    "pretext": "Pretext tasks",
+    "reconstruction": "Reconstruction",
+}
+
+
+def _load_engine() -> dict[str, Any]:
+    """Runs in a worker thread: import torch and the methods, find the device."""
+    import torch
+
+    from engine.registry import available_methods
+    from engine.train import pick_device
+
+    device = pick_device("auto")
+    if device.type == "cuda":
+        text = f"GPU: {torch.cuda.get_device_name(0)}"
+    elif device.type == "mps":
+        text = "GPU: Apple MPS"
+    else:
+        text = f"CPU ({torch.get_num_threads()} threads)"
+    return {"methods": available_methods(), "device": text}
+
+
+class MessageBar(QLabel):
+    """A banner for errors and warnings that never blocks the window (unlike a dialog)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("messageBar")
+        self.setWordWrap(True)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hide()
+
+    def show_message(self, text: str, level: str = "error") -> None:
+        self.setProperty("level", level)
+        self.style().polish(self)
+        self.setText(text)
+        self.show()
+
+
+class MainWindow(QMainWindow):
+    """SelfSup Workbench's window."""
+
+    engine_loaded = Signal()
+    run_finished = Signal(object)  # the Finished or Failed event
+
+    def __init__(self, dataset: str = "shapes", runs_dir: str | Path | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("SelfSup Workbench")
+        self.resize(1400, 860)
+        self.runs_dir = runs_dir
+        self.methods: dict[str, Any] = {}
+        self.trainer: Any = None
+        self.worker: TrainingWorker | None = None
+        self.running = False
+        self.paused = False
+        self.run_dir: str | None = None
+        self.total_steps = 0
+        self._last_step: ev.StepMetrics | None = None
+        self._close_when_stopped = False
+        self._loader: FunctionWorker | None = None
+
+        self._build_side_panel()
+        self._build_actions()
+        self.message_bar = MessageBar()
+        self.plots = TrainingPlots()
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(6, 6, 6, 6)
+        self.run_label = QLabel("Choose a dataset and a method, then press Start.")
+        self.run_label.setObjectName("runLabel")
+        lay.addWidget(self.run_label)
+        lay.addWidget(self.message_bar)
+        lay.addWidget(self.plots, 1)
+        self.setCentralWidget(central)
+        self._build_status_bar()
+        self.dataset_chooser.set_source(dataset)
+
+        self.status_timer = QTimer(self)
+        self.status_timer.setInterval(250)
+        self.status_timer.timeout.connect(self._update_status)
+        self.status_timer.start()
+        QTimer.singleShot(0, self.load_engine)
+
+    # construction ------------------------------------------------------------------
+    def _build_actions(self) -> None:
+        tb = QToolBar("Run")
+        tb.setObjectName("runToolbar")
+        tb.setIconSize(QSize(20, 20))
+        tb.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        tb.setMovable(False)
+        st = self.style()
+        self.start_action = QAction(st.standardIcon(QStyle.StandardPixmap.SP_MediaPlay),
+                                    "Start", self)
+        self.start_action.setShortcut(QKeySequence("Ctrl+R"))
+        self.start_action.triggered.connect(self.start_run)
+        self.pause_action = QAction(st.standardIcon(QStyle.StandardPixmap.SP_MediaPause),
+                                    "Pause", self)
+        self.pause_action.triggered.connect(self.toggle_pause)
+        self.stop_action = QAction(st.standardIcon(QStyle.StandardPixmap.SP_MediaStop),
+                                   "Stop", self)
+        self.stop_action.triggered.connect(self.stop_run)
+        for a in (self.start_action, self.pause_action, self.stop_action):
+            tb.addAction(a)
+        self.addToolBar(tb)
+        self._set_buttons()
+
+    def _build_side_panel(self) -> None:
+        side = QWidget()
+        side.setObjectName("sidePanel")
+        lay = QVBoxLayout(side)
+
+        box = QGroupBox("Dataset")
+        bl = QVBoxLayout(box)
+        self.dataset_chooser = DatasetChooser()
+        bl.addWidget(self.dataset_chooser)
+        lay.addWidget(box)
+
+        box = QGroupBox("Method")
+        bl = QVBoxLayout(box)
+        self.method_combo = QComboBox()
+        self.method_combo.setEnabled(False)
+        self.method_combo.currentIndexChanged.connect(self._on_method_changed)
+        bl.addWidget(self.method_combo)
+        self.method_desc = QLabel("Loading methods…")
+        self.method_desc.setWordWrap(True)
+        self.method_desc.setObjectName("methodDescription")
+        bl.addWidget(self.method_desc)
+        lay.addWidget(box)
+
+        box = QGroupBox("Hyperparameters")
+        bl = QVBoxLayout(box)
+        from app.forms import ConfigForm
+
+        self.form = ConfigForm()
+        bl.addWidget(self.form)
+        lay.addWidget(box, 1)
+
+        self.device_label = QLabel("Device: detecting…")
+        self.device_label.setObjectName("deviceLabel")
+        lay.addWidget(self.device_label)
+
+        scroll = QScrollArea()
+        scroll.setWidget(side)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(360)
+        dock = QDockWidget("Experiment", self)
+        dock.setObjectName("experimentDock")
+        dock.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
+        dock.setWidget(scroll)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+
+    def _build_status_bar(self) -> None:
+        sb = QStatusBar()
+        self.step_label = QLabel("step –")
+        self.epoch_label = QLabel("epoch –")
+        self.ips_label = QLabel("– img/s")
+        self.eta_label = QLabel("ETA –")
+        for w in (self.step_label, self.epoch_label, self.ips_label, self.eta_label):
+            w.setMinimumWidth(110)
+            sb.addPermanentWidget(w)
+        self.setStatusBar(sb)
+
+    # engine loading ------------------------------------------------------------------
+    def load_engine(self) -> None:
+        """Import torch and the methods in the background; the window is already up."""
+        self.statusBar().showMessage("Loading the training engine…")
+        self._loader = FunctionWorker(_load_engine)
+        self._loader.result.connect(self._on_engine_loaded)
+        self._loader.error.connect(
+            lambda msg, tb: self.message_bar.show_message(f"The engine failed to load: {msg}"))
+        start_in_thread(self._loader, self)
+
+    def _on_engine_loaded(self, info: dict[str, Any]) -> None:
+        self.device_label.setText(f"Device: {info['device']}")
+        self.methods = {m.name: m for m in info["methods"]}
+        self.method_combo.blockSignals(True)
+        self.method_combo.clear()
+        family = None
+        for m in info["methods"]:
+            if m.family != family:
+                family = m.family
+                self.method_combo.addItem(f"— {FAMILY_TITLES[family]} —")
+                item = self.method_combo.model().item(self.method_combo.count() - 1)
+                item.setEnabled(False)
+            self.method_combo.addItem(f"   {m.name}", m.name)
+        self.method_combo.setEnabled(True)
+        self.method_combo.blockSignals(False)
+        self.method_combo.setCurrentIndex(self.method_combo.findData("simclr"))
+        self._on_method_changed()
+        self.statusBar().showMessage("Ready", 3000)
+        self.dataset_chooser.engine_ready = True
+        self.dataset_chooser.scan()
+        self._set_buttons()
+        self.engine_loaded.emit()
+
+    def _on_method_changed(self, *_: Any) -> None:
+        name = self.method_combo.currentData()
+        if not name or name not in self.methods:
+            return
+        from engine.config import default_config
+
+        info = self.methods[name]
+        self.method_desc.setText(f"<b>{info.name}</b>: {info.description}<br>"
+                                 f"<i>{info.paper}</i>")
+        self.form.set_config(default_config(name))
+
+    # run control ------------------------------------------------------------------
+    def _set_buttons(self) -> None:
+        ready = bool(self.methods)
+        self.start_action.setEnabled(ready and not self.running)
+        self.pause_action.setEnabled(self.running)
+        self.stop_action.setEnabled(self.running)
+        self.pause_action.setText("Resume" if self.paused else "Pause")
+        icon = QStyle.StandardPixmap.SP_MediaPlay if self.paused else \
+            QStyle.StandardPixmap.SP_MediaPause
+        self.pause_action.setIcon(self.style().standardIcon(icon))
+        self.method_combo.setEnabled(ready and not self.running)
+        self.form.setEnabled(not self.running)
+        self.dataset_chooser.setEnabled(not self.running)
+
+    def start_run(self) -> bool:
+        """Validate the form and start training in a worker thread. False if refused."""
+        from engine.errors import ConfigError
+
+        if self.running or not self.methods:
+            return False
+        source = self.dataset_chooser.source
+        try:
+            cfg = self.form.config(source)
+        except ConfigError as e:
+            self.message_bar.show_message(f"Cannot start: {e}")
+            return False
+        from engine.train import Trainer
+
+        ds = self.dataset_chooser.dataset
+        if ds is not None and not (ds.resolution == cfg.data.resolution and
+                                   ds.name == source and len(ds) > 0):
+            ds = None
+        if source == "shapes" and ds is not None and len(ds) != cfg.data.shapes_count:
+            ds = None
+        self.message_bar.hide()
+        self.plots.clear()
+        self.trainer = Trainer(cfg, self.runs_dir, dataset=ds)
+        self._start_worker(self.trainer)
+        self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
+        return True
+
+    def _start_worker(self, trainer: Any) -> None:
+        self.total_steps = trainer.cfg.optim.max_steps
+        self.worker = TrainingWorker(trainer)
+        self.worker.event.connect(self.on_event)
+        self.worker.done.connect(self._on_worker_done)
+        self.running = True
+        self.paused = False
+        self._last_step = None
+        start_in_thread(self.worker, self)
+        self._set_buttons()
+
+    def toggle_pause(self) -> None:
+        if not self.running or self.worker is None:
+            return
+        if self.paused:
+            self.worker.resume()
+        else:
+            self.worker.pause()
+            self.statusBar().showMessage("Pausing after this step…")
+
+    def stop_run(self) -> None:
+        if self.running and self.worker is not None:
+            self.statusBar().showMessage("Stopping: saving a checkpoint…")
+            self.worker.stop()
+
+    def on_event(self, e: object) -> None:
+        """Every engine event arrives here, on the GUI thread, through a queued signal."""
+        self.plots.add_event(e)
+        if isinstance(e, ev.StepMetrics):
+            self._last_step = e
+        elif isinstance(e, ev.DatasetReady):
+            if e.skipped:
+                self.message_bar.show_message(
+                    f"{len(e.skipped)} file(s) could not be read and were skipped, "
+                    f"e.g. {e.skipped[0][0]} ({e.skipped[0][1]})", "warning")
+        elif isinstance(e, ev.RunStarted):
+            self.run_dir = e.run_dir
+            self.total_steps = e.total_steps
+            self.run_label.setText(
+                f"<b>{e.method}</b> · {e.backbone} on {e.device} · {e.n_images} images · "
+                f"run folder: <code>{e.run_dir}</code>")
+        elif isinstance(e, ev.Paused):
+            self.paused = True
+            self.statusBar().showMessage(f"Paused at step {e.step} (checkpoint saved)")
+            self._set_buttons()
+        elif isinstance(e, ev.Resumed):
+            self.paused = False
+            self.statusBar().showMessage("Resumed", 2000)
+            self._set_buttons()
+        elif isinstance(e, ev.RunWarning):
+            self.message_bar.show_message(e.message, "warning")
+        elif isinstance(e, ev.Finished):
+            knn = e.summary.get("final", {}).get("knn_accuracy")
+            base = e.summary.get("baseline_knn")
+            text = f"Run {e.status} at step {e.step}."
+            if knn is not None and base is not None:
+                text += f" kNN accuracy {knn:.1%} (random init {base:.1%})."
+            self.statusBar().showMessage(text)
+            self.run_finished.emit(e)
+        elif isinstance(e, ev.Failed):
+            self.message_bar.show_message(f"The run failed: {e.message}")
+            self.run_finished.emit(e)
+
+    def _on_worker_done(self) -> None:
+        self.running = False
+        self.paused = False
+        self.worker = None
+        self.plots.refresh()
+        self._set_buttons()
+        if self._close_when_stopped:
+            self.close()
+
+    def _update_status(self) -> None:
+        e = self._last_step
+        if e is None:
+            return
+        self.step_label.setText(f"step {e.step}/{self.total_steps}")
+        self.epoch_label.setText(f"epoch {e.epoch:.2f}")
+        self.ips_label.setText(f"{e.images_per_sec:.0f} img/s")
+        if self.running and e.images_per_sec > 0 and self.trainer is not None:
+            remaining = (self.total_steps - e.step) * self.trainer.cfg.optim.batch_size
+            secs = int(remaining / e.images_per_sec)
+            self.eta_label.setText(f"ETA {secs // 60}:{secs % 60:02d}")
+        else:
+            self.eta_label.setText("ETA –")
+
+    # closing ------------------------------------------------------------------------
+    def confirm_close(self) -> bool:
+        """Ask before closing during a run (tests replace this)."""
+        answer = QMessageBox.question(
+            self, "Training in progress",
+            "A run is in progress. Stop it, save a checkpoint and quit?\n"
+            "You can resume it later from its run folder.")
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if self.running:
+            if self._close_when_stopped or self.confirm_close():
+                self._close_when_stopped = True
+                self.stop_run()
+            event.ignore()
+            return
+        wait_for_threads(self)
+        event.accept()

@@ -1,0 +1,135 @@
+"""Dataset chooser: a built-in set or a folder, scanned off the GUI thread.
+
+Shows the image count, the label summary and the files that could not be decoded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.worker import FunctionWorker, start_in_thread
+
+BUILTINS = {
+    "shapes": "Shapes: 6 procedurally drawn shape classes in random colours",
+    "digits": "Digits: scikit-learn's 1,797 handwritten digits, 10 classes",
+}
+FOLDER_ITEM = "Image folder…"
+
+
+class DatasetChooser(QWidget):
+    """Emits ``changed`` with the source string whenever the choice changes."""
+
+    changed = Signal(str)
+    scanned = Signal(object)  # the loaded ImageDataset
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.combo = QComboBox()
+        for name, text in BUILTINS.items():
+            self.combo.addItem(text, name)
+        self.combo.addItem(FOLDER_ITEM, "")
+        self.combo.activated.connect(self._on_activated)
+        row.addWidget(self.combo, 1)
+        self.browse = QPushButton("Browse…")
+        self.browse.clicked.connect(self.choose_folder)
+        row.addWidget(self.browse)
+        lay.addLayout(row)
+        self.info = QLabel("Engine loading…")
+        self.info.setObjectName("datasetInfo")
+        self.info.setWordWrap(True)
+        lay.addWidget(self.info)
+        self.skipped = QListWidget()
+        self.skipped.setMaximumHeight(80)
+        self.skipped.hide()
+        lay.addWidget(self.skipped)
+        self.source = "shapes"
+        self.resolution = 32
+        self.shapes_count = 6000
+        self.dataset: Any = None
+        self._workers: list[Any] = []
+        self._scan_id = 0
+        self.engine_ready = False
+
+    def _on_activated(self, index: int) -> None:
+        data = self.combo.itemData(index)
+        if data:
+            self.set_source(data)
+        else:
+            self.choose_folder()
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose an image folder")
+        if folder:
+            self.set_source(folder)
+        else:
+            self._sync_combo()
+
+    def _sync_combo(self) -> None:
+        idx = self.combo.findData(self.source)
+        if idx < 0:
+            idx = self.combo.findData("")
+            self.combo.setItemText(idx, f"Folder: {self.source}")
+        self.combo.setCurrentIndex(idx)
+
+    def set_source(self, source: str, resolution: int | None = None) -> None:
+        """Choose a dataset (built-in name or folder path) and scan it in the background."""
+        self.source = source
+        if resolution is not None:
+            self.resolution = resolution
+        self._sync_combo()
+        self.changed.emit(source)
+        if self.engine_ready:
+            self.scan()
+
+    def scan(self) -> None:
+        from engine.data import load_dataset
+
+        self._scan_id += 1
+        scan_id = self._scan_id
+        source, res, count = self.source, self.resolution, self.shapes_count
+        self.info.setText(f"Scanning {source}…")
+        self.dataset = None
+        self.skipped.hide()
+        worker = FunctionWorker(lambda: load_dataset(source, res, shapes_count=count))
+        worker.result.connect(lambda ds: self._on_scanned(scan_id, ds))
+        worker.error.connect(lambda msg, _tb: self._on_error(scan_id, msg))
+        worker.done.connect(lambda: self._workers.remove(worker))
+        self._workers.append(worker)
+        start_in_thread(worker, self)
+
+    def _on_scanned(self, scan_id: int, ds: Any) -> None:
+        if scan_id != self._scan_id:
+            return  # a newer choice superseded this scan
+        self.dataset = ds
+        self.info.setText(ds.summary())
+        self.info.setProperty("error", False)
+        self.info.style().polish(self.info)
+        self.skipped.clear()
+        for f, why in ds.skipped:
+            self.skipped.addItem(f"{Path(f).name}: {why}")
+        self.skipped.setVisible(bool(ds.skipped))
+        self.scanned.emit(ds)
+
+    def _on_error(self, scan_id: int, message: str) -> None:
+        if scan_id != self._scan_id:
+            return
+        self.dataset = None
+        self.info.setText(f"⚠ {message}")
+        self.info.setProperty("error", True)
+        self.info.style().polish(self.info)

@@ -1,0 +1,200 @@
+"""Live training curves: loss, collapse score, effective rank, kNN accuracy.
+
+Plots are created once and updated with ``setData`` from a timer at a bounded rate
+(pyqtgraph's scrolling-plot pattern), however fast events arrive. The panel takes plain
+engine events, so it runs on its own with fake events in tests.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from engine.events import MonitorReport, StepMetrics
+
+PALETTE = {
+    "loss": "#1f77b4",
+    "loss_raw": "#aec7e8",
+    "std": "#d62728",
+    "ref": "#7f7f7f",
+    "rank": "#2ca02c",
+    "backbone_rank": "#98df8a",
+    "knn": "#9467bd",
+    "baseline": "#ff7f0e",
+}
+
+
+class Series:
+    """A growing x/y buffer backed by a numpy array (amortised O(1) appends)."""
+
+    def __init__(self) -> None:
+        self._x = np.empty(1024)
+        self._y = np.empty(1024)
+        self.n = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self.n == len(self._x):
+            self._x = np.resize(self._x, 2 * self.n)
+            self._y = np.resize(self._y, 2 * self.n)
+        self._x[self.n] = x
+        self._y[self.n] = y
+        self.n += 1
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[: self.n]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[: self.n]
+
+    def clear(self) -> None:
+        self.n = 0
+
+
+class TrainingPlots(QWidget):
+    """Four linked plots sharing the step axis."""
+
+    REFRESH_MS = 200
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.layout_widget = pg.GraphicsLayoutWidget()
+        lay.addWidget(self.layout_widget)
+        self.series: dict[str, Series] = {}
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self._dirty = False
+        self._ema: float | None = None
+        self.baseline_knn: float | None = None
+
+        lw = self.layout_widget
+        self.loss_plot = self._plot(0, 0, "Loss", "loss")
+        self._curve("loss_raw", self.loss_plot, PALETTE["loss_raw"], 1, "loss")
+        self._curve("loss", self.loss_plot, PALETTE["loss"], 2, "smoothed")
+        self.knn_plot = self._plot(0, 1, "kNN accuracy (monitor set)", "accuracy")
+        self._curve("knn", self.knn_plot, PALETTE["knn"], 2, "trained", symbol=True)
+        self.baseline_line = pg.InfiniteLine(
+            angle=0, movable=False,
+            pen=pg.mkPen(PALETTE["baseline"], width=2, style=pg.QtCore.Qt.PenStyle.DashLine),
+            label="random init {value:.1%}",
+            labelOpts={"position": 0.12, "color": PALETTE["baseline"], "movable": False},
+        )
+        self.baseline_line.hide()
+        self.knn_plot.addItem(self.baseline_line)
+        self.knn_plot.setYRange(0, 1)
+        self.std_plot = self._plot(1, 0, "Collapse: per-dim std of normalised embedding", "std")
+        self._curve("std", self.std_plot, PALETTE["std"], 2, "std", symbol=True)
+        self.ref_line = pg.InfiniteLine(
+            angle=0, movable=False,
+            pen=pg.mkPen(PALETTE["ref"], width=1.5, style=pg.QtCore.Qt.PenStyle.DashLine),
+            label="1/√d = {value:.3f}",
+            labelOpts={"position": 0.12, "color": PALETTE["ref"], "movable": False},
+        )
+        self.ref_line.hide()
+        self.std_plot.addItem(self.ref_line)
+        self.rank_plot = self._plot(1, 1, "Effective rank (RankMe)", "rank")
+        self._curve("rank", self.rank_plot, PALETTE["rank"], 2, "projector", symbol=True)
+        self._curve("backbone_rank", self.rank_plot, PALETTE["backbone_rank"], 2, "backbone",
+                    symbol=True)
+        for p in (self.knn_plot, self.std_plot, self.rank_plot):
+            p.setXLink(self.loss_plot)
+        lw.ci.layout.setSpacing(6)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(self.REFRESH_MS)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    def _plot(self, row: int, col: int, title: str, ylabel: str) -> pg.PlotItem:
+        p = self.layout_widget.addPlot(row=row, col=col, title=title)
+        p.setLabel("bottom", "step")
+        p.setLabel("left", ylabel)
+        p.showGrid(x=True, y=True, alpha=0.25)
+        p.setClipToView(True)
+        p.setDownsampling(auto=True, mode="peak")
+        p.addLegend(offset=(-10, 10))
+        return p
+
+    def _curve(self, key: str, plot: pg.PlotItem, color: str, width: float, name: str,
+               symbol: bool = False) -> None:
+        kw: dict[str, Any] = {"pen": pg.mkPen(color, width=width), "name": name}
+        if symbol:
+            kw.update(symbol="o", symbolSize=5, symbolBrush=color, symbolPen=None)
+        self.curves[key] = plot.plot([], [], **kw)
+        self.series[key] = Series()
+
+    # events ------------------------------------------------------------------------
+    def clear(self) -> None:
+        for s in self.series.values():
+            s.clear()
+        self._ema = None
+        self.baseline_knn = None
+        self.baseline_line.hide()
+        self.ref_line.hide()
+        self._dirty = True
+        self.refresh()
+
+    def add_event(self, e: object) -> None:
+        if isinstance(e, StepMetrics):
+            self.add_step(e.step, e.loss)
+        elif isinstance(e, MonitorReport):
+            self.add_monitor(e)
+
+    def add_step(self, step: int, loss: float) -> None:
+        if not math.isfinite(loss):
+            return
+        self._ema = loss if self._ema is None else 0.95 * self._ema + 0.05 * loss
+        self.series["loss_raw"].append(step, loss)
+        self.series["loss"].append(step, self._ema)
+        self._dirty = True
+
+    def add_monitor(self, e: MonitorReport) -> None:
+        if e.baseline:
+            self.baseline_knn = e.knn_accuracy
+            if e.knn_accuracy is not None:
+                self.baseline_line.setValue(e.knn_accuracy)
+                self.baseline_line.show()
+        if e.knn_accuracy is not None:
+            self.series["knn"].append(e.step, e.knn_accuracy)
+        self.series["std"].append(e.step, e.std)
+        self.ref_line.setValue(e.std_reference)
+        self.ref_line.show()
+        self.series["rank"].append(e.step, e.effective_rank)
+        self.series["backbone_rank"].append(e.step, e.backbone_rank)
+        self._dirty = True
+
+    def load_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Replay a run's ``metrics.jsonl`` rows (resume, reopen) into the curves."""
+        for r in rows:
+            step = r.get("step", 0)
+            if r.get("loss") is not None:
+                self.add_step(step, r["loss"])
+            if r.get("std") is not None:
+                self.add_monitor(MonitorReport(
+                    step=step, epoch=r.get("epoch", 0.0), baseline=bool(r.get("baseline")),
+                    knn_accuracy=r.get("knn_accuracy"), std=r["std"],
+                    std_reference=r.get("std_reference") or 0.0,
+                    effective_rank=r.get("effective_rank") or 0.0, dim=0,
+                    backbone_rank=r.get("backbone_rank") or 0.0, backbone_dim=0))
+
+    def refresh(self) -> None:
+        """Push buffered points to the curves; called by the timer at a bounded rate."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        for key, curve in self.curves.items():
+            s = self.series[key]
+            curve.setData(s.x, s.y)
+
+    def point_count(self, key: str) -> int:
+        """How many points a curve currently shows (for tests)."""
+        x, _ = self.curves[key].getData()
+        return 0 if x is None else len(x)

@@ -1,0 +1,162 @@
+"""Headless command line: ``python -m engine train|methods|runs``.
+
+Bad input (missing folder, no images, invalid value) exits with code 2 and a one-line
+message; a run that fails while training exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from engine.errors import UserInputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a self-supervised model")
+    t.add_argument("config", nargs="?", help="a config TOML file (defaults otherwise)")
+    t.add_argument("--method", help="method name (see 'methods')")
+    t.add_argument("--dataset", help="'shapes', 'digits' or an image folder")
+    t.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.FIELD=VALUE", help="override one setting (repeatable)")
+    t.add_argument("--runs-dir", help="where run folders go (default: $SELFSUP_RUNS_DIR or "
+                   "the user data dir)")
+    t.add_argument("--max-steps", type=int, help="shorthand for --set optim.max_steps=N")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run folder")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("methods", help="list the registered methods")
+    r = sub.add_parser("runs", help="list runs with status and final metrics")
+    r.add_argument("--runs-dir")
+    return p
+
+
+def _build_config(args: argparse.Namespace):  # noqa: ANN202 - Config, imported lazily
+    from engine.config import default_config, load_toml, parse_override
+
+    method = args.method
+    cfg = load_toml(args.config) if args.config else default_config(method or "simclr")
+    if method and method != cfg.method_name:
+        # switch method, keeping every other section
+        other = cfg
+        cfg = default_config(method)
+        for section in ("data", "augment", "backbone", "optim", "monitor", "run"):
+            setattr(cfg, section, getattr(other, section))
+    if args.dataset:
+        cfg.set("data.dataset", args.dataset)
+    for item in args.overrides:
+        key, value = parse_override(item)
+        cfg.set(key, value)
+    if args.max_steps is not None:
+        cfg.set("optim.max_steps", args.max_steps)
+    cfg.validate()
+    return cfg
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from engine import events as ev
+    from engine.train import Trainer
+
+    if args.resume:
+        if args.config or args.method or args.dataset or args.overrides:
+            raise UserInputError("--resume takes only --max-steps (the run keeps its config)")
+        trainer = Trainer.resume(args.resume, max_steps=args.max_steps)
+    else:
+        trainer = Trainer(_build_config(args), args.runs_dir)
+
+    def on_sigint(signum: int, frame: object) -> None:
+        print("\nstopping: saving a checkpoint (Ctrl+C again to abort)", file=sys.stderr)
+        trainer.request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    bar = None
+    code = 0
+    for e in trainer.run():
+        if isinstance(e, ev.DatasetReady):
+            print(f"dataset {e.name}: {e.n_images} images at {e.resolution}px, "
+                  f"{len(e.class_names)} classes" + (" (cached)" if e.from_cache else ""))
+            for f, why in e.skipped[:10]:
+                print(f"  skipped {f}: {why}")
+            if len(e.skipped) > 10:
+                print(f"  ... and {len(e.skipped) - 10} more skipped files")
+        elif isinstance(e, ev.RunStarted):
+            print(f"run {e.run_id} ({e.method}, {e.backbone} on {e.device}) -> {e.run_dir}")
+            bar = tqdm(total=e.total_steps, initial=e.start_step, disable=args.quiet,
+                       unit="step", dynamic_ncols=True)
+        elif isinstance(e, ev.StepMetrics) and bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{e.loss:.3f}", ips=f"{e.images_per_sec:.0f}", refresh=False)
+        elif isinstance(e, ev.MonitorReport):
+            text = (f"step {e.step}: knn {_fmt(e.knn_accuracy, True)}  std {e.std:.4f} "
+                    f"(1/sqrt(d) {e.std_reference:.4f})  rank {e.effective_rank:.1f}/{e.dim}")
+            if e.baseline:
+                text = "random-init baseline: " + text
+            (bar.write if bar is not None else print)(text)
+        elif isinstance(e, ev.RunWarning):
+            print(f"warning: {e.message}", file=sys.stderr)
+        elif isinstance(e, ev.Finished):
+            if bar is not None:
+                bar.close()
+            print(f"{e.status} at step {e.step}: {e.run_dir}")
+        elif isinstance(e, ev.Failed):
+            if bar is not None:
+                bar.close()
+            print(f"error: {e.message}", file=sys.stderr)
+            code = 2 if e.input_error else 1
+    return code
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from engine.registry import available_methods
+
+    for m in available_methods():
+        print(f"{m.name:<14} {m.family:<16} {m.description}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from engine.runs import default_runs_dir, list_runs
+
+    runs_dir = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    runs = list_runs(runs_dir)
+    if not runs:
+        print(f"no runs in {runs_dir}")
+        return 0
+    print(f"{'run':<44} {'status':<9} {'method':<10} {'dataset':<10} {'steps':>11} "
+          f"{'kNN':>7} {'baseline':>8}  started")
+    for r in runs:
+        started = datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started \
+            else "-"
+        print(f"{r.id:<44} {r.status:<9} {r.method:<10} {r.dataset[:10]:<10} "
+              f"{f'{r.step}/{r.total_steps}':>11} {_fmt(r.knn_accuracy, True):>7} "
+              f"{_fmt(r.baseline_knn, True):>8}  {started}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "methods": cmd_methods, "runs": cmd_runs}[args.command](args)
+    except UserInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""Typed run configuration: the single source of truth for every hyperparameter.
+
+Each section is a dataclass whose fields are declared with :func:`param`, carrying a
+default, help text and the allowed range or choices. The GUI forms, the CLI's
+``--set section.field=value`` overrides, TOML files and validation messages are all
+generated from these declarations (after nanoGPT's ``GPTConfig`` and magicgui's
+dataclass widgets), so no default lives anywhere else.
+
+This module must stay importable without torch: the GUI builds its forms from it
+before the heavy libraries have loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from engine.errors import ConfigError
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    min_exclusive: bool = False,
+    choices: tuple[Any, ...] | None = None,
+    label: str | None = None,
+    collapse: str | None = None,
+    advanced: bool = False,
+) -> Any:
+    """Declare a config field with its help text and allowed range.
+
+    ``collapse`` marks a switch that the literature shows makes the method collapse; its
+    value is a short explanation shown next to the option in the GUI.
+    """
+    meta = {
+        "help": help,
+        "min": min,
+        "max": max,
+        "min_exclusive": min_exclusive,
+        "choices": choices,
+        "label": label,
+        "collapse": collapse,
+        "advanced": advanced,
+    }
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a form or a validator needs to know about one field."""
+
+    section: str
+    name: str
+    type: type
+    default: Any
+    help: str
+    min: float | None
+    max: float | None
+    min_exclusive: bool
+    choices: tuple[Any, ...] | None
+    label: str
+    collapse: str | None
+    advanced: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    def range_text(self) -> str:
+        """The allowed values in words, for error messages and tooltips."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.type is bool:
+            return "true or false"
+        lo = self.min
+        hi = self.max
+        if lo is None and hi is None:
+            return f"any {self.type.__name__}"
+        lo_op = "<" if self.min_exclusive else "≤"
+        if lo is not None and hi is not None:
+            return f"{_fmt(lo)} {lo_op} value ≤ {_fmt(hi)}"
+        if lo is not None:
+            return f"value {'>' if self.min_exclusive else '≥'} {_fmt(lo)}"
+        return f"value ≤ {_fmt(hi)}"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def field_specs(section_obj: Any, section: str) -> list[FieldSpec]:
+    """The :class:`FieldSpec` of every field of a section dataclass, in declaration order."""
+    hints = typing.get_type_hints(type(section_obj))
+    specs = []
+    for f in dataclasses.fields(section_obj):
+        meta = f.metadata
+        specs.append(
+            FieldSpec(
+                section=section,
+                name=f.name,
+                type=_base_type(hints[f.name]),
+                default=f.default,
+                help=meta.get("help", ""),
+                min=meta.get("min"),
+                max=meta.get("max"),
+                min_exclusive=meta.get("min_exclusive", False),
+                choices=meta.get("choices"),
+                label=meta.get("label") or f.name.replace("_", " ").capitalize(),
+                collapse=meta.get("collapse"),
+                advanced=meta.get("advanced", False),
+            )
+        )
+    return specs
+
+
+def _base_type(t: Any) -> type:
+    if t in (int, float, bool, str):
+        return t
+    return str
+
+
+def coerce(spec: FieldSpec, value: Any) -> Any:
+    """Convert ``value`` (a string from the CLI or a TOML scalar) to the field's type."""
+    t = spec.type
+    try:
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in ("true", "1", "yes", "on"):
+                return True
+            if s in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+        if t is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(value)
+                return int(value)
+            return int(str(value).strip())
+        if t is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{spec.key}: {value!r} is not a valid {t.__name__} (allowed: {spec.range_text()})"
+        ) from None
+
+
+def check(spec: FieldSpec, value: Any) -> None:
+    """Raise :class:`ConfigError` naming the field and its allowed range if ``value`` is bad."""
+    if spec.choices is not None:
+        if value not in spec.choices:
+            raise ConfigError(
+                f"{spec.key}: {value!r} is not allowed (allowed: {spec.range_text()})"
+            )
+        return
+    if spec.type in (int, float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{spec.key}: {value} is not a finite number")
+        lo, hi = spec.min, spec.max
+        below = lo is not None and (value <= lo if spec.min_exclusive else value < lo)
+        above = hi is not None and value > hi
+        if below or above:
+            raise ConfigError(
+                f"{spec.key} = {value:g} is out of range (allowed: {spec.range_text()})"
+            )
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are prepared."""
+
+    dataset: str = param(
+        "shapes",
+        "Built-in dataset ('shapes', 'digits') or the path of an image folder. Subfolders "
+        "are class labels, used only for evaluation and plot colours.",
+    )
+    resolution: int = param(32, "Training resolution in pixels (images are resized once).",
+                            min=8, max=512)
+    shapes_count: int = param(6000, "Number of images generated for the built-in shapes set.",
+                              min=100, max=200_000, advanced=True)
+    seed: int = param(0, "Seed for generating the built-in shapes set.", min=0,
+                      max=2**31 - 1, advanced=True)
+    workers_cache: bool = param(True, "Cache decoded folders on disk so reopening is instant.",
+                                label="Disk cache", advanced=True)
+
+
+@dataclass
+class AugmentConfig:
+    """Strengths of the two-view augmentations (SimCLR's recipe), applied batched on device."""
+
+    crop_min_scale: float = param(0.25, "Smallest area fraction kept by random resized crop.",
+                                  min=0.05, max=1.0)
+    crop_max_scale: float = param(1.0, "Largest area fraction kept by random resized crop.",
+                                  min=0.05, max=1.0)
+    flip_prob: float = param(0.5, "Probability of a horizontal flip.", min=0.0, max=1.0)
+    jitter_prob: float = param(0.8, "Probability of applying colour jitter.", min=0.0, max=1.0)
+    brightness: float = param(0.4, "Colour jitter: brightness strength.", min=0.0, max=1.0)
+    contrast: float = param(0.4, "Colour jitter: contrast strength.", min=0.0, max=1.0)
+    saturation: float = param(0.4, "Colour jitter: saturation strength.", min=0.0, max=1.0)
+    hue: float = param(0.1, "Colour jitter: hue shift (fraction of the colour wheel).",
+                       min=0.0, max=0.5)
+    grayscale_prob: float = param(0.2, "Probability of converting a view to grayscale.",
+                                  min=0.0, max=1.0)
+    blur_prob: float = param(0.0, "Probability of a Gaussian blur (useful at higher "
+                             "resolutions; off at 32 px as in SimCLR's CIFAR recipe).",
+                             min=0.0, max=1.0)
+    blur_sigma_max: float = param(1.5, "Largest blur sigma in pixels.", min=0.1, max=10.0,
+                                  advanced=True)
+
+
+@dataclass
+class BackboneConfig:
+    """The encoder whose features are evaluated; methods add heads on top."""
+
+    name: str = param(
+        "auto",
+        "Encoder network. 'auto' picks the small CNN on CPU and ResNet-18 on a GPU.",
+        choices=("auto", "small_cnn", "resnet18"),
+    )
+    width: int = param(32, "Base channel width of the small CNN.", min=8, max=256,
+                       advanced=True)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule: linear warm-up, then cosine decay to zero."""
+
+    optimizer: str = param("adamw", "Optimiser.", choices=("sgd", "adamw"))
+    lr: float = param(2e-3, "Peak learning rate (after warm-up).", min=0.0, max=10.0,
+                      min_exclusive=True, label="Learning rate")
+    weight_decay: float = param(1e-4, "Weight decay.", min=0.0, max=1.0)
+    momentum: float = param(0.9, "SGD momentum (ignored by AdamW).", min=0.0, max=0.999,
+                            advanced=True)
+    batch_size: int = param(256, "Images per step (each yields two views).", min=2,
+                            max=8192)
+    max_steps: int = param(1500, "Total training steps.", min=1, max=10_000_000)
+    warmup_steps: int = param(50, "Linear warm-up steps.", min=0, max=1_000_000)
+
+
+@dataclass
+class MonitorConfig:
+    """What is measured during training, and how often."""
+
+    every_steps: int = param(50, "Run the monitor (kNN, collapse scores) every N steps.",
+                             min=1, max=1_000_000)
+    monitor_size: int = param(1000, "Images in the fixed monitor subset.", min=20,
+                              max=20_000)
+    knn_k: int = param(20, "Neighbours for weighted kNN accuracy.", min=1, max=200)
+    knn_temperature: float = param(0.07, "Temperature of kNN vote weights (DINO).",
+                                   min=0.001, max=10.0)
+    checkpoint_every: int = param(250, "Save last.pt every N steps.", min=1,
+                                  max=10_000_000)
+
+
+@dataclass
+class RunSettings:
+    """General run settings (kept as its own section so the TOML stays flat)."""
+
+    seed: int = param(0, "Random seed for initialisation, augmentation and sampling.",
+                      min=0, max=2**31 - 1)
+    device: str = param("auto", "Training device; 'auto' picks CUDA, then MPS, then CPU.",
+                        choices=("auto", "cpu", "cuda", "mps"))
+    amp: bool = param(True, "Mixed precision on GPU (ignored on CPU).", label="AMP")
+    name: str = param("", "Optional name appended to the run id.", advanced=True)
+
+
+@dataclass
+class MethodConfig:
+    """Base class of each method's hyperparameters; subclasses live beside the method."""
+
+
+SECTIONS = ("data", "augment", "backbone", "method", "optim", "monitor", "run")
+
+
+@dataclass
+class Config:
+    """A complete run description: enough to reproduce the run."""
+
+    method_name: str = "simclr"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def sections(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SECTIONS}
+
+    def specs(self) -> list[FieldSpec]:
+        out: list[FieldSpec] = []
+        for name, obj in self.sections().items():
+            out.extend(field_specs(obj, name))
+        return out
+
+    def spec(self, key: str) -> FieldSpec:
+        for s in self.specs():
+            if s.key == key:
+                return s
+        known = ", ".join(SECTIONS)
+        raise ConfigError(f"unknown setting '{key}' (sections: {known})")
+
+    def get(self, key: str) -> Any:
+        section, _, name = key.partition(".")
+        return getattr(getattr(self, section), name)
+
+    def set(self, key: str, value: Any) -> None:
+        """Set one field from a string or scalar, coercing and checking it."""
+        spec = self.spec(key)
+        v = coerce(spec, value)
+        check(spec, v)
+        setattr(getattr(self, spec.section), spec.name, v)
+
+    def validate(self) -> None:
+        """Check every field and the rules that span fields."""
+        for spec in self.specs():
+            value = coerce(spec, self.get(spec.key))
+            check(spec, value)
+        if self.augment.crop_min_scale > self.augment.crop_max_scale:
+            raise ConfigError(
+                "augment.crop_min_scale must not exceed augment.crop_max_scale "
+                f"({self.augment.crop_min_scale:g} > {self.augment.crop_max_scale:g})"
+            )
+        if self.optim.warmup_steps >= self.optim.max_steps and self.optim.warmup_steps > 0:
+            raise ConfigError(
+                f"optim.warmup_steps ({self.optim.warmup_steps}) must be smaller than "
+                f"optim.max_steps ({self.optim.max_steps})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, obj in self.sections().items():
+            d = dataclasses.asdict(obj)
+            if name == "method":
+                d = {"name": self.method_name, **d}
+            out[name] = d
+        return out
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_toml(), encoding="utf-8")
+
+    def copy(self) -> Config:
+        return from_dict(self.to_dict())
+
+
+def method_config_class(method_name: str) -> type[MethodConfig]:
+    """The hyperparameter dataclass of a registered method (imports the method modules)."""
+    from engine.registry import get_method_info
+
+    return get_method_info(method_name).config_cls
+
+
+def default_config(method_name: str = "simclr") -> Config:
+    """The defaults for a method, with its preset applied."""
+    from engine.registry import get_method_info
+
+    info = get_method_info(method_name)
+    cfg = Config(method_name=method_name, method=info.config_cls())
+    for key, value in info.preset.items():
+        cfg.set(key, value)
+    return cfg
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Build a config from nested dicts (as read from TOML), rejecting unknown keys."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    unknown = set(d) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"unknown section(s) {', '.join(sorted(unknown))} (allowed: {', '.join(SECTIONS)})"
+        )
+    method_name = str(d.get("method", {}).pop("name", "simclr"))
+    cfg = default_config(method_name)
+    for section, values in d.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] must be a table of settings")
+        for name, value in values.items():
+            cfg.set(f"{section}.{name}", value)
+    cfg.validate()
+    return cfg
+
+
+def load_toml(path: str | Path) -> Config:
+    """Read a config file; errors name the file and the problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    try:
+        return from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split ``section.field=value`` into key and raw value."""
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"--set expects section.field=value, got {text!r}")
+    return key.strip(), value.strip()

@@ -1,0 +1,200 @@
+"""Built-in datasets that need no download: procedural shapes and scikit-learn's digits.
+
+``shapes`` is designed so that only the outline tells the classes apart: background and
+fill colours, size, position and rotation are drawn independently of the class, so a
+method that learns colour statistics alone scores near chance on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from engine.data.dataset import ImageDataset
+
+BUILTIN_DATASETS: dict[str, str] = {
+    "shapes": "Generated shapes (circle, square, triangle, star, cross, ring) on random "
+    "colours; classes differ only in shape.",
+    "digits": "scikit-learn's 1797 handwritten digits (8×8 px, upscaled), 10 classes.",
+}
+
+SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
+
+# Bump when generation changes, so cached copies of the old images are not served.
+SHAPES_VERSION = 1
+
+_SIZE_RANGE = (0.35, 0.85)  # circumscribed-circle diameter as a fraction of the side
+_MIN_COLOUR_DIST = 110.0  # RGB distance of the fill from every background colour
+_COLOUR_TRIES = 64
+_CHUNK_PIXELS = 2**20  # pixels composited at once: bounds float memory at high resolution
+
+Progress = Callable[[int, int], None]
+
+
+def make_shapes(
+    count: int, resolution: int, seed: int = 0, progress: Progress | None = None
+) -> ImageDataset:
+    """``count`` labelled shape images, identical for the same (count, resolution, seed)."""
+    if count < 1:
+        raise ValueError(f"shapes_count must be at least 1, got {count}")
+    rng = np.random.default_rng(seed)
+    n, r_px = count, resolution
+    k = len(SHAPE_CLASSES)
+    per_class = [n // k + (1 if c < n % k else 0) for c in range(k)]
+    labels = rng.permutation(np.repeat(np.arange(k), per_class))
+
+    # Geometry (in pixels of the final image).
+    radius = rng.uniform(*_SIZE_RANGE, n) * r_px / 2
+    cx = rng.uniform(radius, r_px - radius)
+    cy = rng.uniform(radius, r_px - radius)
+    angle = rng.uniform(0.0, 2 * math.pi, n)
+
+    # Background: a solid colour or a linear gradient towards a related colour,
+    # sometimes with a light per-pixel noise texture.
+    c0 = rng.uniform(0, 255, (n, 3))
+    gradient = rng.random(n) < 0.5
+    c1 = np.where(gradient[:, None], np.clip(c0 + rng.normal(0, 70, (n, 3)), 0, 255), c0)
+    grad_angle = rng.uniform(0.0, 2 * math.pi, n)
+    noise_std = np.where(rng.random(n) < 0.35, rng.uniform(3.0, 12.0, n), 0.0)
+    fill = _contrasting_fill(rng, c0, c1)
+    noise_seed = int(rng.integers(2**63))
+
+    # Shape masks: drawn at ss× and box-reduced for antialiased edges.
+    ss = 4 if r_px <= 64 else 2 if r_px <= 256 else 1
+    masks = np.empty((n, r_px, r_px), dtype=np.uint8)
+    step = max(1, n // 20)
+    for i in range(n):
+        masks[i] = _draw_mask(SHAPE_CLASSES[labels[i]], r_px, ss, cx[i], cy[i], radius[i], angle[i])
+        if progress is not None and (i + 1) % step == 0:
+            progress(i + 1, n)
+
+    # Composite in cache-sized chunks with in-place numpy ops (memory-bound work):
+    # background gradient, light noise on some, then the fill through the antialiased mask.
+    images = np.empty((n, 3, r_px, r_px), dtype=np.uint8)
+    coords = (np.arange(r_px, dtype=np.float32) + 0.5) / r_px - 0.5
+    noise_rng = np.random.default_rng(noise_seed)
+    chunk = max(1, _CHUNK_PIXELS // (r_px * r_px))
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        ca = np.cos(grad_angle[s:e]).astype(np.float32)[:, None, None]
+        sa = np.sin(grad_angle[s:e]).astype(np.float32)[:, None, None]
+        t = ca * coords[None, None, :] + sa * coords[None, :, None]
+        t += 0.5
+        np.clip(t, 0, 1, out=t)
+        a0 = c0[s:e, :, None, None].astype(np.float32)
+        a1 = c1[s:e, :, None, None].astype(np.float32)
+        bg = (a1 - a0) * t[:, None]
+        bg += a0  # (b, 3, R, R)
+        noisy = np.flatnonzero(noise_std[s:e] > 0)
+        if noisy.size:
+            noise = noise_rng.standard_normal((noisy.size, 1, r_px, r_px), dtype=np.float32)
+            noise *= noise_std[s:e][noisy].astype(np.float32)[:, None, None, None]
+            bg[noisy] += noise
+        m = masks[s:e, None].astype(np.float32)
+        m *= 1.0 / 255.0
+        delta = fill[s:e, :, None, None].astype(np.float32) - bg
+        delta *= m
+        bg += delta
+        bg += 0.5
+        np.clip(bg, 0, 255, out=bg)
+        images[s:e] = bg  # truncation after +0.5 rounds to nearest
+    if progress is not None:
+        progress(n, n)
+
+    return ImageDataset(
+        name="shapes",
+        images=torch.from_numpy(images),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        class_names=list(SHAPE_CLASSES),
+        files=[f"shapes/{SHAPE_CLASSES[c]}/{i:06d}" for i, c in enumerate(labels)],
+        skipped=[],
+    )
+
+
+def _contrasting_fill(rng: np.random.Generator, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:
+    """A fill colour per image far from every colour on the background's c0→c1 segment."""
+    n = c0.shape[0]
+    cand = rng.uniform(0, 255, (n, _COLOUR_TRIES, 3))
+    seg = (c1 - c0)[:, None, :]
+    rel = cand - c0[:, None, :]
+    denom = np.maximum((seg * seg).sum(-1), 1e-9)
+    u = np.clip((rel * seg).sum(-1) / denom, 0, 1)
+    dist = np.linalg.norm(rel - u[..., None] * seg, axis=-1)  # (n, tries)
+    ok = dist >= _MIN_COLOUR_DIST
+    # First acceptable candidate; if none is, the most distant one.
+    pick = np.where(ok.any(1), ok.argmax(1), dist.argmax(1))
+    return cand[np.arange(n), pick]
+
+
+def _draw_mask(
+    shape: str, res: int, ss: int, cx: float, cy: float, r: float, angle: float
+) -> np.ndarray:
+    size = res * ss
+    im = Image.new("L", (size, size), 0)
+    d = ImageDraw.Draw(im)
+    x, y, rr = cx * ss, cy * ss, r * ss
+    if shape in ("circle", "ring"):
+        d.ellipse((x - rr, y - rr, x + rr, y + rr), fill=255)
+        if shape == "ring":
+            ri = rr * 0.55
+            d.ellipse((x - ri, y - ri, x + ri, y + ri), fill=0)
+    else:
+        d.polygon(_polygon(shape, x, y, rr, angle), fill=255)
+    if ss > 1:
+        im = im.reduce(ss)
+    return np.asarray(im)
+
+
+def _polygon(shape: str, x: float, y: float, r: float, angle: float) -> list[tuple[float, float]]:
+    """Vertices of the shape inscribed in the circle of radius ``r`` around (x, y)."""
+    if shape == "square":
+        pts = [(math.cos(a), math.sin(a)) for a in np.arange(4) * math.pi / 2 + math.pi / 4]
+    elif shape == "triangle":
+        pts = [(math.cos(a), math.sin(a)) for a in np.arange(3) * 2 * math.pi / 3]
+    elif shape == "star":
+        pts = []
+        for j in range(10):
+            a = j * math.pi / 5
+            rad = 1.0 if j % 2 == 0 else 0.45
+            pts.append((rad * math.cos(a), rad * math.sin(a)))
+    elif shape == "cross":
+        w = 0.33
+        h = math.sqrt(1 - w * w)
+        quarter = [(w, h), (w, w), (h, w)]
+        pts = []
+        for q in range(4):  # the quarter outline, turned -90° each time to go round
+            c, s = math.cos(-q * math.pi / 2), math.sin(-q * math.pi / 2)
+            pts += [(px * c - py * s, px * s + py * c) for px, py in quarter]
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    ca, sa = math.cos(angle), math.sin(angle)
+    return [(x + r * (px * ca - py * sa), y + r * (px * sa + py * ca)) for px, py in pts]
+
+
+def load_digits(resolution: int) -> ImageDataset:
+    """scikit-learn's bundled 8×8 digits, white on black, upscaled to ``resolution``."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    d = sk_load_digits()
+    x = torch.from_numpy(np.asarray(d.images, dtype=np.float32) * (255.0 / 16.0))[:, None]
+    x = torch.nn.functional.interpolate(
+        x,
+        size=(resolution, resolution),
+        mode="bicubic",
+        align_corners=False,
+        antialias=resolution < 8,
+    )
+    x = x.clamp(0, 255).add(0.5).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    y = torch.from_numpy(np.asarray(d.target, dtype=np.int64))
+    return ImageDataset(
+        name="digits",
+        images=x,
+        labels=y,
+        class_names=[str(i) for i in range(10)],
+        files=[f"digits/{int(c)}/{i:06d}" for i, c in enumerate(y)],
+        skipped=[],
+    )

@@ -1,0 +1,76 @@
+"""The in-memory dataset every method trains on: one uint8 tensor decoded once up front.
+
+Keeping all images as a single ``(N, 3, R, R)`` uint8 tensor lets augmentation run batched
+on the training device and makes the decoded set cheap to cache and to index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+_MAX_CLASSES_IN_SUMMARY = 8
+
+
+@dataclass(eq=False)  # tensors have no single truth value, so compare by identity
+class ImageDataset:
+    """Decoded images with optional class labels (labels are used for evaluation only)."""
+
+    name: str  # "shapes", "digits", or the folder path as given
+    images: torch.Tensor  # (N, 3, R, R) uint8, contiguous, CPU
+    labels: torch.Tensor | None  # (N,) int64, or None when there are no labels
+    class_names: list[str]  # [] when there are no labels
+    files: list[str]  # one display name per image (relative path for folders)
+    skipped: list[tuple[str, str]]  # (file path, reason) of files that could not be decoded
+    from_cache: bool = False
+
+    def __post_init__(self) -> None:
+        # Catch shape mistakes here rather than deep inside a training step.
+        im = self.images
+        if im.dim() != 4 or im.shape[1] != 3 or im.shape[2] != im.shape[3]:
+            raise ValueError(f"images must be (N, 3, R, R), got {tuple(im.shape)}")
+        if im.dtype != torch.uint8:
+            raise ValueError(f"images must be uint8, got {im.dtype}")
+        n = im.shape[0]
+        if len(self.files) != n:
+            raise ValueError(f"{len(self.files)} file names for {n} images")
+        if self.labels is not None:
+            if self.labels.shape != (n,) or self.labels.dtype != torch.int64:
+                raise ValueError("labels must be an int64 tensor of shape (N,)")
+            k = len(self.class_names)
+            if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= k):
+                raise ValueError("labels out of range of class_names")
+        elif self.class_names:
+            raise ValueError("class_names given without labels")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.images.shape[-1])
+
+    def class_counts(self) -> list[int]:
+        """Images per class, in ``class_names`` order; [] without labels."""
+        if self.labels is None:
+            return []
+        return torch.bincount(self.labels, minlength=len(self.class_names)).tolist()
+
+    def summary(self) -> str:
+        """One line for status bars and logs, e.g. '6000 images, 6 classes (circle 1000, ...)'."""
+        n = len(self)
+        parts = [f"{n} image{'s' if n != 1 else ''}"]
+        if self.labels is None:
+            parts.append("no labels")
+        else:
+            k = len(self.class_names)
+            pairs = [f"{c} {m}" for c, m in zip(self.class_names, self.class_counts(), strict=True)]
+            if k > _MAX_CLASSES_IN_SUMMARY:
+                shown = pairs[: _MAX_CLASSES_IN_SUMMARY - 1]
+                pairs = shown + [f"… {k - len(shown)} more"]
+            parts.append(f"{k} class{'es' if k != 1 else ''} ({', '.join(pairs)})")
+        if self.skipped:
+            s = len(self.skipped)
+            parts.append(f"{s} file{'s' if s != 1 else ''} skipped")
+        return ", ".join(parts)

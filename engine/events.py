@@ -1,0 +1,123 @@
+"""The training event stream.
+
+The trainer yields these small frozen dataclasses holding plain CPU data (floats,
+numpy arrays, dicts), never live tensors, so any client can consume them: the CLI
+prints them, the GUI worker forwards them as Qt signals, tests assert on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class of every event."""
+
+
+@dataclass(frozen=True)
+class DatasetReady(Event):
+    """The dataset was loaded (or taken from the cache)."""
+
+    name: str
+    n_images: int
+    resolution: int
+    class_names: tuple[str, ...]
+    class_counts: tuple[int, ...]
+    skipped: tuple[tuple[str, str], ...]  # (file, reason)
+    from_cache: bool
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    """Training is about to begin (fresh or resumed at ``start_step``)."""
+
+    run_id: str
+    run_dir: str
+    method: str
+    device: str
+    backbone: str
+    feature_dim: int
+    n_images: int
+    total_steps: int
+    start_step: int
+    steps_per_epoch: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepMetrics(Event):
+    """Metrics of one optimisation step."""
+
+    step: int
+    epoch: float
+    time: float
+    loss: float
+    lr: float
+    images_per_sec: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MonitorReport(Event):
+    """Collapse scores and kNN accuracy on the fixed monitor subset.
+
+    ``step == 0`` with ``baseline=True`` is the random-initialisation measurement taken
+    before the first step: the reference every curve is read against.
+    """
+
+    step: int
+    epoch: float
+    baseline: bool
+    knn_accuracy: float | None
+    std: float
+    std_reference: float
+    effective_rank: float
+    dim: int
+    backbone_rank: float
+    backbone_dim: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Paused(Event):
+    step: int
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    step: int
+
+
+@dataclass(frozen=True)
+class RunWarning(Event):
+    """Something the user should know that does not stop the run."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    """The run ended: ``status`` is 'finished' (all steps done) or 'stopped' (on request)."""
+
+    status: str
+    step: int
+    run_dir: str
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Failed(Event):
+    """The run ended with an error; ``message`` is for the user, ``details`` for a report."""
+
+    message: str
+    details: str
+    run_dir: str | None
+    input_error: bool = False  # bad user input (CLI exit code 2), not a crash

@@ -1,0 +1,1 @@
+"""SSL methods, one per file; each registers itself (see :mod:`engine.registry`)."""

@@ -1,0 +1,59 @@
+"""SimCLR: contrast two augmented views of each image against the rest of the batch.
+
+Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of
+Visual Representations", ICML 2020.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.augment import ViewAugment
+from engine.config import Config, MethodConfig, param
+from engine.heads import mlp_head
+from engine.losses import nt_xent
+from engine.methods._base import SSLMethod, StepOutput
+from engine.registry import register_method
+
+
+@dataclass
+class SimCLRConfig(MethodConfig):
+    temperature: float = param(
+        0.5,
+        "Softmax temperature of the NT-Xent loss. 0.1-0.5 works; extreme values "
+        "(≤ 0.01 or ≥ 5) flatten or spike the similarities and stall learning.",
+        min=0.001,
+        max=100.0,
+    )
+    proj_hidden_dim: int = param(512, "Hidden width of the projection MLP.", min=16, max=8192)
+    proj_dim: int = param(128, "Output dimension of the projection MLP.", min=2, max=8192)
+
+
+@register_method(
+    "simclr",
+    config=SimCLRConfig,
+    family="contrastive",
+    description="Pull two views of an image together, push other images away (NT-Xent).",
+    paper="Chen et al. 2020, A Simple Framework for Contrastive Learning of Visual Representations",
+)
+class SimCLR(SSLMethod):
+    def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
+        super().__init__(cfg, backbone, feature_dim)
+        m: SimCLRConfig = cfg.method  # type: ignore[assignment]
+        self.temperature = m.temperature
+        self.projector = mlp_head(feature_dim, m.proj_hidden_dim, m.proj_dim)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.projector(features)
+
+    def training_step(
+        self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
+    ) -> StepOutput:
+        n = images.shape[0]
+        views = torch.cat([augment(images, generator), augment(images, generator)])
+        z = self.projector(self.backbone(views))
+        z1, z2 = z[:n], z[n:]
+        loss = nt_xent(z1, z2, self.temperature)
+        return StepOutput(loss)

@@ -1,0 +1,72 @@
+"""Representation health measured on a fixed monitor subset: collapse scores and kNN.
+
+Formulas follow DESIGN.md section 4. All functions take plain tensors and return floats,
+so they are tested on constructed embeddings where the answer is known.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def collapse_std(z: torch.Tensor) -> float:
+    """Mean per-dimension std of L2-normalised embeddings.
+
+    For embeddings spread uniformly on the sphere it approaches ``1/sqrt(d)``; when every
+    input maps to the same point it falls to 0 (complete collapse).
+    """
+    zn = F.normalize(z.double(), dim=1)
+    return float(zn.std(0).mean())
+
+
+def effective_rank(z: torch.Tensor, eps: float = 1e-7) -> float:
+    """RankMe (Garrido et al. 2023): ``exp(-sum p log p)`` with ``p = s / sum(s) + eps``.
+
+    ``s`` are the singular values of the (normalised) embedding matrix, obtained from the
+    eigenvalues of ``Z^T Z`` (d x d), which is much cheaper than an SVD of the N x d matrix.
+    It is close to ``d`` for isotropic embeddings and falls towards 1 as they collapse onto
+    fewer directions (dimensional collapse) even when the per-dim std still looks fine.
+    """
+    zn = F.normalize(z.double(), dim=1)
+    eig = torch.linalg.eigvalsh(zn.t() @ zn).clamp_min(0)
+    s = eig.sqrt()
+    total = s.sum()
+    if total <= 0:
+        return 1.0
+    p = s / total + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+def knn_accuracy(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> float:
+    """Leave-one-out weighted kNN accuracy with cosine similarity (DINO's ``eval_knn``).
+
+    Each monitor image is classified by its k nearest other monitor images, each voting
+    for its label with weight ``exp(sim / T)``. Leaving the query out of its own bank lets
+    the whole monitor set serve as both bank and queries.
+    """
+    f = F.normalize(features.float(), dim=1)
+    labels = labels.long()
+    n = f.shape[0]
+    n_classes = int(labels.max()) + 1
+    k = min(k, n - 1)
+    correct = 0
+    for start in range(0, n, chunk):
+        q = f[start : start + chunk]
+        sim = q @ f.t()
+        idx = torch.arange(start, start + q.shape[0], device=f.device)
+        sim[torch.arange(q.shape[0], device=f.device), idx] = -math.inf
+        top_sim, top_idx = sim.topk(k, dim=1)
+        weights = (top_sim / temperature).exp()
+        votes = torch.zeros(q.shape[0], n_classes, device=f.device)
+        votes.scatter_add_(1, labels[top_idx], weights)
+        correct += int((votes.argmax(1) == labels[start : start + q.shape[0]]).sum())
+    return correct / n

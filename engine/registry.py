@@ -1,0 +1,93 @@
+"""The method registry: each method file registers itself with ``@register_method``.
+
+Like torchvision's ``register_model``, registering a name twice raises, so two files can
+never silently shadow each other. Adding a method touches one new file plus its test.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import ConfigError
+
+FAMILIES = ("contrastive", "non-contrastive", "pretext", "reconstruction")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    cls: type
+    config_cls: type
+    family: str
+    description: str
+    paper: str
+    preset: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
+_loaded = False
+
+
+def register_method(
+    name: str,
+    *,
+    config: type,
+    family: str,
+    description: str,
+    paper: str,
+    preset: dict[str, Any] | None = None,
+) -> Callable[[type], type]:
+    """Class decorator adding a method to the registry.
+
+    ``preset`` holds overrides of other sections (``{"optim.lr": 0.3}``) that the method
+    needs to work well by default; it is applied on top of the section defaults.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+
+    def deco(cls: type) -> type:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is already registered")
+        _REGISTRY[name] = MethodInfo(
+            name=name,
+            cls=cls,
+            config_cls=config,
+            family=family,
+            description=description,
+            paper=paper,
+            preset=dict(preset or {}),
+        )
+        return cls
+
+    return deco
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    import engine.methods as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"engine.methods.{mod.name}")
+    _loaded = True
+
+
+def available_methods() -> list[MethodInfo]:
+    """Every registered method, in family then name order."""
+    _load_all()
+    return sorted(_REGISTRY.values(), key=lambda m: (FAMILIES.index(m.family), m.name))
+
+
+def get_method_info(name: str) -> MethodInfo:
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        names = ", ".join(sorted(_REGISTRY))
+        raise ConfigError(f"unknown method {name!r} (available: {names})") from None

@@ -1,0 +1,222 @@
+"""The run folder: a contract read by the CLI, the GUI and outside tools (DESIGN.md §3).
+
+```
+<runs dir>/<run id>/
+  config.toml     the full config
+  metrics.jsonl   one JSON object per line, append-only, flushed as written
+  summary.json    status, final metrics, evaluation results (rewritten atomically)
+  checkpoints/    last.pt (atomic: temp file + rename)
+  snapshots/      embeddings and reconstruction grids for reopening the run later
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+RUNS_DIR_ENV = "SELFSUP_RUNS_DIR"
+APP_NAME = "selfsup-workbench"
+
+
+def default_runs_dir() -> Path:
+    """``$SELFSUP_RUNS_DIR`` if set, else the platform's user data dir + ``runs``."""
+    env = os.environ.get(RUNS_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "runs"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value: Any) -> Any:
+    """JSON cannot hold NaN/inf: write them as null so every reader can parse the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:40] or "run"
+
+
+class RunFolder:
+    """One run's folder on disk."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._metrics_file: Any = None
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.path / "snapshots"
+
+    @classmethod
+    def create(cls, runs_dir: str | Path, method: str, dataset: str, name: str = "") -> RunFolder:
+        """A new, uniquely named folder ``<date>-<time>_<method>_<dataset>[_<name>]``."""
+        runs_dir = Path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        parts = [stamp, _slug(method), _slug(Path(dataset).name or dataset)]
+        if name:
+            parts.append(_slug(name))
+        base = "_".join(parts)
+        for i in range(1000):
+            candidate = runs_dir / (base if i == 0 else f"{base}-{i}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            run = cls(candidate)
+            run.checkpoint_dir.mkdir()
+            run.snapshots_dir.mkdir()
+            return run
+        raise RuntimeError(f"could not create a run folder under {runs_dir}")
+
+    # metrics ---------------------------------------------------------------------
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        if self._metrics_file is None:
+            self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")  # noqa: SIM115
+        self._metrics_file.write(json.dumps(_clean(row)) + "\n")
+        self._metrics_file.flush()
+
+    def close(self) -> None:
+        if self._metrics_file is not None:
+            self._metrics_file.close()
+            self._metrics_file = None
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every complete row; a torn last line (a crash mid-write) is ignored."""
+        rows: list[dict[str, Any]] = []
+        if not self.metrics_path.exists():
+            return rows
+        with open(self.metrics_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return rows
+
+    def truncate_metrics(self, max_step: int) -> None:
+        """Drop rows past ``max_step`` so a resumed run's curves continue without overlap."""
+        self.close()
+        rows = [r for r in self.read_metrics() if r.get("step", 0) <= max_step]
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        atomic_write_bytes(self.metrics_path, text.encode())
+
+    # summary ---------------------------------------------------------------------
+    def read_summary(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.summary_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        summary = {**summary, "updated": time.time()}
+        data = json.dumps(_clean(summary), indent=2).encode()
+        atomic_write_bytes(self.summary_path, data)
+
+    def update_summary(self, **changes: Any) -> dict[str, Any]:
+        summary = self.read_summary()
+        summary.update(changes)
+        self.write_summary(summary)
+        return summary
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A line of the runs list."""
+
+    id: str
+    path: Path
+    status: str
+    method: str
+    dataset: str
+    step: int
+    total_steps: int
+    started: float | None
+    knn_accuracy: float | None
+    baseline_knn: float | None
+
+
+def list_runs(runs_dir: str | Path) -> list[RunInfo]:
+    """Every run folder under ``runs_dir`` (newest first); unreadable ones show as unknown."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for p in runs_dir.iterdir():
+        if not p.is_dir() or p.name.startswith("."):
+            continue
+        if not (p / "config.toml").exists() and not (p / "summary.json").exists():
+            continue
+        s = RunFolder(p).read_summary()
+        final = s.get("final") or {}
+        out.append(
+            RunInfo(
+                id=p.name,
+                path=p,
+                status=str(s.get("status", "unknown")),
+                method=str(s.get("method", "?")),
+                dataset=str(s.get("dataset", "?")),
+                step=int(s.get("step") or 0),
+                total_steps=int(s.get("total_steps") or 0),
+                started=s.get("started"),
+                knn_accuracy=final.get("knn_accuracy"),
+                baseline_knn=s.get("baseline_knn"),
+            )
+        )
+    out.sort(key=lambda r: (r.started or 0, r.id), reverse=True)
+    return out

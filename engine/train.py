@@ -1,0 +1,483 @@
+"""The training loop, as a generator of events.
+
+``Trainer.run()`` yields :mod:`engine.events` dataclasses; pause, resume and stop are
+requests (thread-safe flags) checked between steps, so any client (CLI, GUI worker
+thread, test) drives the same loop (after superqt's ``GeneratorWorker``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.augment import ViewAugment, eval_transform
+from engine.backbones import build_backbone, resolve_backbone_name
+from engine.config import Config, load_toml
+from engine.data import ImageDataset, load_dataset
+from engine.errors import TrainingDiverged, UserInputError
+from engine.events import (
+    CheckpointSaved,
+    DatasetReady,
+    Event,
+    Failed,
+    Finished,
+    MonitorReport,
+    Paused,
+    Resumed,
+    RunStarted,
+    RunWarning,
+    StepMetrics,
+)
+from engine.methods._base import SSLMethod
+from engine.monitor import collapse_std, effective_rank, knn_accuracy
+from engine.registry import get_method_info
+from engine.runs import RunFolder, atomic_write_bytes, default_runs_dir
+
+CHECKPOINT_FORMAT = 1
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA if available, else Apple's MPS, else CPU (or exactly what was asked for)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("run.device = 'cuda' but no CUDA GPU is available (use 'auto')")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warm-up to the peak LR, then cosine decay to zero at ``max_steps``."""
+    o = cfg.optim
+    if o.warmup_steps > 0 and step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    span = max(1, o.max_steps - o.warmup_steps)
+    progress = min(1.0, (step - o.warmup_steps) / span)
+    return o.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_model(cfg: Config, device: torch.device) -> tuple[SSLMethod, str]:
+    """The method (backbone + heads) for a config, on ``device``."""
+    info = get_method_info(cfg.method_name)
+    backbone_name = resolve_backbone_name(cfg.backbone.name, device)
+    backbone, dim = build_backbone(backbone_name, cfg.data.resolution, cfg.backbone.width)
+    model: SSLMethod = info.cls(cfg, backbone, dim)
+    return model.to(device), backbone_name
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """SGD or AdamW; biases and norm parameters get no weight decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optim.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+
+
+class Trainer:
+    """Runs one training run and yields its events.
+
+    Create with a config for a new run, or with :meth:`resume` to continue a run folder.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        runs_dir: str | Path | None = None,
+        *,
+        dataset: ImageDataset | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+        self.cache_dir = cache_dir
+        self._dataset = dataset
+        self._resume_dir: Path | None = None
+        self._stop = threading.Event()
+        self._pause = threading.Event()
+        self.run_folder: RunFolder | None = None
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        *,
+        max_steps: int | None = None,
+        dataset: ImageDataset | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> Trainer:
+        """Continue a stopped or interrupted run from its ``last.pt``."""
+        run = RunFolder(run_dir)
+        if not run.last_checkpoint.exists():
+            raise UserInputError(f"no checkpoint to resume from in {run.path}")
+        cfg = load_toml(run.config_path)
+        if max_steps is not None:
+            cfg.set("optim.max_steps", max_steps)
+        t = cls(cfg, run.path.parent, dataset=dataset, cache_dir=cache_dir)
+        t._resume_dir = run.path
+        return t
+
+    # requests (thread-safe, checked between steps) ------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_pause(self) -> None:
+        self._pause.set()
+
+    def request_resume(self) -> None:
+        self._pause.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
+    # the loop ---------------------------------------------------------------------
+    def run(self) -> Iterator[Event]:
+        """Train, yielding events; never raises for a failed run (it yields :class:`Failed`)."""
+        try:
+            yield from self._run()
+        except UserInputError as e:
+            yield self._fail(str(e), "", input_error=True)
+        except TrainingDiverged as e:
+            yield self._fail(str(e), "")
+        except Exception as e:  # the run fails, the caller (GUI, CLI) survives
+            yield self._fail(f"{type(e).__name__}: {e}", traceback.format_exc())
+        finally:
+            if self.run_folder is not None:
+                self.run_folder.close()
+
+    def _fail(self, message: str, details: str, input_error: bool = False) -> Failed:
+        run_dir = None
+        if self.run_folder is not None:
+            run_dir = str(self.run_folder.path)
+            try:
+                self.run_folder.update_summary(status="failed", error=message)
+            except OSError:
+                pass
+        return Failed(message=message, details=details, run_dir=run_dir,
+                      input_error=input_error)
+
+    def _run(self) -> Iterator[Event]:
+        cfg = self.cfg
+        device = pick_device(cfg.run.device)
+        torch.manual_seed(cfg.run.seed)
+
+        ds = self._dataset
+        if ds is None:
+            ds = load_dataset(
+                cfg.data.dataset,
+                cfg.data.resolution,
+                shapes_count=cfg.data.shapes_count,
+                seed=cfg.data.seed,
+                cache_dir=self.cache_dir if cfg.data.workers_cache else None,
+            )
+        counts = ds.class_counts()
+        yield DatasetReady(
+            name=ds.name,
+            n_images=len(ds),
+            resolution=ds.resolution,
+            class_names=tuple(ds.class_names),
+            class_counts=tuple(counts),
+            skipped=tuple(ds.skipped),
+            from_cache=ds.from_cache,
+        )
+        if len(ds) < 2:
+            raise UserInputError(f"dataset {ds.name} has {len(ds)} image(s); at least 2 needed")
+        batch_size = cfg.optim.batch_size
+        if batch_size > len(ds):
+            yield RunWarning(
+                f"optim.batch_size = {batch_size} exceeds the {len(ds)} images of the "
+                f"dataset; using {len(ds)}"
+            )
+            batch_size = len(ds)
+
+        model, backbone_name = build_model(cfg, device)
+        optimizer = build_optimizer(model, cfg)
+        use_amp = cfg.run.amp and device.type == "cuda"
+        amp_dtype = (
+            torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        augment = ViewAugment(cfg.augment, cfg.data.resolution)
+        gen = torch.Generator().manual_seed(cfg.run.seed)
+
+        # monitor subset: fixed by the data seed, so every run on a dataset shares it
+        mon_gen = torch.Generator().manual_seed(12345 + cfg.data.seed)
+        n_mon = min(cfg.monitor.monitor_size, len(ds))
+        mon_idx = torch.randperm(len(ds), generator=mon_gen)[:n_mon]
+        mon_images = ds.images[mon_idx]
+        mon_labels = ds.labels[mon_idx] if ds.labels is not None else None
+
+        images = ds.images
+        if device.type == "cuda":
+            images = images.to(device) if images.numel() < 2**31 else images.pin_memory()
+
+        start_step = 0
+        elapsed_before = 0.0
+        if self._resume_dir is not None:
+            run = RunFolder(self._resume_dir)
+            ckpt = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if "scaler" in ckpt and ckpt["scaler"]:
+                scaler.load_state_dict(ckpt["scaler"])
+            start_step = int(ckpt["step"])
+            elapsed_before = float(ckpt.get("elapsed", 0.0))
+            gen.set_state(ckpt["rng"]["augment"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            run.truncate_metrics(start_step)
+            cfg.save(run.config_path)  # records an extended max_steps
+            summary = run.update_summary(status="running", total_steps=cfg.optim.max_steps)
+        else:
+            run = RunFolder.create(self.runs_dir, cfg.method_name, ds.name, cfg.run.name)
+            cfg.save(run.config_path)
+            summary = {
+                "status": "running",
+                "run_id": run.id,
+                "method": cfg.method_name,
+                "dataset": ds.name,
+                "backbone": backbone_name,
+                "device": str(device),
+                "n_images": len(ds),
+                "classes": list(ds.class_names),
+                "skipped_files": len(ds.skipped),
+                "started": time.time(),
+                "step": 0,
+                "total_steps": cfg.optim.max_steps,
+                "baseline_knn": None,
+                "final": {},
+            }
+            run.write_summary(summary)
+        self.run_folder = run
+        steps_per_epoch = max(1, len(ds) // batch_size)
+        total = cfg.optim.max_steps
+
+        yield RunStarted(
+            run_id=run.id,
+            run_dir=str(run.path),
+            method=cfg.method_name,
+            device=str(device),
+            backbone=backbone_name,
+            feature_dim=model.feature_dim,
+            n_images=len(ds),
+            total_steps=total,
+            start_step=start_step,
+            steps_per_epoch=steps_per_epoch,
+            config=cfg.to_dict(),
+        )
+
+        def monitor(step: int, baseline: bool) -> MonitorReport:
+            report = self._monitor(model, mon_images, mon_labels, device, step,
+                                   step / steps_per_epoch, baseline)
+            row = {"step": step, "epoch": report.epoch, "time": elapsed_before + clock(),
+                   "knn_accuracy": report.knn_accuracy, "std": report.std,
+                   "std_reference": report.std_reference,
+                   "effective_rank": report.effective_rank,
+                   "backbone_rank": report.backbone_rank, **report.extra}
+            if baseline:
+                row["baseline"] = True
+            run.append_metrics(row)
+            return report
+
+        t_start = time.perf_counter()
+        paused_total = 0.0
+
+        def clock() -> float:
+            return time.perf_counter() - t_start - paused_total
+
+        if start_step == 0:
+            self._calibrate_batchnorm(model, mon_images, device)
+            base = monitor(0, baseline=True)
+            summary = run.update_summary(baseline_knn=base.knn_accuracy,
+                                         baseline_rank=base.effective_rank)
+            yield base
+
+        def save(step: int) -> CheckpointSaved:
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "method": cfg.method_name,
+                "config": cfg.to_dict(),
+                "backbone": backbone_name,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "step": step,
+                "elapsed": elapsed_before + clock(),
+                "rng": {"augment": gen.get_state(), "torch": torch.get_rng_state()},
+            }
+            import io
+
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            atomic_write_bytes(run.last_checkpoint, buf.getvalue())
+            run.update_summary(step=step)
+            return CheckpointSaved(step=step, path=str(run.last_checkpoint))
+
+        order = torch.randperm(len(ds), generator=gen)
+        pos = (start_step % steps_per_epoch) * batch_size
+        ips_ema: float | None = None
+        last: dict[str, Any] = {}
+        step = start_step
+        status = "finished"
+        model.train()
+        while step < total:
+            if self._stop.is_set():
+                status = "stopped"
+                break
+            if self._pause.is_set():
+                yield save(step)
+                yield Paused(step)
+                t0 = time.perf_counter()
+                while self._pause.is_set() and not self._stop.is_set():
+                    time.sleep(0.05)
+                paused_total += time.perf_counter() - t0
+                if self._stop.is_set():
+                    status = "stopped"
+                    break
+                yield Resumed(step)
+
+            t0 = time.perf_counter()
+            if pos + batch_size > len(ds):
+                order = torch.randperm(len(ds), generator=gen)
+                pos = 0
+            idx = order[pos : pos + batch_size]
+            pos += batch_size
+            batch = images[idx.to(images.device)] if images.is_cuda else images[idx]
+            if device.type == "cuda":
+                batch = batch.to(device, non_blocking=True)
+            lr = lr_at(step, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            autocast = (torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext())
+            with autocast:
+                out = model.training_step(batch, augment, gen)
+            loss = out.loss
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"the loss became {loss_value} at step {step + 1}; the last good "
+                    f"checkpoint is kept. Try a lower learning rate (optim.lr = {cfg.optim.lr:g}),"
+                    " more warm-up steps, or AMP off."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            extra = {k: float(v) for k, v in out.metrics.items()}
+            extra.update(model.after_step(step, total))
+            step += 1
+            dt = time.perf_counter() - t0
+            ips = batch_size / max(dt, 1e-9)
+            ips_ema = ips if ips_ema is None else 0.9 * ips_ema + 0.1 * ips
+            epoch = step / steps_per_epoch
+            t_now = elapsed_before + clock()
+            ev = StepMetrics(step=step, epoch=epoch, time=t_now, loss=loss_value, lr=lr,
+                             images_per_sec=ips_ema, extra=extra)
+            run.append_metrics({"step": step, "epoch": epoch, "time": t_now,
+                                "loss": loss_value, "lr": lr,
+                                "images_per_sec": ips_ema, **extra})
+            last["loss"] = loss_value
+            yield ev
+
+            if step % cfg.monitor.every_steps == 0 or step == total:
+                rep = monitor(step, baseline=False)
+                last.update(knn_accuracy=rep.knn_accuracy, std=rep.std,
+                            effective_rank=rep.effective_rank)
+                yield rep
+            if step % cfg.monitor.checkpoint_every == 0 and step < total:
+                yield save(step)
+
+        if step > start_step or status == "stopped":
+            yield save(step)
+        summary = run.read_summary()
+        final = {**summary.get("final", {}), **last}
+        summary = run.update_summary(status=status, step=step, final=final)
+        yield Finished(status=status, step=step, run_dir=str(run.path), summary=summary)
+
+    @torch.no_grad()
+    def _calibrate_batchnorm(
+        self, model: SSLMethod, images: torch.Tensor, device: torch.device
+    ) -> None:
+        """Estimate BatchNorm statistics of the untrained model on the monitor images.
+
+        A fresh network's running statistics are the placeholders mean 0 / variance 1, so
+        in eval mode its features are badly scaled and the random-init baseline would look
+        worse than random features really are. Averaging the batch statistics over the
+        monitor set (no gradients, no weight change) gives the honest baseline.
+        """
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not bns:
+            return
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        model.train()
+        for i in range(0, images.shape[0], 256):
+            chunk = images[i : i + 256]
+            if chunk.shape[0] < 2:
+                break
+            x = eval_transform(chunk.to(device), self.cfg.data.resolution)
+            model.project(model.embed(x))
+        for m, mom in zip(bns, saved, strict=True):
+            m.momentum = mom
+
+    @torch.no_grad()
+    def _monitor(
+        self,
+        model: SSLMethod,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        device: torch.device,
+        step: int,
+        epoch: float,
+        baseline: bool,
+    ) -> MonitorReport:
+        """Embed the monitor subset in eval mode and score it."""
+        was_training = model.training
+        model.eval()
+        feats, projs = [], []
+        for i in range(0, images.shape[0], 512):
+            x = eval_transform(images[i : i + 512].to(device), self.cfg.data.resolution)
+            f = model.embed(x)
+            feats.append(f.float().cpu())
+            projs.append(model.project(f).float().cpu())
+        model.train(was_training)
+        f = torch.cat(feats)
+        z = torch.cat(projs)
+        knn = None
+        if labels is not None and len(set(labels.tolist())) > 1:
+            knn = knn_accuracy(f, labels, self.cfg.monitor.knn_k, self.cfg.monitor.knn_temperature)
+        return MonitorReport(
+            step=step,
+            epoch=epoch,
+            baseline=baseline,
+            knn_accuracy=knn,
+            std=collapse_std(z),
+            std_reference=1.0 / math.sqrt(z.shape[1]),
+            effective_rank=effective_rank(z),
+            dim=int(z.shape[1]),
+            backbone_rank=effective_rank(f),
+            backbone_dim=int(f.shape[1]),
+        )

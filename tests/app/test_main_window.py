@@ -1,0 +1,117 @@
+"""Drive the real main window offscreen: start, watch, pause, resume, stop, refuse, close."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from engine import events as ev
+from tests.app.conftest import FAST, set_fields
+
+
+def test_window_shows_before_torch_is_imported():
+    code = """
+    import os, sys
+    os.environ['QT_QPA_PLATFORM'] = 'offscreen'
+    from PySide6.QtWidgets import QApplication
+    app = QApplication([])
+    from app.main_window import MainWindow
+    import time
+    w = MainWindow()
+    w.show()
+    assert w.isVisible()
+    print('torch loaded at show:', 'torch' in sys.modules)
+    t0 = time.time()
+    while not w.methods and time.time() - t0 < 120:  # then the engine loads behind it
+        app.processEvents()
+        time.sleep(0.01)
+    print('methods:', sorted(w.methods))
+    print('torch loaded after:', 'torch' in sys.modules)
+    w.close()
+    """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "torch loaded at show: False" in r.stdout
+    assert "torch loaded after: True" in r.stdout
+    assert "simclr" in r.stdout
+
+
+def test_start_pause_resume_stop_from_the_window(window, qtbot):
+    win = window
+    set_fields(win, {**FAST, "optim.max_steps": 400})
+    events: list = []
+    assert win.start_run()
+    win.worker.event.connect(events.append)
+
+    # the loss plot receives points
+    qtbot.waitUntil(lambda: win.plots.point_count("loss") >= 3, timeout=120_000)
+    assert win.plots.baseline_knn is not None
+    assert win.plots.point_count("knn") >= 1
+
+    win.toggle_pause()
+    qtbot.waitUntil(lambda: win.paused, timeout=60_000)
+    assert win.pause_action.text() == "Resume"
+    paused_at = win._last_step.step
+    qtbot.wait(500)
+    assert win._last_step.step == paused_at  # no steps while paused
+
+    win.toggle_pause()
+    qtbot.waitUntil(lambda: not win.paused and win._last_step.step > paused_at + 2,
+                    timeout=60_000)
+
+    with qtbot.waitSignal(win.run_finished, timeout=60_000) as blocker:
+        win.stop_run()
+    finished = blocker.args[0]
+    assert isinstance(finished, ev.Finished) and finished.status == "stopped"
+    qtbot.waitUntil(lambda: not win.running, timeout=30_000)
+    run_dir = Path(finished.run_dir)
+    assert (run_dir / "checkpoints" / "last.pt").exists()
+    assert (run_dir / "config.toml").exists()
+    assert win.start_action.isEnabled()
+
+
+def test_invalid_hyperparameter_is_refused_with_a_message(window):
+    win = window
+    win.form.editors["optim.lr"].widget.setText("-1")
+    assert not win.start_run()
+    assert not win.running
+    assert win.message_bar.isVisible()
+    assert "optim.lr" in win.message_bar.text()
+    assert "0 < value ≤ 10" in win.message_bar.text()
+    editor = win.form.editors["optim.lr"]
+    assert editor.error_label.isVisible()
+    # a typo in an integer field is refused the same way
+    editor.set_value(0.01)
+    win.form.editors["optim.batch_size"].widget.setText("lots")
+    assert not win.start_run()
+    assert "optim.batch_size" in win.message_bar.text()
+
+
+def test_closing_during_a_run_asks_then_stops_and_saves(window, qtbot):
+    win = window
+    set_fields(win, {**FAST, "optim.max_steps": 10_000})
+    asked = []
+    win.confirm_close = lambda: asked.append(True) or True
+    assert win.start_run()
+    qtbot.waitUntil(lambda: win.plots.point_count("loss") >= 2, timeout=120_000)
+    with qtbot.waitSignal(win.run_finished, timeout=60_000) as blocker:
+        win.close()
+    assert asked == [True]
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=30_000)
+    run_dir = Path(blocker.args[0].run_dir)
+    assert (run_dir / "checkpoints" / "last.pt").exists()
+    assert '"status": "stopped"' in (run_dir / "summary.json").read_text()
+
+
+def test_closing_can_be_cancelled(window, qtbot):
+    win = window
+    set_fields(win, {**FAST, "optim.max_steps": 10_000})
+    win.confirm_close = lambda: False
+    assert win.start_run()
+    qtbot.waitUntil(lambda: win.plots.point_count("loss") >= 1, timeout=120_000)
+    win.close()
+    qtbot.wait(300)
+    assert win.isVisible() and win.running

@@ -1,0 +1,74 @@
+import pytest
+
+from engine.config import Config, default_config, from_dict, load_toml, parse_override
+from engine.errors import ConfigError
+
+
+def test_defaults_validate_and_roundtrip_toml(tmp_path):
+    cfg = default_config("simclr")
+    cfg.validate()
+    path = tmp_path / "c.toml"
+    cfg.save(path)
+    again = load_toml(path)
+    assert again.to_dict() == cfg.to_dict()
+    assert again.method_name == "simclr"
+
+
+def test_override_coerces_type():
+    cfg = default_config()
+    cfg.set(*parse_override("method.temperature=0.2"))
+    cfg.set(*parse_override("optim.batch_size=64"))
+    cfg.set(*parse_override("run.amp=false"))
+    assert cfg.method.temperature == 0.2
+    assert cfg.optim.batch_size == 64 and isinstance(cfg.optim.batch_size, int)
+    assert cfg.run.amp is False
+
+
+@pytest.mark.parametrize(
+    "key,value,fragment",
+    [
+        ("optim.lr", "-1", "optim.lr = -1 is out of range (allowed: 0 < value ≤ 10)"),
+        ("optim.batch_size", "1", "optim.batch_size = 1 is out of range (allowed: 2 ≤ value"),
+        ("optim.batch_size", "abc", "optim.batch_size: 'abc' is not a valid int"),
+        ("optim.optimizer", "adam",
+         "optim.optimizer: 'adam' is not allowed (allowed: one of 'sgd', 'adamw')"),
+        ("augment.flip_prob", "1.5", "augment.flip_prob = 1.5 is out of range"),
+        ("method.temperature", "nan", "method.temperature: nan is not a finite number"),
+    ],
+)
+def test_invalid_values_name_field_and_range(key, value, fragment):
+    cfg = default_config()
+    with pytest.raises(ConfigError) as info:
+        cfg.set(key, value)
+    assert fragment in str(info.value)
+
+
+def test_unknown_keys_and_cross_field_rules(tmp_path):
+    cfg = default_config()
+    with pytest.raises(ConfigError, match="unknown setting 'optim.lrr'"):
+        cfg.set("optim.lrr", "1")
+    with pytest.raises(ConfigError, match="unknown section"):
+        from_dict({"optimizer": {"lr": 1}})
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        from_dict({"method": {"name": "nope"}})
+    cfg.augment.crop_min_scale = 0.9
+    cfg.augment.crop_max_scale = 0.5
+    with pytest.raises(ConfigError, match="crop_min_scale must not exceed"):
+        cfg.validate()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[optim]\nlr = 'fast'\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: optim.lr: 'fast' is not a valid float"):
+        load_toml(bad)
+    with pytest.raises(ConfigError, match="expects section.field=value"):
+        parse_override("lr0.1")
+
+
+def test_every_field_has_help_and_range():
+    for spec in default_config().specs():
+        assert spec.help, spec.key
+        if spec.type in (int, float) and spec.choices is None:
+            assert spec.min is not None and spec.max is not None, spec.key
+
+
+def test_config_module_does_not_need_torch():
+    assert Config().data.dataset == "shapes"

@@ -1,0 +1,32 @@
+import math
+
+import torch
+
+from engine.monitor import collapse_std, effective_rank, knn_accuracy
+
+
+def test_collapse_std_isotropic_near_reference_and_constant_zero():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4000, 64, generator=g)
+    assert abs(collapse_std(z) - 1 / math.sqrt(64)) < 0.01
+    const = torch.ones(100, 64)
+    assert collapse_std(const) < 1e-6
+
+
+def test_effective_rank_tracks_dimensional_collapse():
+    g = torch.Generator().manual_seed(0)
+    iso = torch.randn(2000, 32, generator=g)
+    assert effective_rank(iso) > 0.8 * 32
+    low = torch.randn(2000, 3, generator=g) @ torch.randn(3, 32, generator=g)
+    assert effective_rank(low) < 3.5
+    assert effective_rank(torch.ones(50, 32)) < 1.1
+
+
+def test_knn_accuracy_on_known_features():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(5).repeat(40)
+    onehot = torch.nn.functional.one_hot(labels, 5).float()
+    feats = onehot + 0.05 * torch.randn(200, 5, generator=g)
+    assert knn_accuracy(feats, labels, k=10) == 1.0
+    rand = torch.randn(200, 5, generator=g)
+    assert knn_accuracy(rand, labels, k=10) < 0.45
