@@ -154,6 +154,9 @@ class MainWindow(QMainWindow):
         box = QGroupBox("Method")
         bl = QVBoxLayout(box)
         self.method_combo = QComboBox()
+        self.method_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.method_combo.setMinimumContentsLength(14)
         self.method_combo.setEnabled(False)
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
         bl.addWidget(self.method_combo)
@@ -178,10 +181,13 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidget(side)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(360)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setMinimumWidth(380)
         dock = QDockWidget("Experiment", self)
         dock.setObjectName("experimentDock")
         dock.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
+        dock.setTitleBarWidget(QWidget())  # no title bar: the panel is part of the window
         dock.setWidget(scroll)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
 

@@ -199,7 +199,7 @@ class DataConfig:
                               min=100, max=200_000, advanced=True)
     seed: int = param(0, "Seed for generating the built-in shapes set.", min=0,
                       max=2**31 - 1, advanced=True)
-    workers_cache: bool = param(True, "Cache decoded folders on disk so reopening is instant.",
+    disk_cache: bool = param(True, "Cache decoded folders on disk so reopening is instant.",
                                 label="Disk cache", advanced=True)
 
 

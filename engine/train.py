@@ -188,7 +188,8 @@ class Trainer:
                 cfg.data.resolution,
                 shapes_count=cfg.data.shapes_count,
                 seed=cfg.data.seed,
-                cache_dir=self.cache_dir if cfg.data.workers_cache else None,
+                cache_dir=self.cache_dir,
+                use_cache=cfg.data.disk_cache,
             )
         counts = ds.class_counts()
         yield DatasetReady(
@@ -235,6 +236,7 @@ class Trainer:
 
         start_step = 0
         elapsed_before = 0.0
+        resume_order: tuple[torch.Tensor, int] | None = None
         if self._resume_dir is not None:
             run = RunFolder(self._resume_dir)
             ckpt = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
@@ -246,6 +248,7 @@ class Trainer:
             elapsed_before = float(ckpt.get("elapsed", 0.0))
             gen.set_state(ckpt["rng"]["augment"])
             torch.set_rng_state(ckpt["rng"]["torch"])
+            resume_order = (ckpt["data_order"], int(ckpt["data_pos"]))
             run.truncate_metrics(start_step)
             cfg.save(run.config_path)  # records an extended max_steps
             summary = run.update_summary(status="running", total_steps=cfg.optim.max_steps)
@@ -325,6 +328,8 @@ class Trainer:
                 "step": step,
                 "elapsed": elapsed_before + clock(),
                 "rng": {"augment": gen.get_state(), "torch": torch.get_rng_state()},
+                "data_order": order,
+                "data_pos": pos,
             }
             import io
 
@@ -334,8 +339,10 @@ class Trainer:
             run.update_summary(step=step)
             return CheckpointSaved(step=step, path=str(run.last_checkpoint))
 
-        order = torch.randperm(len(ds), generator=gen)
-        pos = (start_step % steps_per_epoch) * batch_size
+        if resume_order is not None and len(resume_order[0]) == len(ds):
+            order, pos = resume_order
+        else:
+            order, pos = torch.randperm(len(ds), generator=gen), 0
         ips_ema: float | None = None
         last: dict[str, Any] = {}
         step = start_step

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
 from app.worker import FunctionWorker, start_in_thread
 
 BUILTINS = {
-    "shapes": "Shapes: 6 procedurally drawn shape classes in random colours",
-    "digits": "Digits: scikit-learn's 1,797 handwritten digits, 10 classes",
+    "shapes": ("Shapes (built-in)", "6 procedurally drawn shape classes on random colours"),
+    "digits": ("Digits (built-in)", "scikit-learn's 1,797 handwritten digits, 10 classes"),
 }
 FOLDER_ITEM = "Image folder…"
 
@@ -41,8 +41,12 @@ class DatasetChooser(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
         self.combo = QComboBox()
-        for name, text in BUILTINS.items():
+        self.combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(14)
+        for name, (text, tip) in BUILTINS.items():
             self.combo.addItem(text, name)
+            self.combo.setItemData(self.combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.combo.addItem(FOLDER_ITEM, "")
         self.combo.activated.connect(self._on_activated)
         row.addWidget(self.combo, 1)
@@ -84,7 +88,8 @@ class DatasetChooser(QWidget):
         idx = self.combo.findData(self.source)
         if idx < 0:
             idx = self.combo.findData("")
-            self.combo.setItemText(idx, f"Folder: {self.source}")
+            self.combo.setItemText(idx, f"Folder: {Path(self.source).name}")
+            self.combo.setItemData(idx, self.source, Qt.ItemDataRole.ToolTipRole)
         self.combo.setCurrentIndex(idx)
 
     def set_source(self, source: str, resolution: int | None = None) -> None:

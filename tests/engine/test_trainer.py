@@ -1,0 +1,107 @@
+"""The trainer as an event stream: pause, resume and stop between steps; interrupted runs."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from engine import events as ev
+from engine.config import default_config
+from engine.runs import RunFolder
+from engine.train import Trainer, lr_at
+
+
+def small_config(steps: int = 50):
+    cfg = default_config("simclr")
+    for k, v in {"data.shapes_count": 300, "optim.batch_size": 32, "optim.warmup_steps": 2,
+                 "monitor.every_steps": 5, "monitor.monitor_size": 60, "backbone.width": 8,
+                 "optim.max_steps": steps}.items():
+        cfg.set(k, v)
+    return cfg
+
+
+def test_events_in_order_and_plain_data(tmp_path):
+    events = list(Trainer(small_config(6), tmp_path).run())
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:3] == ["DatasetReady", "RunStarted", "MonitorReport"]
+    assert kinds[-1] == "Finished"
+    assert kinds.count("StepMetrics") == 6
+    for e in events:  # never live tensors
+        for value in vars(e).values():
+            assert not isinstance(value, torch.Tensor)
+
+
+def test_pause_resume_stop_between_steps(tmp_path):
+    t = Trainer(small_config(10_000), tmp_path)
+    seen = []
+    for e in t.run():
+        seen.append(e)
+        if isinstance(e, ev.StepMetrics) and e.step == 3:
+            t.request_pause()
+            threading.Timer(0.3, t.request_resume).start()
+        if isinstance(e, ev.StepMetrics) and e.step == 6:
+            t.request_stop()
+    kinds = [type(e).__name__ for e in seen]
+    i = kinds.index("Paused")
+    assert kinds[i - 1] == "CheckpointSaved"
+    assert kinds[i + 1] == "Resumed"
+    assert seen[i].step == 3
+    fin = seen[-1]
+    assert isinstance(fin, ev.Finished) and fin.status == "stopped" and fin.step == 6
+    run = RunFolder(fin.run_dir)
+    assert run.read_summary()["status"] == "stopped"
+    assert torch.load(run.last_checkpoint, weights_only=True)["step"] == 6
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
+    cfg = small_config(20)
+    cfg.set("monitor.checkpoint_every", 5)
+    t = Trainer(cfg, tmp_path)
+    run_dir = None
+    for e in t.run():  # simulate a crash: abandon the generator after step 7
+        if isinstance(e, ev.RunStarted):
+            run_dir = e.run_dir
+        if isinstance(e, ev.StepMetrics) and e.step == 7:
+            break
+    resumed = list(Trainer.resume(run_dir).run())
+    started = next(e for e in resumed if isinstance(e, ev.RunStarted))
+    assert started.start_step == 5
+    steps = [r["step"] for r in RunFolder(run_dir).read_metrics() if "loss" in r]
+    assert steps == list(range(1, 21))
+    assert resumed[-1].status == "finished"
+
+
+def test_resume_is_exact(tmp_path):
+    """Stopping and resuming gives the same weights as an uninterrupted run."""
+    full = Trainer(small_config(8), tmp_path / "a")
+    fin = list(full.run())[-1]
+    w_full = torch.load(RunFolder(fin.run_dir).last_checkpoint, weights_only=True)["model"]
+
+    part = Trainer(small_config(8), tmp_path / "b")
+    for e in part.run():
+        if isinstance(e, ev.StepMetrics) and e.step == 4:
+            part.request_stop()
+    assert isinstance(e, ev.Finished) and e.status == "stopped" and e.step == 4
+    fin_b = list(Trainer.resume(e.run_dir).run())[-1]
+    w_res = torch.load(RunFolder(fin_b.run_dir).last_checkpoint, weights_only=True)["model"]
+    for k in w_full:
+        assert torch.allclose(w_full[k].float(), w_res[k].float(), atol=1e-5), k
+
+
+def test_schedule_warmup_then_cosine():
+    cfg = small_config(100)
+    cfg.set("optim.warmup_steps", 10)
+    lr = cfg.optim.lr
+    assert abs(lr_at(0, cfg) - lr / 10) < 1e-12
+    assert abs(lr_at(9, cfg) - lr) < 1e-12
+    assert abs(lr_at(55, cfg) - lr / 2) < 1e-9
+    assert lr_at(100, cfg) < 1e-12
+
+
+def test_bad_dataset_fails_as_input_error(tmp_path):
+    cfg = small_config(5)
+    cfg.set("data.dataset", str(tmp_path / "missing"))
+    events = list(Trainer(cfg, tmp_path).run())
+    assert isinstance(events[-1], ev.Failed) and events[-1].input_error
+    assert "dataset folder not found" in events[-1].message
