@@ -21,7 +21,7 @@ from engine.registry import register_method
 @dataclass
 class SimCLRConfig(MethodConfig):
     temperature: float = param(
-        0.5,
+        0.2,
         "Softmax temperature of the NT-Xent loss. 0.1-0.5 works; extreme values "
         "(≤ 0.01 or ≥ 5) flatten or spike the similarities and stall learning.",
         min=0.001,
