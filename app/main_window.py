@@ -53,7 +53,7 @@ def _load_engine() -> dict[str, Any]:
         text = "GPU: Apple MPS"
     else:
         text = f"CPU ({torch.get_num_threads()} threads)"
-    return {"methods": available_methods(), "device": text}
+    return {"methods": available_methods(), "device": text, "accelerator": device.type != "cpu"}
 
 
 class MessageBar(QLabel):
@@ -85,6 +85,7 @@ class MainWindow(QMainWindow):
         self.resize(1400, 860)
         self.runs_dir = runs_dir
         self.methods: dict[str, Any] = {}
+        self.accelerator = False
         self.trainer: Any = None
         self.worker: TrainingWorker | None = None
         self.running = False
@@ -214,6 +215,7 @@ class MainWindow(QMainWindow):
 
     def _on_engine_loaded(self, info: dict[str, Any]) -> None:
         self.device_label.setText(f"Device: {info['device']}")
+        self.accelerator = info["accelerator"]
         self.methods = {m.name: m for m in info["methods"]}
         self.method_combo.blockSignals(True)
         self.method_combo.clear()
@@ -244,7 +246,7 @@ class MainWindow(QMainWindow):
         info = self.methods[name]
         self.method_desc.setText(f"<b>{info.name}</b>: {info.description}<br>"
                                  f"<i>{info.paper}</i>")
-        self.form.set_config(default_config(name))
+        self.form.set_config(default_config(name, self.accelerator))
 
     # run control ------------------------------------------------------------------
     def _set_buttons(self) -> None:

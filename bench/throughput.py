@@ -43,7 +43,7 @@ def ceiling(cfg, device: torch.device, steps: int) -> float:
 def full_step(cfg, steps: int) -> float:
     """Images/s of the real training loop (sampling, augmentation, loss, optimiser)."""
     cfg.set("optim.max_steps", steps + 1)
-    cfg.set("monitor.every_steps", 10_000_000)
+    cfg.set("monitor.every_steps", 1_000_000)
     cfg.set("monitor.checkpoint_every", 10_000_000)
     cfg.set("monitor.monitor_size", 20)
     with tempfile.TemporaryDirectory() as runs:

@@ -40,13 +40,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _build_config(args: argparse.Namespace):  # noqa: ANN202 - Config, imported lazily
     from engine.config import default_config, load_toml, parse_override
+    from engine.train import has_accelerator
 
     method = args.method
-    cfg = load_toml(args.config) if args.config else default_config(method or "simclr")
+    accel = has_accelerator()
+    cfg = load_toml(args.config) if args.config else default_config(method or "simclr", accel)
     if method and method != cfg.method_name:
         # switch method, keeping every other section
         other = cfg
-        cfg = default_config(method)
+        cfg = default_config(method, accel)
         for section in ("data", "augment", "backbone", "optim", "monitor", "run"):
             setattr(cfg, section, getattr(other, section))
     if args.dataset:

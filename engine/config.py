@@ -375,14 +375,17 @@ def method_config_class(method_name: str) -> type[MethodConfig]:
     return get_method_info(method_name).config_cls
 
 
-def default_config(method_name: str = "simclr") -> Config:
-    """The defaults for a method, with its preset applied."""
+def default_config(method_name: str = "simclr", accelerator: bool = False) -> Config:
+    """The defaults for a method, with its preset applied (and its GPU preset on top when
+    ``accelerator`` is true)."""
     from engine.registry import get_method_info
 
     info = get_method_info(method_name)
     cfg = Config(method_name=method_name, method=info.config_cls())
-    for key, value in info.preset.items():
-        cfg.set(key, value)
+    presets = [info.preset, info.gpu_preset] if accelerator else [info.preset]
+    for preset in presets:
+        for key, value in preset.items():
+            cfg.set(key, value)
     return cfg
 
 

@@ -26,6 +26,7 @@ class MethodInfo:
     description: str
     paper: str
     preset: dict[str, Any] = field(default_factory=dict)
+    gpu_preset: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -40,11 +41,14 @@ def register_method(
     description: str,
     paper: str,
     preset: dict[str, Any] | None = None,
+    gpu_preset: dict[str, Any] | None = None,
 ) -> Callable[[type], type]:
     """Class decorator adding a method to the registry.
 
     ``preset`` holds overrides of other sections (``{"optim.lr": 0.3}``) that the method
-    needs to work well by default; it is applied on top of the section defaults.
+    needs to work well by default (on CPU: small CNN, 32 px); ``gpu_preset`` is applied on
+    top of it when training on an accelerator (ResNet-18). Both are applied over the
+    section defaults.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -60,6 +64,7 @@ def register_method(
             description=description,
             paper=paper,
             preset=dict(preset or {}),
+            gpu_preset=dict(gpu_preset or {}),
         )
         return cls
 

@@ -58,6 +58,11 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def has_accelerator() -> bool:
+    """Whether 'auto' would train on a GPU (so GPU presets apply)."""
+    return pick_device("auto").type != "cpu"
+
+
 def lr_at(step: int, cfg: Config) -> float:
     """Linear warm-up to the peak LR, then cosine decay to zero at ``max_steps``."""
     o = cfg.optim

@@ -29,6 +29,10 @@ PALETTE = {
 }
 
 
+EXTRA_COLORS = ["#17becf", "#bcbd22", "#e377c2", "#8c564b", "#7f7f7f", "#1f77b4",
+                "#ff7f0e", "#2ca02c"]
+
+
 class Series:
     """A growing x/y buffer backed by a numpy array (amortised O(1) appends)."""
 
@@ -64,14 +68,16 @@ class TrainingPlots(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+        # antialiasing only on the sparse monitor curves: on a dense loss curve it costs
+        # most of the paint time, and painting happens on the GUI thread
+        pg.setConfigOptions(antialias=False, background="w", foreground="#333")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.layout_widget = pg.GraphicsLayoutWidget()
         lay.addWidget(self.layout_widget)
         self.series: dict[str, Series] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
-        self._dirty = False
+        self._dirty: set[str] = set()
         self._ema: float | None = None
         self.baseline_knn: float | None = None
 
@@ -85,7 +91,8 @@ class TrainingPlots(QWidget):
             angle=0, movable=False,
             pen=pg.mkPen(PALETTE["baseline"], width=2, style=pg.QtCore.Qt.PenStyle.DashLine),
             label="random init {value:.1%}",
-            labelOpts={"position": 0.12, "color": PALETTE["baseline"], "movable": False},
+            labelOpts={"position": 0.75, "color": PALETTE["baseline"], "movable": False,
+                       "anchors": [(0.5, 0), (0.5, 0)]},
         )
         self.baseline_line.hide()
         self.knn_plot.addItem(self.baseline_line)
@@ -96,7 +103,8 @@ class TrainingPlots(QWidget):
             angle=0, movable=False,
             pen=pg.mkPen(PALETTE["ref"], width=1.5, style=pg.QtCore.Qt.PenStyle.DashLine),
             label="1/√d = {value:.3f}",
-            labelOpts={"position": 0.12, "color": PALETTE["ref"], "movable": False},
+            labelOpts={"position": 0.75, "color": PALETTE["ref"], "movable": False,
+                       "anchors": [(0.5, 0), (0.5, 0)]},
         )
         self.ref_line.hide()
         self.std_plot.addItem(self.ref_line)
@@ -104,8 +112,16 @@ class TrainingPlots(QWidget):
         self._curve("rank", self.rank_plot, PALETTE["rank"], 2, "projector", symbol=True)
         self._curve("backbone_rank", self.rank_plot, PALETTE["backbone_rank"], 2, "backbone",
                     symbol=True)
-        for p in (self.knn_plot, self.std_plot, self.rank_plot):
-            p.setXLink(self.loss_plot)
+        self.method_plot = self.layout_widget.addPlot(row=2, col=0, colspan=2,
+                                                      title="Method metrics")
+        self.method_plot.setLabel("bottom", "step")
+        self.method_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.method_plot.setClipToView(True)
+        self.method_plot.setDownsampling(auto=True, mode="peak")
+        self.method_plot.addLegend(offset=(-10, 10), colCount=4)
+        self.method_plot.hide()
+        # no setXLink: linked axes would re-lay-out and repaint every plot on each loss
+        # update, which is most of the GUI thread's time during a run
         lw.ci.layout.setSpacing(6)
 
         self.timer = QTimer(self)
@@ -117,6 +133,8 @@ class TrainingPlots(QWidget):
         p = self.layout_widget.addPlot(row=row, col=col, title=title)
         p.setLabel("bottom", "step")
         p.setLabel("left", ylabel)
+        p.getAxis("left").enableAutoSIPrefix(False)
+        p.getAxis("bottom").enableAutoSIPrefix(False)
         p.showGrid(x=True, y=True, alpha=0.25)
         p.setClipToView(True)
         p.setDownsampling(auto=True, mode="peak")
@@ -127,26 +145,47 @@ class TrainingPlots(QWidget):
                symbol: bool = False) -> None:
         kw: dict[str, Any] = {"pen": pg.mkPen(color, width=width), "name": name}
         if symbol:
-            kw.update(symbol="o", symbolSize=5, symbolBrush=color, symbolPen=None)
+            kw.update(symbol="o", symbolSize=5, symbolBrush=color, symbolPen=None,
+                      antialias=True)
         self.curves[key] = plot.plot([], [], **kw)
         self.series[key] = Series()
 
     # events ------------------------------------------------------------------------
     def clear(self) -> None:
+        for key in [k for k in self.curves if k.startswith("extra:")]:
+            self.method_plot.removeItem(self.curves.pop(key))
+            del self.series[key]
+        self.method_plot.hide()
         for s in self.series.values():
             s.clear()
         self._ema = None
         self.baseline_knn = None
         self.baseline_line.hide()
         self.ref_line.hide()
-        self._dirty = True
+        self._dirty = set(self.curves)
         self.refresh()
 
     def add_event(self, e: object) -> None:
         if isinstance(e, StepMetrics):
             self.add_step(e.step, e.loss)
+            if e.extra:
+                self.add_extra(e.step, e.extra)
         elif isinstance(e, MonitorReport):
             self.add_monitor(e)
+
+    def add_extra(self, step: int, extra: dict[str, float]) -> None:
+        """Method-specific metrics (loss terms, target momentum, output std): one curve
+        each, created the first time a name appears."""
+        for name, value in extra.items():
+            if not math.isfinite(value):
+                continue
+            key = f"extra:{name}"
+            if key not in self.curves:
+                color = EXTRA_COLORS[(len(self.curves) - len(PALETTE)) % len(EXTRA_COLORS)]
+                self._curve(key, self.method_plot, color, 1.5, name)
+                self.method_plot.show()
+            self.series[key].append(step, value)
+            self._dirty.add(key)
 
     def add_step(self, step: int, loss: float) -> None:
         if not math.isfinite(loss):
@@ -154,29 +193,33 @@ class TrainingPlots(QWidget):
         self._ema = loss if self._ema is None else 0.95 * self._ema + 0.05 * loss
         self.series["loss_raw"].append(step, loss)
         self.series["loss"].append(step, self._ema)
-        self._dirty = True
+        self._dirty.update(("loss_raw", "loss"))
 
     def add_monitor(self, e: MonitorReport) -> None:
         if e.baseline:
             self.baseline_knn = e.knn_accuracy
             if e.knn_accuracy is not None:
-                self.baseline_line.setValue(e.knn_accuracy)
+                # show first: pyqtgraph does not refresh the label of a hidden line
                 self.baseline_line.show()
+                self.baseline_line.setValue(e.knn_accuracy)
         if e.knn_accuracy is not None:
             self.series["knn"].append(e.step, e.knn_accuracy)
         self.series["std"].append(e.step, e.std)
-        self.ref_line.setValue(e.std_reference)
         self.ref_line.show()
+        self.ref_line.setValue(e.std_reference)
         self.series["rank"].append(e.step, e.effective_rank)
         self.series["backbone_rank"].append(e.step, e.backbone_rank)
-        self._dirty = True
+        self._dirty.update(("knn", "std", "rank", "backbone_rank"))
 
     def load_rows(self, rows: list[dict[str, Any]]) -> None:
         """Replay a run's ``metrics.jsonl`` rows (resume, reopen) into the curves."""
+        step_keys = {"step", "epoch", "time", "loss", "lr", "images_per_sec"}
         for r in rows:
             step = r.get("step", 0)
             if r.get("loss") is not None:
                 self.add_step(step, r["loss"])
+                self.add_extra(step, {k: v for k, v in r.items()
+                                      if k not in step_keys and isinstance(v, (int, float))})
             if r.get("std") is not None:
                 self.add_monitor(MonitorReport(
                     step=step, epoch=r.get("epoch", 0.0), baseline=bool(r.get("baseline")),
@@ -186,13 +229,13 @@ class TrainingPlots(QWidget):
                     backbone_rank=r.get("backbone_rank") or 0.0, backbone_dim=0))
 
     def refresh(self) -> None:
-        """Push buffered points to the curves; called by the timer at a bounded rate."""
-        if not self._dirty:
-            return
-        self._dirty = False
-        for key, curve in self.curves.items():
-            s = self.series[key]
-            curve.setData(s.x, s.y)
+        """Push buffered points to the curves that changed; called by the timer at a
+        bounded rate, so a plot repaints only when it has new points."""
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            if key in self.curves:
+                s = self.series[key]
+                self.curves[key].setData(s.x, s.y)
 
     def point_count(self, key: str) -> int:
         """How many points a curve currently shows (for tests)."""
