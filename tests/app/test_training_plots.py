@@ -29,13 +29,14 @@ def test_plots_update_at_bounded_rate_with_baseline(qtbot):
     assert w.point_count("loss") == 0 and not w.baseline_line.isVisible()
 
 
-def test_replays_metrics_rows():
+def test_replays_metrics_rows(qtbot):
     rows = [{"step": 0, "knn_accuracy": 0.2, "std": 0.07, "std_reference": 0.088,
              "effective_rank": 90, "backbone_rank": 60, "baseline": True},
             {"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0},
             {"step": 2, "knn_accuracy": 0.3, "std": 0.08, "effective_rank": 50,
              "backbone_rank": 40}]
     w = TrainingPlots()
+    qtbot.addWidget(w)
     w.load_rows(rows)
     w.refresh()
     assert w.point_count("loss") == 2 and w.point_count("knn") == 2
