@@ -112,14 +112,9 @@ class TrainingPlots(QWidget):
         self._curve("rank", self.rank_plot, PALETTE["rank"], 2, "projector", symbol=True)
         self._curve("backbone_rank", self.rank_plot, PALETTE["backbone_rank"], 2, "backbone",
                     symbol=True)
-        self.method_plot = self.layout_widget.addPlot(row=2, col=0, colspan=2,
-                                                      title="Method metrics")
-        self.method_plot.setLabel("bottom", "step")
-        self.method_plot.showGrid(x=True, y=True, alpha=0.25)
-        self.method_plot.setClipToView(True)
-        self.method_plot.setDownsampling(auto=True, mode="peak")
-        self.method_plot.addLegend(offset=(-10, 10), colCount=4)
-        self.method_plot.hide()
+        # created on the first method-specific metric (hidden plot items with legends
+        # break pyqtgraph's teardown), removed again by clear()
+        self.method_plot: pg.PlotItem | None = None
         # no setXLink: linked axes would re-lay-out and repaint every plot on each loss
         # update, which is most of the GUI thread's time during a run
         lw.ci.layout.setSpacing(6)
@@ -129,8 +124,9 @@ class TrainingPlots(QWidget):
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
 
-    def _plot(self, row: int, col: int, title: str, ylabel: str) -> pg.PlotItem:
-        p = self.layout_widget.addPlot(row=row, col=col, title=title)
+    def _plot(self, row: int, col: int, title: str, ylabel: str, colspan: int = 1
+              ) -> pg.PlotItem:
+        p = self.layout_widget.addPlot(row=row, col=col, colspan=colspan, title=title)
         p.setLabel("bottom", "step")
         p.setLabel("left", ylabel)
         p.getAxis("left").enableAutoSIPrefix(False)
@@ -153,9 +149,10 @@ class TrainingPlots(QWidget):
     # events ------------------------------------------------------------------------
     def clear(self) -> None:
         for key in [k for k in self.curves if k.startswith("extra:")]:
-            self.method_plot.removeItem(self.curves.pop(key))
-            del self.series[key]
-        self.method_plot.hide()
+            del self.curves[key], self.series[key]
+        if self.method_plot is not None:
+            self.layout_widget.removeItem(self.method_plot)
+            self.method_plot = None
         for s in self.series.values():
             s.clear()
         self._ema = None
@@ -181,9 +178,10 @@ class TrainingPlots(QWidget):
                 continue
             key = f"extra:{name}"
             if key not in self.curves:
+                if self.method_plot is None:
+                    self.method_plot = self._plot(2, 0, "Method metrics", "value", colspan=2)
                 color = EXTRA_COLORS[(len(self.curves) - len(PALETTE)) % len(EXTRA_COLORS)]
                 self._curve(key, self.method_plot, color, 1.5, name)
-                self.method_plot.show()
             self.series[key].append(step, value)
             self._dirty.add(key)
 
@@ -218,8 +216,9 @@ class TrainingPlots(QWidget):
             step = r.get("step", 0)
             if r.get("loss") is not None:
                 self.add_step(step, r["loss"])
-                self.add_extra(step, {k: v for k, v in r.items()
-                                      if k not in step_keys and isinstance(v, (int, float))})
+                self.add_extra(step, {k: v for k, v in r.items() if k not in step_keys
+                                      and isinstance(v, (int, float))
+                                      and not isinstance(v, bool)})
             if r.get("std") is not None:
                 self.add_monitor(MonitorReport(
                     step=step, epoch=r.get("epoch", 0.0), baseline=bool(r.get("baseline")),

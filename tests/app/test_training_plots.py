@@ -37,6 +37,7 @@ def test_replays_metrics_rows(qtbot):
              "backbone_rank": 40}]
     w = TrainingPlots()
     qtbot.addWidget(w)
+    w.show()
     w.load_rows(rows)
     w.refresh()
     assert w.point_count("loss") == 2 and w.point_count("knn") == 2
@@ -46,12 +47,14 @@ def test_replays_metrics_rows(qtbot):
 def test_method_metrics_get_their_own_curves(qtbot):
     w = TrainingPlots()
     qtbot.addWidget(w)
-    assert not w.method_plot.isVisible()
+    w.show()
+    assert w.method_plot is None
     for i in range(1, 11):
         w.add_event(StepMetrics(step=i, epoch=0.0, time=0.0, loss=1.0, lr=0.1,
                                 images_per_sec=1.0,
                                 extra={"invariance": 1.0 / i, "variance": 0.5}))
     w.refresh()
+    assert w.method_plot is not None and w.method_plot.isVisible()
     assert w.point_count("extra:invariance") == 10 and w.point_count("extra:variance") == 10
     w.clear()
-    assert "extra:invariance" not in w.curves
+    assert "extra:invariance" not in w.curves and w.method_plot is None
