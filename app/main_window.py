@@ -136,8 +136,15 @@ class MainWindow(QMainWindow):
         self.stop_action = QAction(st.standardIcon(QStyle.StandardPixmap.SP_MediaStop),
                                    "Stop", self)
         self.stop_action.triggered.connect(self.stop_run)
+        self.resume_run_action = QAction(
+            st.standardIcon(QStyle.StandardPixmap.SP_DialogOpenButton), "Resume run…", self)
+        self.resume_run_action.setToolTip("Continue a stopped or interrupted run from its "
+                                          "run folder")
+        self.resume_run_action.triggered.connect(self.choose_run_to_resume)
         for a in (self.start_action, self.pause_action, self.stop_action):
             tb.addAction(a)
+        tb.addSeparator()
+        tb.addAction(self.resume_run_action)
         self.addToolBar(tb)
         self._set_buttons()
 
@@ -244,14 +251,20 @@ class MainWindow(QMainWindow):
         from engine.config import default_config
 
         info = self.methods[name]
-        self.method_desc.setText(f"<b>{info.name}</b>: {info.description}<br>"
-                                 f"<i>{info.paper}</i>")
-        self.form.set_config(default_config(name, self.accelerator))
+        cfg = default_config(name, self.accelerator)
+        text = f"<b>{info.name}</b>: {info.description}<br><i>{info.paper}</i>"
+        switches = [spec.label for spec in cfg.specs() if spec.collapse]
+        if switches:
+            text += ("<br><span style='color:#b35c00'>⚠ Collapse switches (Method page): "
+                     f"{', '.join(switches)}</span>")
+        self.method_desc.setText(text)
+        self.form.set_config(cfg)
 
     # run control ------------------------------------------------------------------
     def _set_buttons(self) -> None:
         ready = bool(self.methods)
         self.start_action.setEnabled(ready and not self.running)
+        self.resume_run_action.setEnabled(ready and not self.running)
         self.pause_action.setEnabled(self.running)
         self.stop_action.setEnabled(self.running)
         self.pause_action.setText("Resume" if self.paused else "Pause")
@@ -287,6 +300,37 @@ class MainWindow(QMainWindow):
         self.trainer = Trainer(cfg, self.runs_dir, dataset=ds)
         self._start_worker(self.trainer)
         self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
+        return True
+
+    def choose_run_to_resume(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        from engine.runs import default_runs_dir
+
+        start = str(self.runs_dir or default_runs_dir())
+        folder = QFileDialog.getExistingDirectory(self, "Choose a run folder", start)
+        if folder:
+            self.resume_run(folder)
+
+    def resume_run(self, run_dir: str | Path, max_steps: int | None = None) -> bool:
+        """Continue a run from its last checkpoint; its curves continue where they ended."""
+        from engine.errors import UserInputError
+        from engine.runs import RunFolder
+        from engine.train import Trainer
+
+        if self.running or not self.methods:
+            return False
+        try:
+            trainer = Trainer.resume(run_dir, max_steps=max_steps)
+        except UserInputError as e:
+            self.message_bar.show_message(f"Cannot resume: {e}")
+            return False
+        self.message_bar.hide()
+        self.plots.clear()
+        self.plots.load_rows(RunFolder(run_dir).read_metrics())
+        self.trainer = trainer
+        self._start_worker(trainer)
+        self.run_label.setText(f"Resuming {Path(run_dir).name}…")
         return True
 
     def _start_worker(self, trainer: Any) -> None:

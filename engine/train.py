@@ -420,6 +420,12 @@ class Trainer:
             if step % cfg.monitor.checkpoint_every == 0 and step < total:
                 yield save(step)
 
+        if status == "stopped" and step > start_step and step % cfg.monitor.every_steps != 0:
+            # measure where the run stopped, so its summary holds its final state
+            rep = monitor(step, baseline=False)
+            last.update(knn_accuracy=rep.knn_accuracy, std=rep.std,
+                        effective_rank=rep.effective_rank)
+            yield rep
         if step > start_step or status == "stopped":
             yield save(step)
         summary = run.read_summary()

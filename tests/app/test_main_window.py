@@ -115,3 +115,24 @@ def test_closing_can_be_cancelled(window, qtbot):
     win.close()
     qtbot.wait(300)
     assert win.isVisible() and win.running
+
+
+def test_resume_a_stopped_run_continues_its_curves(window, qtbot):
+    win = window
+    set_fields(win, {**FAST, "optim.max_steps": 10_000})
+    assert win.start_run()
+    qtbot.waitUntil(lambda: win.plots.point_count("loss") >= 4, timeout=120_000)
+    with qtbot.waitSignal(win.run_finished, timeout=60_000) as blocker:
+        win.stop_run()
+    qtbot.waitUntil(lambda: not win.running, timeout=30_000)
+    stopped_at = blocker.args[0].step
+    run_dir = blocker.args[0].run_dir
+
+    assert not win.resume_run(Path(run_dir) / "nowhere")
+    assert "no checkpoint" in win.message_bar.text()
+
+    with qtbot.waitSignal(win.run_finished, timeout=120_000) as blocker:
+        assert win.resume_run(run_dir, max_steps=stopped_at + 3)
+        assert win.plots.series["loss"].x[-1] == stopped_at  # the old curve is back at once
+    assert blocker.args[0].status == "finished" and blocker.args[0].step == stopped_at + 3
+    qtbot.waitUntil(lambda: win.plots.point_count("loss") == stopped_at + 3, timeout=5000)

@@ -49,6 +49,9 @@ def test_pause_resume_stop_between_steps(tmp_path):
     assert seen[i].step == 3
     fin = seen[-1]
     assert isinstance(fin, ev.Finished) and fin.status == "stopped" and fin.step == 6
+    # a stopped run is measured where it stopped
+    assert any(isinstance(e, ev.MonitorReport) and e.step == 6 for e in seen)
+    assert fin.summary["final"]["knn_accuracy"] is not None
     run = RunFolder(fin.run_dir)
     assert run.read_summary()["status"] == "stopped"
     assert torch.load(run.last_checkpoint, weights_only=True)["step"] == 6

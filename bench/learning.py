@@ -1,0 +1,88 @@
+"""Every registered method, the same CPU budget, the same data: who learns what?
+
+For each method: kNN accuracy of the monitor set at random initialisation and after
+training for a fixed wall-clock budget with the method's default (CPU) settings, the final
+per-dim std of the normalised embedding (against 1/sqrt(d)), the effective rank, the
+training images/s, and any method-specific accuracy it reports (pretext methods).
+
+    python bench/learning.py [--budget 150] [--dataset shapes] [--methods simclr byol ...]
+
+Prints a Markdown table (paste it into the README with the date and the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+
+import torch
+
+from engine import events as ev
+from engine.config import default_config
+from engine.registry import available_methods
+from engine.train import Trainer, has_accelerator
+
+
+def run_method(name: str, dataset: str, budget: float, runs_dir: str) -> dict:
+    cfg = default_config(name, has_accelerator())
+    cfg.set("data.dataset", dataset)
+    cfg.set("optim.max_steps", 100_000)  # the budget, not the step count, ends the run
+    cfg.set("monitor.every_steps", 100_000)
+    trainer = Trainer(cfg, runs_dir)
+    out: dict = {"method": name, "steps": 0, "ips": [], "accuracy": None}
+    final = None
+    for e in trainer.run():
+        if isinstance(e, ev.MonitorReport):
+            if e.baseline:
+                out["baseline"] = e.knn_accuracy
+            final = e  # the trainer measures again where a stopped run ends
+        elif isinstance(e, ev.StepMetrics):
+            out["steps"] = e.step
+            out["ips"].append(e.images_per_sec)
+            acc = e.extra.get("pretext_accuracy")
+            if acc is not None:
+                out["accuracy"] = acc
+            if e.time >= budget:
+                trainer.request_stop()
+        elif isinstance(e, ev.Failed):
+            out["error"] = e.message
+            return out
+    out.update(knn=final.knn_accuracy, std=final.std, ref=final.std_reference,
+               rank=final.effective_rank, dim=final.dim)
+    return out
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", type=float, default=150.0, help="training seconds per method")
+    p.add_argument("--dataset", default="shapes")
+    p.add_argument("--methods", nargs="*", help="default: every registered method")
+    args = p.parse_args()
+    names = args.methods or [m.name for m in available_methods()]
+    print(f"{args.dataset}, {args.budget:g} s of training per method, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    print("| method | kNN random init | kNN trained | per-dim std (1/√d) | effective rank "
+          "| pretext acc. | steps | images/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as runs:
+        for name in names:
+            r = run_method(name, args.dataset, args.budget, runs)
+            if "error" in r:
+                print(f"| {name} | failed: {r['error']} |||||||")
+                continue
+            ips = sorted(r["ips"])[len(r["ips"]) // 2] if r["ips"] else 0.0
+            print(f"| {name} | {pct(r.get('baseline'))} | {pct(r['knn'])} | "
+                  f"{r['std']:.4f} ({r['ref']:.4f}) | {r['rank']:.1f} / {r['dim']} | "
+                  f"{pct(r['accuracy'])} | {r['steps']} | {ips:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
