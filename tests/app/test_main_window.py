@@ -136,3 +136,25 @@ def test_resume_a_stopped_run_continues_its_curves(window, qtbot):
         assert win.plots.series["loss"].x[-1] == stopped_at  # the old curve is back at once
     assert blocker.args[0].status == "finished" and blocker.args[0].step == stopped_at + 3
     qtbot.waitUntil(lambda: win.plots.point_count("loss") == stopped_at + 3, timeout=5000)
+
+
+def test_bad_folder_is_reported_and_the_window_survives(window, qtbot, tmp_path):
+    win = window
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    win.dataset_chooser.set_source(str(empty))
+    qtbot.waitUntil(lambda: "no images found" in win.dataset_chooser.info.text(),
+                    timeout=30_000)
+    set_fields(win, FAST)
+    with qtbot.waitSignal(win.run_finished, timeout=60_000) as blocker:
+        assert win.start_run()
+    assert isinstance(blocker.args[0], ev.Failed)
+    qtbot.waitUntil(lambda: not win.running, timeout=30_000)
+    assert "no images found" in win.message_bar.text()
+    assert str(empty) in win.message_bar.text()
+    assert win.isVisible() and win.start_action.isEnabled()
+    # and a good dataset still runs afterwards
+    win.dataset_chooser.set_source("shapes")
+    assert win.start_run()
+    qtbot.waitUntil(lambda: win.plots.point_count("loss") >= 1, timeout=120_000)

@@ -1,0 +1,38 @@
+"""SimCLR end to end, and its collapse switch (an extreme NT-Xent temperature)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import events as ev
+from engine.config import default_config
+from engine.train import Trainer
+
+
+def final_report(tmp_path, **overrides) -> ev.MonitorReport:
+    cfg = default_config("simclr")
+    settings = {"data.shapes_count": 1000, "optim.batch_size": 64, "optim.max_steps": 100,
+                "monitor.every_steps": 100, "monitor.monitor_size": 300, "backbone.width": 8}
+    for k, v in {**settings, **overrides}.items():
+        cfg.set(k, v)
+    reports = [e for e in Trainer(cfg, tmp_path).run() if isinstance(e, ev.MonitorReport)]
+    return reports[-1]
+
+
+@pytest.mark.slow
+def test_extreme_temperature_collapses_the_embedding(tmp_path):
+    """Measured on this 2-core CPU (100 steps, batch 64, width 8, 300 monitor images):
+    temperature 0.2 keeps per-dim std 0.082 and effective rank about 30 of 128; temperature
+    20 keeps the std (0.081) but the rank falls to about 8 (dimensional collapse);
+    temperature 0.005 drops the std to about 0.011 (near-complete collapse)."""
+    healthy = final_report(tmp_path / "a", **{"method.temperature": 0.2})
+    hot = final_report(tmp_path / "b", **{"method.temperature": 20})
+    cold = final_report(tmp_path / "c", **{"method.temperature": 0.005})
+    assert hot.effective_rank < 0.5 * healthy.effective_rank
+    assert cold.std < 0.3 * healthy.std
+    assert healthy.std > 0.7 * healthy.std_reference
+
+
+def test_collapse_switch_is_marked():
+    spec = default_config("simclr").spec("method.temperature")
+    assert spec.collapse and "rank" in spec.collapse
