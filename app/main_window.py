@@ -91,6 +91,7 @@ class MainWindow(QMainWindow):
         self.running = False
         self.paused = False
         self.run_dir: str | None = None
+        self.verdict = "healthy"
         self.total_steps = 0
         self._last_step: ev.StepMetrics | None = None
         self._close_when_stopped = False
@@ -205,6 +206,9 @@ class MainWindow(QMainWindow):
         self.epoch_label = QLabel("epoch –")
         self.ips_label = QLabel("– img/s")
         self.eta_label = QLabel("ETA –")
+        self.verdict_label = QLabel("")
+        self.verdict_label.setObjectName("verdictLabel")
+        sb.addPermanentWidget(self.verdict_label)
         for w in (self.step_label, self.epoch_label, self.ips_label, self.eta_label):
             w.setMinimumWidth(110)
             sb.addPermanentWidget(w)
@@ -341,6 +345,7 @@ class MainWindow(QMainWindow):
         self.running = True
         self.paused = False
         self._last_step = None
+        self.verdict = "healthy"
         start_in_thread(self.worker, self)
         self._set_buttons()
 
@@ -363,6 +368,8 @@ class MainWindow(QMainWindow):
         self.plots.add_event(e)
         if isinstance(e, ev.StepMetrics):
             self._last_step = e
+        elif isinstance(e, ev.MonitorReport):
+            self._show_verdict(e)
         elif isinstance(e, ev.DatasetReady):
             if e.skipped:
                 self.message_bar.show_message(
@@ -395,6 +402,23 @@ class MainWindow(QMainWindow):
         elif isinstance(e, ev.Failed):
             self.message_bar.show_message(f"The run failed: {e.message}")
             self.run_finished.emit(e)
+
+    def _show_verdict(self, e: ev.MonitorReport) -> None:
+        """Traffic light in the status bar; a banner with causes and fixes on a change."""
+        from engine.monitor import explain_collapse
+
+        colors = {"healthy": "#2ca02c", "dimensional": "#e69500", "complete": "#d62728"}
+        names = {"healthy": "healthy", "dimensional": "dimensional collapse",
+                 "complete": "complete collapse"}
+        self.verdict_label.setText(
+            f"<span style='color:{colors[e.verdict]}'>●</span> {names[e.verdict]} "
+            f"(rank {e.effective_rank:.0f}/{e.dim})")
+        previous, self.verdict = self.verdict, e.verdict
+        if e.baseline or previous == e.verdict or self.trainer is None:
+            return
+        level = {"healthy": "info", "dimensional": "warning", "complete": "error"}[e.verdict]
+        self.message_bar.show_message(
+            f"Step {e.step}: {explain_collapse(e.verdict, self.trainer.cfg)}", level)
 
     def _on_worker_done(self) -> None:
         self.running = False

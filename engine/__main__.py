@@ -89,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_sigint)
     bar = None
     code = 0
+    verdict = "healthy"
     for e in trainer.run():
         if isinstance(e, ev.DatasetReady):
             print(f"dataset {e.name}: {e.n_images} images at {e.resolution}px, "
@@ -109,6 +110,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"(1/sqrt(d) {e.std_reference:.4f})  rank {e.effective_rank:.1f}/{e.dim}")
             if e.baseline:
                 text = "random-init baseline: " + text
+            elif e.verdict != verdict:
+                from engine.monitor import explain_collapse
+
+                text += "\n  " + explain_collapse(e.verdict, trainer.cfg)
+            verdict = e.verdict
             (bar.write if bar is not None else print)(text)
         elif isinstance(e, ev.RunWarning):
             print(f"warning: {e.message}", file=sys.stderr)

@@ -78,6 +78,7 @@ class MonitorReport(Event):
     backbone_rank: float
     backbone_dim: int
     extra: dict[str, float] = field(default_factory=dict)
+    verdict: str = "healthy"  # 'healthy', 'dimensional' or 'complete' (engine.monitor)
 
 
 @dataclass(frozen=True)

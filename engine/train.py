@@ -37,7 +37,7 @@ from engine.events import (
     StepMetrics,
 )
 from engine.methods._base import SSLMethod
-from engine.monitor import collapse_std, effective_rank, knn_accuracy
+from engine.monitor import collapse_std, collapse_verdict, effective_rank, knn_accuracy
 from engine.registry import get_method_info
 from engine.runs import RunFolder, atomic_write_bytes, default_runs_dir
 
@@ -302,7 +302,8 @@ class Trainer:
                    "knn_accuracy": report.knn_accuracy, "std": report.std,
                    "std_reference": report.std_reference,
                    "effective_rank": report.effective_rank,
-                   "backbone_rank": report.backbone_rank, **report.extra}
+                   "backbone_rank": report.backbone_rank, "verdict": report.verdict,
+                   **report.extra}
             if baseline:
                 row["baseline"] = True
             run.append_metrics(row)
@@ -415,7 +416,7 @@ class Trainer:
             if step % cfg.monitor.every_steps == 0 or step == total:
                 rep = monitor(step, baseline=False)
                 last.update(knn_accuracy=rep.knn_accuracy, std=rep.std,
-                            effective_rank=rep.effective_rank)
+                            effective_rank=rep.effective_rank, verdict=rep.verdict)
                 yield rep
             if step % cfg.monitor.checkpoint_every == 0 and step < total:
                 yield save(step)
@@ -424,7 +425,7 @@ class Trainer:
             # measure where the run stopped, so its summary holds its final state
             rep = monitor(step, baseline=False)
             last.update(knn_accuracy=rep.knn_accuracy, std=rep.std,
-                        effective_rank=rep.effective_rank)
+                        effective_rank=rep.effective_rank, verdict=rep.verdict)
             yield rep
         if step > start_step or status == "stopped":
             yield save(step)
@@ -487,15 +488,17 @@ class Trainer:
         knn = None
         if labels is not None and len(set(labels.tolist())) > 1:
             knn = knn_accuracy(f, labels, self.cfg.monitor.knn_k, self.cfg.monitor.knn_temperature)
+        std, ref, rank = collapse_std(z), 1.0 / math.sqrt(z.shape[1]), effective_rank(z)
         return MonitorReport(
             step=step,
             epoch=epoch,
             baseline=baseline,
             knn_accuracy=knn,
-            std=collapse_std(z),
-            std_reference=1.0 / math.sqrt(z.shape[1]),
-            effective_rank=effective_rank(z),
+            std=std,
+            std_reference=ref,
+            effective_rank=rank,
             dim=int(z.shape[1]),
             backbone_rank=effective_rank(f),
             backbone_dim=int(f.shape[1]),
+            verdict=collapse_verdict(std, ref, rank, int(z.shape[1]), int(z.shape[0])),
         )

@@ -158,3 +158,16 @@ def test_bad_folder_is_reported_and_the_window_survives(window, qtbot, tmp_path)
     win.dataset_chooser.set_source("shapes")
     assert win.start_run()
     qtbot.waitUntil(lambda: win.plots.point_count("loss") >= 1, timeout=120_000)
+
+
+def test_collapse_switch_turns_the_verdict_red_with_explanation(window, qtbot):
+    """SimCLR at temperature 0.005 collapses within the first monitor steps (see
+    tests/engine/test_simclr.py); the banner names the switch."""
+    win = window
+    set_fields(win, {**FAST, "optim.max_steps": 60, "method.temperature": 0.005})
+    assert win.start_run()
+    qtbot.waitUntil(lambda: win.verdict != "healthy", timeout=180_000)
+    assert win.message_bar.isVisible()
+    text = win.message_bar.text()
+    assert "collapse" in text and "method.temperature = 0.005" in text
+    assert "collapse" in win.verdict_label.text()

@@ -30,3 +30,18 @@ def test_knn_accuracy_on_known_features():
     assert knn_accuracy(feats, labels, k=10) == 1.0
     rand = torch.randn(200, 5, generator=g)
     assert knn_accuracy(rand, labels, k=10) < 0.45
+
+
+def test_collapse_verdicts_on_constructed_embeddings():
+    from engine.monitor import collapse_verdict
+
+    def verdict(z):
+        return collapse_verdict(collapse_std(z), 1 / math.sqrt(z.shape[1]), effective_rank(z),
+                                z.shape[1], z.shape[0])
+
+    g = torch.Generator().manual_seed(0)
+    assert verdict(torch.randn(1000, 128, generator=g)) == "healthy"
+    low = torch.randn(1000, 3, generator=g) @ torch.randn(3, 128, generator=g)
+    assert verdict(low) == "dimensional"
+    const = torch.ones(1000, 128) + 1e-4 * torch.randn(1000, 128, generator=g)
+    assert verdict(const) == "complete"
