@@ -24,6 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="'shapes' (default), 'digits' or an image folder")
     parser.add_argument("--runs-dir", help="where run folders go (default: $SELFSUP_RUNS_DIR "
                         "or the user data dir)")
+    parser.add_argument("--method", help="method to select at start (default simclr)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.FIELD=VALUE",
+                        help="preset a form field, e.g. --set method.temperature=0.005")
     parser.add_argument("--autostart", action="store_true",
                         help="press Start as soon as the engine has loaded")
     parser.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window")
@@ -41,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from app.main_window import MainWindow
 
-    win = MainWindow(dataset=args.dataset, runs_dir=args.runs_dir)
+    win = MainWindow(dataset=args.dataset, runs_dir=args.runs_dir, method=args.method,
+                     overrides=args.overrides)
     win.show()
     if args.autostart:
         win.engine_loaded.connect(lambda: QTimer.singleShot(1500, win.start_run))

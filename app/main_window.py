@@ -79,8 +79,16 @@ class MainWindow(QMainWindow):
     engine_loaded = Signal()
     run_finished = Signal(object)  # the Finished or Failed event
 
-    def __init__(self, dataset: str = "shapes", runs_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        dataset: str = "shapes",
+        runs_dir: str | Path | None = None,
+        method: str | None = None,
+        overrides: list[str] | None = None,
+    ) -> None:
         super().__init__()
+        self._initial_method = method or "simclr"
+        self._initial_overrides = list(overrides or [])
         self.setWindowTitle("SelfSup Workbench")
         self.resize(1400, 860)
         self.runs_dir = runs_dir
@@ -240,13 +248,40 @@ class MainWindow(QMainWindow):
             self.method_combo.addItem(f"   {m.name}", m.name)
         self.method_combo.setEnabled(True)
         self.method_combo.blockSignals(False)
-        self.method_combo.setCurrentIndex(self.method_combo.findData("simclr"))
+        index = self.method_combo.findData(self._initial_method)
+        if index < 0:
+            self.message_bar.show_message(
+                f"Unknown method '{self._initial_method}' (available: "
+                f"{', '.join(self.methods)}); using simclr.", "warning")
+            index = self.method_combo.findData("simclr")
+        self.method_combo.setCurrentIndex(index)
         self._on_method_changed()
+        self._apply_overrides(self._initial_overrides)
         self.statusBar().showMessage("Ready", 3000)
         self.dataset_chooser.engine_ready = True
         self.dataset_chooser.scan()
         self._set_buttons()
         self.engine_loaded.emit()
+
+    def _apply_overrides(self, overrides: list[str]) -> None:
+        """Fill form fields from ``section.field=value`` strings (command line)."""
+        from engine.config import check, coerce, parse_override
+        from engine.errors import ConfigError
+
+        for text in overrides:
+            try:
+                key, value = parse_override(text)
+                if key == "data.dataset":
+                    self.dataset_chooser.set_source(value)
+                    continue
+                editor = self.form.editors.get(key)
+                if editor is None:
+                    raise ConfigError(f"unknown setting '{key}'")
+                typed = coerce(editor.spec, value)
+                check(editor.spec, typed)
+                editor.set_value(typed)
+            except ConfigError as e:
+                self.message_bar.show_message(f"--set {text}: {e}", "warning")
 
     def _on_method_changed(self, *_: Any) -> None:
         name = self.method_combo.currentData()

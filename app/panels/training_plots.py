@@ -188,7 +188,7 @@ class TrainingPlots(QWidget):
     def add_step(self, step: int, loss: float) -> None:
         if not math.isfinite(loss):
             return
-        self._ema = loss if self._ema is None else 0.95 * self._ema + 0.05 * loss
+        self._ema = loss if self._ema is None else 0.9 * self._ema + 0.1 * loss
         self.series["loss_raw"].append(step, loss)
         self.series["loss"].append(step, self._ema)
         self._dirty.update(("loss_raw", "loss"))

@@ -171,3 +171,16 @@ def test_collapse_switch_turns_the_verdict_red_with_explanation(window, qtbot):
     text = win.message_bar.text()
     assert "collapse" in text and "method.temperature = 0.005" in text
     assert "collapse" in win.verdict_label.text()
+
+
+def test_command_line_presets_fill_the_form(qtbot, tmp_path):
+    from app.main_window import MainWindow
+
+    win = MainWindow(runs_dir=tmp_path, method="simclr",
+                     overrides=["method.temperature=0.05", "run.amp=false", "optim.lr=-1"])
+    win.show()
+    qtbot.waitUntil(lambda: bool(win.methods), timeout=120_000)
+    assert win.form.editors["method.temperature"].value() == 0.05
+    assert win.form.editors["run.amp"].value() is False
+    assert "optim.lr" in win.message_bar.text()  # refused, with the reason
+    win.close()
