@@ -30,3 +30,53 @@ def mlp_head(
     if last_bn:
         mods.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*mods)
+
+
+# DINO's head needs tensor ops; imported here so the file is only ever appended to.
+import torch  # noqa: E402
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head (Caron et al. 2021, section 3.1 and appendix).
+
+    An MLP (Linear-GELU) x (layers-1) -> Linear to ``bottleneck_dim`` (256 in the paper),
+    L2 normalisation, then a weight-normalised linear layer without bias to ``out_dim``
+    prototypes (65536 in the paper). With ``norm_last_layer`` (the paper's default) the
+    weight norm's gain is fixed to 1, so every prototype is a unit vector and each output
+    is a cosine similarity in [-1, 1]; otherwise the per-prototype gain is learned.
+    Linear layers start from a truncated normal with std 0.02, as in the paper's code.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        *,
+        layers: int = 3,
+        norm_last_layer: bool = True,
+    ) -> None:
+        super().__init__()
+        mods: list[nn.Module] = []
+        d = in_dim
+        for _ in range(layers - 1):
+            mods += [nn.Linear(d, hidden_dim), nn.GELU()]
+            d = hidden_dim
+        mods.append(nn.Linear(d, bottleneck_dim))
+        self.mlp = nn.Sequential(*mods)
+        for m in self.mlp.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        # weight_norm's direction v; the prototypes are its rows normalised.
+        self.prototypes = nn.Parameter(torch.empty(out_dim, bottleneck_dim))
+        nn.init.kaiming_uniform_(self.prototypes, a=5**0.5)  # nn.Linear's default init
+        self.gain = None if norm_last_layer else nn.Parameter(torch.ones(out_dim, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.normalize(self.mlp(x), dim=-1)
+        w = nn.functional.normalize(self.prototypes, dim=1)
+        if self.gain is not None:
+            w = w * self.gain
+        return nn.functional.linear(x, w)

@@ -19,3 +19,176 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     sim.fill_diagonal_(float("-inf"))
     targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(sim, targets)
+
+
+def info_nce(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2
+) -> torch.Tensor:
+    """InfoNCE with a queue of negatives (MoCo; He et al. 2020, eq. 1).
+
+    Queries ``q`` (N, D), their positive keys ``k`` (N, D) and negative keys ``queue``
+    (K, D) are L2-normalised here. Each query gets ``1 + K`` logits
+    ``[q.k, q.queue_1, ..., q.queue_K] / t`` with the positive at index 0, and the loss is
+    the cross-entropy to label 0: ``-log exp(q.k / t) / (exp(q.k / t) + sum_j
+    exp(q.queue_j / t))``, averaged over the N queries. Gradients flow into ``q`` (and
+    into ``k`` / ``queue`` only if the caller did not detach them; MoCo does).
+    """
+    q = F.normalize(q.float(), dim=1)
+    k = F.normalize(k.float(), dim=1)
+    queue = F.normalize(queue.float(), dim=1)
+    pos = (q * k).sum(dim=1, keepdim=True)
+    neg = q @ queue.t()
+    logits = torch.cat([pos, neg], dim=1) / temperature
+    labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, labels)
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's normalised mean squared error (Grill et al. 2020, eq. 2).
+
+    ``||p/|p| - z/|z| ||^2 = 2 - 2 cos(p, z)``, averaged over the batch; 0 when the
+    prediction points the same way as the target, 4 when opposite. The caller passes the
+    target projection ``z`` already detached (computed by the EMA network).
+    """
+    return (2.0 - 2.0 * F.cosine_similarity(p.float(), z.float(), dim=1)).mean()
+
+
+def simsiam_loss(p: torch.Tensor, z: torch.Tensor, stop_gradient: bool = True) -> torch.Tensor:
+    """SimSiam's negative cosine similarity ``D(p, z) = -cos(p, stopgrad(z))``
+    (Chen & He 2021, eq. 1 and 3), averaged over the batch; between -1 and 1.
+
+    The method symmetrises it: ``D(p1, z2) / 2 + D(p2, z1) / 2``. With
+    ``stop_gradient=False`` the gradient also flows into ``z`` (the ablation of the
+    paper's Fig. 2, which collapses).
+    """
+    if stop_gradient:
+        z = z.detach()
+    return -F.cosine_similarity(p.float(), z.float(), dim=1).mean()
+
+
+def triplet_margin(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.5
+) -> torch.Tensor:
+    """Triplet loss with a margin (FaceNet; Schroff et al. 2015, eq. 1-2).
+
+    ``mean_i max(0, ||a_i - p_i||^2 - ||a_i - n_i||^2 + margin)`` with squared Euclidean
+    distances of the embeddings as given (FaceNet L2-normalises them first, so each
+    distance lies in [0, 4]). A triplet stops contributing once its negative is farther
+    from the anchor than its positive by at least ``margin``.
+    """
+    a, p, n = anchor.float(), positive.float(), negative.float()
+    d_pos = (a - p).pow(2).sum(dim=1)
+    d_neg = (a - n).pow(2).sum(dim=1)
+    return F.relu(d_pos - d_neg + margin).mean()
+
+
+def barlow_twins_loss(
+    z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, eps: float = 1e-5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Redundancy-reduction loss (Barlow Twins; Zbontar et al. 2021, eq. 1-2).
+
+    Each view's ``(N, d)`` embeddings are standardised along the batch,
+    ``zn = (z - mean_b z) / sqrt(var_b z + eps)`` (biased variance, as the paper's
+    ``BatchNorm1d(affine=False)``), giving the ``d x d`` cross-correlation
+    ``C = z1n^T z2n / N`` and
+    ``L = sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2``.
+    The first (invariance) term makes each dimension agree across the views; the second
+    (redundancy reduction) decorrelates the dimensions, which stops them all encoding the
+    same thing. Returns ``(L, on_diag, off_diag)`` with the two sums unweighted.
+    """
+    n = z1.shape[0]
+    a, b = z1.float(), z2.float()
+    a = (a - a.mean(0)) / torch.sqrt(a.var(0, unbiased=False) + eps)
+    b = (b - b.mean(0)) / torch.sqrt(b.var(0, unbiased=False) + eps)
+    c = a.t() @ b / n
+    diag = torch.diagonal(c)
+    on_diag = (1.0 - diag).pow(2).sum()
+    off_diag = c.pow(2).sum() - diag.pow(2).sum()
+    return on_diag + lambd * off_diag, on_diag, off_diag
+
+
+def vicreg_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    sim_w: float = 25.0,
+    var_w: float = 25.0,
+    cov_w: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Variance-invariance-covariance loss (VICReg; Bardes, Ponce, LeCun 2022, eq. 1-6).
+
+    For two ``(N, d)`` batches of embeddings, as in the paper's reference code:
+
+    * invariance ``s = mean_{n,j} (z1_nj - z2_nj)^2`` (the MSE);
+    * variance ``v = [mean_j relu(gamma - sqrt(Var(z1_j) + eps))
+      + mean_j relu(gamma - sqrt(Var(z2_j) + eps))] / 2`` (unbiased variance over the
+      batch), a hinge keeping every dimension's std at least ``gamma``;
+    * covariance ``c = sum_{i != j} Cov(z1)_ij^2 / d + sum_{i != j} Cov(z2)_ij^2 / d``
+      with ``Cov(z) = (z - mean)^T (z - mean) / (N - 1)``, which decorrelates dimensions.
+
+    ``L = sim_w * s + var_w * v + cov_w * c`` (paper: 25, 25, 1). Returns
+    ``(L, s, v, c)`` with the three terms unweighted.
+    """
+    a, b = z1.float(), z2.float()
+    n, d = a.shape
+    invariance = F.mse_loss(a, b)
+
+    def var_term(z: torch.Tensor) -> torch.Tensor:
+        return F.relu(gamma - torch.sqrt(z.var(0) + eps)).mean()
+
+    def cov_term(z: torch.Tensor) -> torch.Tensor:
+        zc = z - z.mean(0)
+        cov = zc.t() @ zc / (n - 1)
+        return (cov.pow(2).sum() - torch.diagonal(cov).pow(2).sum()) / d
+
+    variance = (var_term(a) + var_term(b)) / 2
+    covariance = cov_term(a) + cov_term(b)
+    loss = sim_w * invariance + var_w * variance + cov_w * covariance
+    return loss, invariance, variance, covariance
+
+
+def dino_loss(
+    student_out: list[torch.Tensor],
+    teacher_out: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.04,
+) -> torch.Tensor:
+    """Self-distillation cross-entropy (DINO; Caron et al. 2021, eq. 1-3 and Algorithm 1).
+
+    The teacher's centred, sharpened distribution ``q_i = softmax((t_i - C) / teacher_temp)``
+    of each global view ``i`` is the target for the student's
+    ``log p_v = log_softmax(s_v / student_temp)`` of every *other* view ``v``:
+    ``L = mean over pairs (i, v), v != i, of mean_b [-sum_k q_ik log p_vk]``.
+    ``student_out`` lists every view (the global views first, in the same order as
+    ``teacher_out``, then any local crops); ``teacher_out`` only the global views. The
+    teacher's side is detached (stop-gradient).
+    """
+    qs = [F.softmax((t.detach().float() - center) / teacher_temp, dim=-1) for t in teacher_out]
+    log_ps = [F.log_softmax(s.float() / student_temp, dim=-1) for s in student_out]
+    total = student_out[0].new_zeros((), dtype=torch.float32)
+    n_terms = 0
+    for i, q in enumerate(qs):
+        for v, log_p in enumerate(log_ps):
+            if v == i:
+                continue
+            total = total + (-q * log_p).sum(dim=-1).mean()
+            n_terms += 1
+    if n_terms == 0:
+        raise ValueError("dino_loss needs at least two views")
+    return total / n_terms
+
+
+@torch.no_grad()
+def dino_center_update(
+    center: torch.Tensor, teacher_out: torch.Tensor, momentum: float = 0.9
+) -> torch.Tensor:
+    """DINO's centre update (Caron et al. 2021, eq. 4): ``C <- m C + (1 - m) mean_b t_b``.
+
+    ``teacher_out`` is ``(B, K)`` (all global views of the batch stacked); the centre keeps
+    its own shape (``(K,)`` or ``(1, K)``). Subtracting this running mean of the teacher's
+    outputs stops one prototype dominating every image.
+    """
+    batch_center = teacher_out.detach().float().mean(dim=0)
+    return center * momentum + batch_center.reshape(center.shape) * (1.0 - momentum)
