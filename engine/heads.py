@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -32,10 +33,6 @@ def mlp_head(
     return nn.Sequential(*mods)
 
 
-# DINO's head needs tensor ops; imported here so the file is only ever appended to.
-import torch  # noqa: E402
-
-
 class DINOHead(nn.Module):
     """DINO's projection head (Caron et al. 2021, section 3.1 and appendix).
 
@@ -44,7 +41,9 @@ class DINOHead(nn.Module):
     prototypes (65536 in the paper). With ``norm_last_layer`` (the paper's default) the
     weight norm's gain is fixed to 1, so every prototype is a unit vector and each output
     is a cosine similarity in [-1, 1]; otherwise the per-prototype gain is learned.
-    Linear layers start from a truncated normal with std 0.02, as in the paper's code.
+    ``batch_norm`` adds BatchNorm after each hidden Linear (the paper code's
+    ``use_bn_in_head``, off by default there). Linear layers start from a truncated
+    normal with std 0.02, as in the paper's code.
     """
 
     def __init__(
@@ -56,12 +55,16 @@ class DINOHead(nn.Module):
         *,
         layers: int = 3,
         norm_last_layer: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         mods: list[nn.Module] = []
         d = in_dim
         for _ in range(layers - 1):
-            mods += [nn.Linear(d, hidden_dim), nn.GELU()]
+            mods.append(nn.Linear(d, hidden_dim))
+            if batch_norm:
+                mods.append(nn.BatchNorm1d(hidden_dim))
+            mods.append(nn.GELU())
             d = hidden_dim
         mods.append(nn.Linear(d, bottleneck_dim))
         self.mlp = nn.Sequential(*mods)
@@ -74,9 +77,16 @@ class DINOHead(nn.Module):
         nn.init.kaiming_uniform_(self.prototypes, a=5**0.5)  # nn.Linear's default init
         self.gain = None if norm_last_layer else nn.Parameter(torch.ones(out_dim, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.normalize(self.mlp(x), dim=-1)
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised bottleneck embedding, before the prototype layer."""
+        return nn.functional.normalize(self.mlp(x), dim=-1)
+
+    def logits(self, b: torch.Tensor) -> torch.Tensor:
+        """Scores of bottleneck embeddings ``b`` against the ``out_dim`` prototypes."""
         w = nn.functional.normalize(self.prototypes, dim=1)
         if self.gain is not None:
             w = w * self.gain
-        return nn.functional.linear(x, w)
+        return nn.functional.linear(b, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.bottleneck(x))

@@ -18,8 +18,17 @@ def collapse_std(z: torch.Tensor) -> float:
     For embeddings spread uniformly on the sphere it approaches ``1/sqrt(d)``; when every
     input maps to the same point it falls to 0 (complete collapse).
     """
-    zn = F.normalize(z.double(), dim=1)
-    return float(zn.std(0).mean())
+    return float(output_std(z.double()))
+
+
+def output_std(z: torch.Tensor) -> torch.Tensor:
+    """:func:`collapse_std` as a detached tensor, cheap enough to stream every step.
+
+    SimSiam's collapse indicator (Chen & He 2021, Fig. 2); kept as a tensor so the
+    training step does not wait for the device.
+    """
+    z = z.detach()
+    return F.normalize(z if z.dtype == torch.float64 else z.float(), dim=1).std(0).mean()
 
 
 def effective_rank(z: torch.Tensor, eps: float = 1e-7) -> float:
