@@ -1,0 +1,131 @@
+"""BYOL: an online network predicts a slowly moving target network's view of the image.
+
+Grill, Strub, Altché, Tallec, Richemond, Buchatskaya, Doersch, Pires, Guo, Azar, Piot,
+Kavukcuoglu, Munos, Valko. "Bootstrap Your Own Latent: A New Approach to Self-Supervised
+Learning", NeurIPS 2020.
+
+There are no negatives: the online network (backbone, projector, predictor) regresses the
+L2-normalised projection that the target network (backbone, projector) gives to the other
+view. Nothing in the loss forbids the constant solution; two pieces of the architecture
+keep it from being reached. The target is an exponential moving average of the online
+weights and gets no gradient, so the online network chases a target that only slowly
+follows it; and the predictor, which can track the best predictor of the target quickly,
+makes the collapsed point unstable (paper, section 3.2 and Table 5; Tian et al. 2021).
+Without the predictor (``use_predictor = false``) it collapses at once. The paper also
+reports collapse with momentum 0 (``base_momentum = 0``: the target is the online network
+under a stop-gradient); SimSiam (Chen & He 2021) later showed that this configuration can
+learn, and on the built-in shapes in short CPU runs it does not collapse.
+
+Details of this implementation:
+
+* The loss is the paper's symmetrised sum ``L(p1, z2') + L(p2, z1')`` (range 0-8).
+* The target momentum follows the cosine schedule from ``base_momentum`` to 1 (paper:
+  0.996; 0.99 here because CPU runs are short). ``base_momentum = 0`` means *no EMA*: the
+  momentum stays 0 for the whole run (the target is a copy of the online network at every
+  step, as in the paper's collapsing ablation), rather than the schedule of 0 rising to 1.
+* ``output_std`` is the SimSiam paper's collapse indicator (Chen & He 2021, Fig. 2): the
+  mean over dimensions of the per-dimension std, over the batch, of the L2-normalised
+  online projection of view 1. About ``1/sqrt(d)`` when healthy, 0 when collapsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engine.augment import ViewAugment
+from engine.config import Config, MethodConfig, param
+from engine.ema import cosine_momentum, ema_update, make_target
+from engine.heads import mlp_head
+from engine.losses import byol_loss
+from engine.methods._base import SSLMethod, StepOutput
+from engine.monitor import output_std
+from engine.registry import register_method
+
+
+@dataclass
+class BYOLConfig(MethodConfig):
+    base_momentum: float = param(
+        0.99,
+        "Target EMA momentum at the start; it rises to 1 on a cosine schedule (0.996 in "
+        "the paper; 0.99 suits short runs). 0 turns the EMA off for the whole run.",
+        min=0.0,
+        max=1.0,
+        collapse="0 makes the target a copy of the online network (no EMA): the BYOL paper "
+        "reports collapse (Table 5a). SimSiam later showed that the predictor and the "
+        "stop-gradient can suffice, and short runs on the built-in data do not collapse.",
+    )
+    use_predictor: bool = param(
+        True,
+        "Put the predictor MLP on the online branch (as in the paper).",
+        collapse="Without the predictor BYOL collapses (paper, Table 5b): the online "
+        "network can then match the target by mapping everything to one point.",
+    )
+    proj_hidden_dim: int = param(
+        1024, "Hidden width of the projector MLP (4096 in the paper).", min=16, max=16384
+    )
+    proj_dim: int = param(256, "Output dimension of the projector (256 in the paper).",
+                          min=2, max=8192)
+    pred_hidden_dim: int = param(
+        1024, "Hidden width of the predictor MLP (4096 in the paper).", min=16, max=16384
+    )
+
+
+@register_method(
+    "byol",
+    config=BYOLConfig,
+    family="non-contrastive",
+    description="Predict a slowly moving (EMA) copy of the network's view of the other "
+    "augmentation; no negatives.",
+    paper="Grill et al. 2020, Bootstrap Your Own Latent: A New Approach to Self-Supervised "
+    "Learning",
+    gpu_preset={
+        "optim.batch_size": 256,
+        "optim.max_steps": 3000,
+        "augment.crop_min_scale": 0.2,
+        "method.proj_hidden_dim": 4096,
+        "method.pred_hidden_dim": 4096,
+    },
+)
+class BYOL(SSLMethod):
+    def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
+        super().__init__(cfg, backbone, feature_dim)
+        m: BYOLConfig = cfg.method  # type: ignore[assignment]
+        self.base_momentum = m.base_momentum
+        self.projector = mlp_head(feature_dim, m.proj_hidden_dim, m.proj_dim)
+        self.predictor: nn.Module = (
+            mlp_head(m.proj_dim, m.pred_hidden_dim, m.proj_dim)
+            if m.use_predictor
+            else nn.Identity()
+        )
+        self.target_backbone = make_target(self.backbone)
+        self.target_projector = make_target(self.projector)
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.projector(features)
+
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """Cosine schedule from ``base_momentum`` to 1; exactly 0 throughout when base is 0."""
+        if self.base_momentum == 0.0:
+            return 0.0
+        return cosine_momentum(self.base_momentum, step, total_steps)
+
+    def training_step(
+        self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
+    ) -> StepOutput:
+        n = images.shape[0]
+        views = torch.cat([augment(images, generator), augment(images, generator)])
+        z = self.projector(self.backbone(views))
+        p = self.predictor(z)
+        with torch.no_grad():
+            zt = self.target_projector(self.target_backbone(views))
+        loss = byol_loss(p[:n], zt[n:]) + byol_loss(p[n:], zt[:n])
+        return StepOutput(loss, {"output_std": output_std(z[:n])})
+
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        m = self.momentum_at(step, total_steps)
+        ema_update(self.target_backbone, self.backbone, m)
+        ema_update(self.target_projector, self.projector, m)
+        return {"target_momentum": m}
