@@ -1,0 +1,110 @@
+"""SimSiam: a siamese network where one branch predicts the other, with a stop-gradient.
+
+Chen, He. "Exploring Simple Siamese Representation Learning", CVPR 2021.
+
+Both views go through the same encoder (backbone + projector); a predictor MLP maps one
+view's projection ``p`` onto the other view's projection ``z``, and the loss is the
+negative cosine ``D(p1, z2) / 2 + D(p2, z1) / 2``. There are no negatives and no momentum
+encoder. What stops the constant solution is the *stop-gradient* on ``z`` together with
+the predictor: the paper reads the method as an alternating (EM-like) optimisation in
+which ``z`` plays the role of a fixed target for each step, and shows that without the
+stop-gradient (Fig. 2) or without the predictor (Table 1) the output std drops to zero
+and accuracy to chance. Both are exposed here as switches.
+
+Details of this implementation:
+
+* Projector: three layers with BN, the last BN without affine parameters; predictor: a
+  two-layer bottleneck MLP (hidden = 1/4 of the output), as in the paper (2048 / 512 on
+  ImageNet; smaller here for CPU runs).
+* The paper trains with SGD (lr 0.05 * batch / 256) and keeps the predictor's learning
+  rate fixed instead of decaying it; the CPU preset uses the workbench's AdamW schedule,
+  which learns on the built-in data (see the preset).
+* ``output_std``: the mean over dimensions of the batch std of the L2-normalised
+  projection ``z / |z|`` of view 1 (paper, Fig. 2): about ``1/sqrt(d)`` when healthy,
+  0 when collapsed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engine.augment import ViewAugment
+from engine.config import Config, MethodConfig, param
+from engine.heads import mlp_head
+from engine.losses import simsiam_loss
+from engine.methods._base import SSLMethod, StepOutput
+from engine.monitor import output_std
+from engine.registry import register_method
+
+
+@dataclass
+class SimSiamConfig(MethodConfig):
+    stop_gradient: bool = param(
+        True,
+        "Stop the gradient through the target projection z (as in the paper).",
+        collapse="Without the stop-gradient SimSiam collapses at once (paper, Fig. 2): the "
+        "loss is minimised by mapping every image to the same vector.",
+    )
+    use_predictor: bool = param(
+        True,
+        "Put the predictor MLP on top of the projector (as in the paper).",
+        collapse="Without the predictor SimSiam collapses (paper, Table 1a).",
+    )
+    proj_hidden_dim: int = param(
+        512, "Hidden width of the 3-layer projector (2048 in the paper).", min=16, max=16384
+    )
+    proj_dim: int = param(512, "Output dimension of the projector (2048 in the paper).",
+                          min=2, max=16384)
+    pred_hidden_dim: int = param(
+        128, "Bottleneck width of the predictor (512 in the paper, 1/4 of the output).",
+        min=4, max=16384
+    )
+
+
+@register_method(
+    "simsiam",
+    config=SimSiamConfig,
+    family="non-contrastive",
+    description="One view predicts the other through a predictor, with a stop-gradient; no "
+    "negatives, no momentum encoder.",
+    paper="Chen & He 2021, Exploring Simple Siamese Representation Learning",
+    # AdamW at 2e-3 makes the projections lose most of their rank on CPU; 5e-4 keeps it.
+    preset={"optim.lr": 5e-4},
+    gpu_preset={
+        "optim.batch_size": 256,
+        "optim.max_steps": 3000,
+        "augment.crop_min_scale": 0.2,
+        "method.proj_hidden_dim": 2048,
+        "method.proj_dim": 2048,
+        "method.pred_hidden_dim": 512,
+    },
+)
+class SimSiam(SSLMethod):
+    def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
+        super().__init__(cfg, backbone, feature_dim)
+        m: SimSiamConfig = cfg.method  # type: ignore[assignment]
+        self.stop_gradient = m.stop_gradient
+        self.projector = mlp_head(feature_dim, m.proj_hidden_dim, m.proj_dim, layers=3,
+                                  last_bn=True)
+        self.predictor: nn.Module = (
+            mlp_head(m.proj_dim, m.pred_hidden_dim, m.proj_dim) if m.use_predictor
+            else nn.Identity()
+        )
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        return self.projector(features)
+
+    def training_step(
+        self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
+    ) -> StepOutput:
+        n = images.shape[0]
+        views = torch.cat([augment(images, generator), augment(images, generator)])
+        z = self.projector(self.backbone(views))
+        p = self.predictor(z)
+        z1, z2, p1, p2 = z[:n], z[n:], p[:n], p[n:]
+        sg = self.stop_gradient
+        loss = 0.5 * simsiam_loss(p1, z2, sg) + 0.5 * simsiam_loss(p2, z1, sg)
+        return StepOutput(loss, {"output_std": output_std(z1)})

@@ -1,0 +1,134 @@
+"""SimSiam: the negative-cosine loss with stop-gradient, and its two collapse switches."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from engine import events as ev
+from engine.config import default_config
+from engine.losses import byol_loss, simsiam_loss
+from engine.train import Trainer
+
+
+def small_config(steps: int = 6, **overrides):
+    cfg = default_config("simsiam")
+    settings = {"data.shapes_count": 300, "optim.batch_size": 32, "optim.warmup_steps": 2,
+                "monitor.every_steps": 5, "monitor.monitor_size": 60, "backbone.width": 8,
+                "optim.max_steps": steps}
+    settings.update(overrides)
+    for k, v in settings.items():
+        cfg.set(k, v)
+    return cfg
+
+
+_RUNS: dict[str, tuple[ev.MonitorReport, float]] = {}
+
+
+def run_100_steps(switch: str | None, tmp_path) -> tuple[ev.MonitorReport, float]:
+    """Final monitor report and mean loss of the last 10 steps, with ``switch`` off."""
+    key = switch or "healthy"
+    if key not in _RUNS:
+        overrides = {"monitor.every_steps": 100}
+        if switch:
+            overrides[f"method.{switch}"] = False
+        events = list(Trainer(small_config(100, **overrides), tmp_path / key).run())
+        assert isinstance(events[-1], ev.Finished), events[-1]
+        report = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
+        losses = [e.loss for e in events if isinstance(e, ev.StepMetrics)][-10:]
+        _RUNS[key] = (report, sum(losses) / len(losses))
+    return _RUNS[key]
+
+
+# ------------------------------------------------------------------------------ loss
+
+
+def test_simsiam_loss_matches_hand_computed_value():
+    # pair 1: p = (1, 0), z = (1, 1): cos = 1/sqrt(2)
+    # pair 2: p = (0, 2), z = (0, 1): cos = 1
+    # D = -mean(cos) = -(1/sqrt(2) + 1) / 2
+    p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    z = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    assert math.isclose(float(simsiam_loss(p, z)), -(1 / math.sqrt(2) + 1) / 2, rel_tol=1e-6)
+    assert math.isclose(float(simsiam_loss(p[:1], -p[:1])), 1.0, rel_tol=1e-6)  # the maximum
+
+
+def test_simsiam_loss_invariances_and_relation_to_byol():
+    g = torch.Generator().manual_seed(0)
+    p, z = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    base = simsiam_loss(p, z)
+    assert torch.allclose(base, simsiam_loss(z, p), atol=1e-6)  # cosine is symmetric
+    perm = torch.randperm(8, generator=g)
+    assert torch.allclose(base, simsiam_loss(p[perm], z[perm]), atol=1e-6)
+    assert torch.allclose(base, simsiam_loss(4 * p, 0.1 * z), atol=1e-6)
+    # the same cosine as BYOL's normalised MSE: 2 - 2 cos = 2 + 2 D
+    assert torch.allclose(byol_loss(p, z), 2 + 2 * base, atol=1e-6)
+    # symmetrised over views, D(p1, z2)/2 + D(p2, z1)/2 is unchanged by swapping the views
+    p2, z2 = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    sym = simsiam_loss(p, z2) / 2 + simsiam_loss(p2, z) / 2
+    swapped = simsiam_loss(p2, z) / 2 + simsiam_loss(p, z2) / 2
+    assert torch.allclose(sym, swapped)
+
+
+def test_stop_gradient_blocks_the_target_branch():
+    p = torch.randn(4, 8, requires_grad=True)
+    z = torch.randn(4, 8, requires_grad=True)
+    simsiam_loss(p, z).backward()
+    assert p.grad is not None and z.grad is None
+    p.grad = None
+    simsiam_loss(p, z, stop_gradient=False).backward()
+    assert p.grad is not None and z.grad is not None and z.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------ method
+
+
+def test_simsiam_trains_and_streams_its_metrics(tmp_path):
+    events = list(Trainer(small_config(6), tmp_path).run())
+    assert isinstance(events[-1], ev.Finished) and events[-1].status == "finished"
+    steps = [e for e in events if isinstance(e, ev.StepMetrics)]
+    assert len(steps) == 6
+    assert all(math.isfinite(s.loss) and -1 <= s.loss <= 1 for s in steps)
+    for s in steps:
+        assert "output_std" in s.extra and 0 < s.extra["output_std"] <= 1
+
+
+def test_no_stop_gradient_collapses(tmp_path):
+    """stop_gradient = false (collapse switch): the loss heads for its minimum -1 and the
+    projections lose their rank (paper, Fig. 2). The last BN of the projector keeps
+    every dimension's batch variance at 1, so the collapse shows in the rank, not the std.
+
+    Measured (seed 0, 100 steps, lr 5e-4): with the stop-gradient the effective rank is
+    15.7 (std 0.0282, mean loss of the last 10 steps -0.67); without it rank 7.0 (std
+    0.0240, loss -0.89), and rank 3.05 against 8.7 after 200 steps.
+    """
+    on, on_loss = run_100_steps("stop_gradient", tmp_path)
+    off, off_loss = run_100_steps(None, tmp_path)
+    assert on.effective_rank < 0.6 * off.effective_rank
+    assert on_loss < off_loss - 0.1
+
+
+def test_no_predictor_collapses(tmp_path):
+    """use_predictor = false (collapse switch): collapse (paper, Table 1a).
+
+    Measured (seed 0, 100 steps, lr 5e-4): with the predictor the effective rank is 15.7
+    (std 0.0282); without it rank 5.8 (std 0.0192), and rank 4.0 against 8.7 after 200
+    steps.
+    """
+    on, _ = run_100_steps("use_predictor", tmp_path)
+    off, _ = run_100_steps(None, tmp_path)
+    assert on.effective_rank < 0.6 * off.effective_rank
+    assert on.std < 0.85 * off.std
+
+
+def test_gpu_preset_builds_and_runs(tmp_path):
+    cfg = default_config("simsiam", accelerator=True)
+    assert cfg.method.proj_dim == 2048 and cfg.method.pred_hidden_dim == 512
+    for k, v in {"backbone.name": "resnet18", "optim.max_steps": 2, "optim.warmup_steps": 1,
+                 "optim.batch_size": 8, "data.shapes_count": 100, "monitor.monitor_size": 20,
+                 "monitor.every_steps": 2}.items():
+        cfg.set(k, v)
+    events = list(Trainer(cfg, tmp_path).run())
+    assert isinstance(events[-1], ev.Finished), events[-1]
+    assert [e.step for e in events if isinstance(e, ev.StepMetrics)] == [1, 2]
