@@ -184,3 +184,41 @@ def test_command_line_presets_fill_the_form(qtbot, tmp_path):
     assert win.form.editors["run.amp"].value() is False
     assert "optim.lr" in win.message_bar.text()  # refused, with the reason
     win.close()
+
+
+def test_every_method_is_listed_by_family_with_its_collapse_switches_marked(window):
+    from engine.registry import available_methods
+
+    win = window
+    combo = win.method_combo
+    rows = [(combo.itemText(i).strip(), combo.itemData(i)) for i in range(combo.count())]
+    headers = [text for text, data in rows if data is None]
+    assert any("Contrastive" in h for h in headers)
+    assert any("Non-contrastive" in h for h in headers)
+    listed = [data for _, data in rows if data]
+    assert sorted(listed) == sorted(m.name for m in available_methods())
+
+    expected = {
+        "simclr": {"method.temperature"},
+        "moco": {"method.temperature"},
+        "byol": {"method.base_momentum", "method.use_predictor"},
+        "simsiam": {"method.stop_gradient", "method.use_predictor"},
+        "vicreg": {"method.variance_weight"},
+        "dino": {"method.centering", "method.sharpening"},
+    }
+    for name, switches in expected.items():
+        combo.setCurrentIndex(combo.findData(name))
+        marked = {spec.key for spec, label, _ in win.form._rows
+                  if label.objectName() == "collapseLabel" and label.text().startswith("⚠")}
+        assert switches <= marked, name
+        assert "Collapse switches" in win.method_desc.text()
+
+
+def test_method_metrics_are_plotted_for_the_chosen_method(window, qtbot):
+    win = window
+    win.method_combo.setCurrentIndex(win.method_combo.findData("vicreg"))
+    set_fields(win, {**FAST, "optim.max_steps": 30})
+    assert win.start_run()
+    qtbot.waitUntil(lambda: not win.running, timeout=180_000)
+    for term in ("invariance", "variance", "covariance"):
+        assert win.plots.point_count(f"extra:{term}") >= 1, term
