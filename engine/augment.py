@@ -94,6 +94,11 @@ def denormalize(x: torch.Tensor) -> torch.Tensor:
     return torch.mul(x, std).add_(mean)
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Normalised network images -> uint8 in [0, 255], for previews."""
+    return denormalize(x.float()).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+
+
 def _as_rgb(images: torch.Tensor) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")

@@ -54,6 +54,24 @@ def resnet18_small(resolution: int) -> nn.Module:
     return net
 
 
+def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The backbone's last spatial feature map, before pooling: ``(B, C, R/8, R/8)``.
+
+    Reconstruction methods decode it back to an image (with
+    :class:`~engine.heads.ConvDecoder`), so they train the same encoder every other
+    method trains, and kNN and collapse scores compare them on equal terms.
+    """
+    if isinstance(backbone, SmallCNN):
+        return backbone.features(x)
+    if isinstance(backbone, torchvision.models.ResNet):
+        x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
+        return backbone.layer4(backbone.layer3(backbone.layer2(backbone.layer1(x))))
+    fmap = getattr(backbone, "feature_map", None)
+    if fmap is None:
+        raise ValueError(f"{type(backbone).__name__} has no spatial feature map")
+    return fmap(x)
+
+
 def resolve_backbone_name(name: str, device: torch.device) -> str:
     """'auto' means the small CNN on CPU and ResNet-18 on an accelerator."""
     if name != "auto":

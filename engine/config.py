@@ -271,6 +271,9 @@ class MonitorConfig:
                                    min=0.001, max=10.0)
     checkpoint_every: int = param(250, "Save last.pt every N steps.", min=1,
                                   max=10_000_000)
+    preview_count: int = param(
+        8, "Monitor images shown in the reconstruction / pretext preview at each monitor "
+        "step (pretext and reconstruction methods).", min=1, max=64, advanced=True)
 
 
 @dataclass

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Event:
@@ -44,6 +46,7 @@ class RunStarted(Event):
     start_step: int
     steps_per_epoch: int
     config: dict[str, Any]
+    pretext_chance: float | None = None  # accuracy of guessing, for pretext methods
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,26 @@ class MonitorReport(Event):
     backbone_dim: int
     extra: dict[str, float] = field(default_factory=dict)
     verdict: str = "healthy"  # 'healthy', 'dimensional' or 'complete' (engine.monitor)
+
+
+@dataclass(frozen=True)
+class PreviewSnapshot(Event):
+    """A pretext or reconstruction method's view of fixed monitor images at ``step``.
+
+    Arrays are uint8 ``(N, H, W, 3)``. ``kind`` is ``"reconstruction"`` (``outputs`` are
+    the model's images) or ``"classification"`` (``predicted`` / ``true`` labels, one per
+    input). Saved as ``snapshots/preview_<step>.npz`` for reopening the run.
+    """
+
+    step: int
+    kind: str
+    originals: np.ndarray
+    inputs: np.ndarray
+    outputs: np.ndarray | None = None
+    predicted: tuple[str, ...] = ()
+    true: tuple[str, ...] = ()
+    input_title: str = "input"
+    output_title: str = "output"
 
 
 @dataclass(frozen=True)

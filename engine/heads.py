@@ -33,6 +33,36 @@ def mlp_head(
     return nn.Sequential(*mods)
 
 
+class ConvDecoder(nn.Module):
+    """Upsample a backbone feature map ``(B, C, R/2^k, R/2^k)`` back to ``(B, out, R, R)``.
+
+    ``k`` stages of (2x nearest upsampling, 3x3 conv, BN, ReLU), halving the channels
+    each time, then a 3x3 conv to ``out_channels``. Nearest upsampling plus a conv
+    avoids the checkerboard artefacts of transposed convolutions (Odena et al. 2016).
+    Shared by colorization, inpainting and the denoising autoencoder.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, stages: int = 3,
+                 min_channels: int = 16) -> None:
+        super().__init__()
+        mods: list[nn.Module] = []
+        c = in_channels
+        for _ in range(stages):
+            c_out = max(min_channels, c // 2)
+            mods += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c, c_out, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+            c = c_out
+        mods.append(nn.Conv2d(c, out_channels, 3, 1, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class DINOHead(nn.Module):
     """DINO's projection head (Caron et al. 2021, section 3.1 and appendix).
 

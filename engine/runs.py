@@ -156,6 +156,57 @@ class RunFolder:
         text = "".join(json.dumps(r) + "\n" for r in rows)
         atomic_write_bytes(self.metrics_path, text.encode())
 
+    # snapshots -------------------------------------------------------------------
+    def save_preview(self, snap: Any) -> Path:
+        """Write a :class:`~engine.events.PreviewSnapshot` as ``snapshots/preview_<step>.npz``."""
+        import io
+
+        import numpy as np
+
+        arrays = {"originals": snap.originals, "inputs": snap.inputs}
+        if snap.outputs is not None:
+            arrays["outputs"] = snap.outputs
+        meta = {k: getattr(snap, k) for k in
+                ("step", "kind", "predicted", "true", "input_title", "output_title")}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, meta=np.array(json.dumps(_clean(meta))), **arrays)
+        path = self.snapshots_dir / f"preview_{snap.step:08d}.npz"
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def load_previews(self, max_step: int | None = None) -> list[Any]:
+        """The saved preview snapshots in step order (unreadable files are skipped)."""
+        import numpy as np
+
+        from engine.events import PreviewSnapshot
+
+        snaps = []
+        for path in sorted(self.snapshots_dir.glob("preview_*.npz")):
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    meta = json.loads(str(z["meta"]))
+                    outputs = z["outputs"] if "outputs" in z.files else None
+                    snap = PreviewSnapshot(
+                        step=int(meta["step"]), kind=meta["kind"], originals=z["originals"],
+                        inputs=z["inputs"], outputs=outputs,
+                        predicted=tuple(meta["predicted"]), true=tuple(meta["true"]),
+                        input_title=meta["input_title"], output_title=meta["output_title"])
+            except (OSError, ValueError, KeyError):
+                continue
+            if max_step is None or snap.step <= max_step:
+                snaps.append(snap)
+        return snaps
+
+    def truncate_previews(self, max_step: int) -> None:
+        """Drop snapshots past ``max_step`` (a resumed run redoes those steps)."""
+        for snap_path in self.snapshots_dir.glob("preview_*.npz"):
+            try:
+                step = int(snap_path.stem.split("_")[1])
+            except (IndexError, ValueError):
+                continue
+            if step > max_step:
+                snap_path.unlink(missing_ok=True)
+
     # summary ---------------------------------------------------------------------
     def read_summary(self) -> dict[str, Any]:
         try:

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from engine.augment import ViewAugment, eval_transform
@@ -31,6 +32,7 @@ from engine.events import (
     Finished,
     MonitorReport,
     Paused,
+    PreviewSnapshot,
     Resumed,
     RunStarted,
     RunWarning,
@@ -255,6 +257,7 @@ class Trainer:
             torch.set_rng_state(ckpt["rng"]["torch"])
             resume_order = (ckpt["data_order"], int(ckpt["data_pos"]))
             run.truncate_metrics(start_step)
+            run.truncate_previews(start_step)
             cfg.save(run.config_path)  # records an extended max_steps
             summary = run.update_summary(status="running", total_steps=cfg.optim.max_steps)
         else:
@@ -293,6 +296,7 @@ class Trainer:
             start_step=start_step,
             steps_per_epoch=steps_per_epoch,
             config=cfg.to_dict(),
+            pretext_chance=model.pretext_chance,
         )
 
         def monitor(step: int, baseline: bool) -> MonitorReport:
@@ -309,6 +313,14 @@ class Trainer:
             run.append_metrics(row)
             return report
 
+        n_preview = min(cfg.monitor.preview_count, n_mon)
+
+        def preview(step: int) -> PreviewSnapshot | None:
+            snap = self._preview(model, mon_images[:n_preview], device, step)
+            if snap is not None:
+                run.save_preview(snap)
+            return snap
+
         t_start = time.perf_counter()
         paused_total = 0.0
 
@@ -321,6 +333,8 @@ class Trainer:
             summary = run.update_summary(baseline_knn=base.knn_accuracy,
                                          baseline_rank=base.effective_rank)
             yield base
+            if (snap := preview(0)) is not None:
+                yield snap
 
         def save(step: int) -> CheckpointSaved:
             state = {
@@ -418,6 +432,8 @@ class Trainer:
                 last.update(knn_accuracy=rep.knn_accuracy, std=rep.std,
                             effective_rank=rep.effective_rank, verdict=rep.verdict)
                 yield rep
+                if (snap := preview(step)) is not None:
+                    yield snap
             if step % cfg.monitor.checkpoint_every == 0 and step < total:
                 yield save(step)
 
@@ -427,6 +443,8 @@ class Trainer:
             last.update(knn_accuracy=rep.knn_accuracy, std=rep.std,
                         effective_rank=rep.effective_rank, verdict=rep.verdict)
             yield rep
+            if (snap := preview(step)) is not None:
+                yield snap
         if step > start_step or status == "stopped":
             yield save(step)
         summary = run.read_summary()
@@ -461,6 +479,40 @@ class Trainer:
             model.project(model.embed(x))
         for m, mom in zip(bns, saved, strict=True):
             m.momentum = mom
+
+    @torch.no_grad()
+    def _preview(
+        self, model: SSLMethod, images: torch.Tensor, device: torch.device, step: int
+    ) -> PreviewSnapshot | None:
+        """The method's preview of the first monitor images, with the same randomness
+        (masks, noise, rotations) at every call so snapshots compare like with like."""
+        was_training = model.training
+        model.eval()
+        gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
+        gen.manual_seed(777 + self.cfg.data.seed)
+        try:
+            p = model.preview(images.to(device), gen)
+        finally:
+            model.train(was_training)
+        if p is None:
+            return None
+
+        def hwc(x: torch.Tensor) -> np.ndarray:
+            if x.dtype != torch.uint8:
+                raise TypeError(f"preview images must be uint8, got {x.dtype}")
+            return x.detach().permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+        return PreviewSnapshot(
+            step=step,
+            kind=p.kind,
+            originals=hwc(p.originals),
+            inputs=hwc(p.inputs),
+            outputs=None if p.outputs is None else hwc(p.outputs),
+            predicted=tuple(p.predicted),
+            true=tuple(p.true),
+            input_title=p.input_title,
+            output_title=p.output_title,
+        )
 
     @torch.no_grad()
     def _monitor(

@@ -14,6 +14,26 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class Preview:
+    """What a pretext or reconstruction method makes of a few fixed monitor images.
+
+    Images are uint8 tensors ``(N, 3, H, W)`` (any device). ``kind`` is
+    ``"reconstruction"`` (``outputs`` holds the model's images) or ``"classification"``
+    (``predicted`` / ``true`` hold one label per input). The titles name the columns in
+    the preview panel ("grey input", "masked", "rotated", ...).
+    """
+
+    kind: str
+    originals: torch.Tensor
+    inputs: torch.Tensor
+    outputs: torch.Tensor | None = None
+    predicted: list[str] = field(default_factory=list)
+    true: list[str] = field(default_factory=list)
+    input_title: str = "input"
+    output_title: str = "output"
+
+
+@dataclass
 class StepOutput:
     """The loss to minimise and named metrics (scalars) to stream and plot."""
 
@@ -25,7 +45,12 @@ class SSLMethod(nn.Module):
     """Base class: ``backbone`` is the encoder evaluated by kNN and the collapse scores.
 
     Subclasses build their heads in ``__init__`` and implement :meth:`training_step`.
+    Pretext methods set ``pretext_chance`` (the accuracy of guessing) and stream their
+    accuracy as the metric ``pretext_accuracy``; pretext and reconstruction methods
+    implement :meth:`preview` for the live preview panel.
     """
+
+    pretext_chance: float | None = None
 
     def __init__(self, cfg: Config, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__()
@@ -46,6 +71,14 @@ class SSLMethod(nn.Module):
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """The embedding the loss acts on, used for the collapse scores."""
         return features
+
+    def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview | None:
+        """The preview of uint8 monitor images ``(N, 3, R, R)`` on the device, or None.
+
+        Called in eval mode under ``torch.no_grad()`` with a generator seeded the same way
+        at every call, so successive snapshots show the same masks, noise and rotations.
+        """
+        return None
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Hook after the optimiser step (EMA updates); returns extra metrics."""
