@@ -21,12 +21,14 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QStatusBar,
     QStyle,
+    QTabWidget,
     QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
 from app.panels.dataset_chooser import DatasetChooser
+from app.panels.preview import PreviewPanel
 from app.panels.training_plots import TrainingPlots
 from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
 from engine import events as ev
@@ -109,6 +111,11 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self.message_bar = MessageBar()
         self.plots = TrainingPlots()
+        self.preview = PreviewPanel()
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.plots, "Training curves")
+        self.tabs.addTab(self.preview, "Predictions && reconstructions")
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.setContentsMargins(6, 6, 6, 6)
@@ -116,7 +123,7 @@ class MainWindow(QMainWindow):
         self.run_label.setObjectName("runLabel")
         lay.addWidget(self.run_label)
         lay.addWidget(self.message_bar)
-        lay.addWidget(self.plots, 1)
+        lay.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self._build_status_bar()
         self.dataset_chooser.set_source(dataset)
@@ -336,6 +343,7 @@ class MainWindow(QMainWindow):
             ds = None
         self.message_bar.hide()
         self.plots.clear()
+        self.preview.clear()
         self.trainer = Trainer(cfg, self.runs_dir, dataset=ds)
         self._start_worker(self.trainer)
         self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
@@ -365,8 +373,10 @@ class MainWindow(QMainWindow):
             self.message_bar.show_message(f"Cannot resume: {e}")
             return False
         self.message_bar.hide()
+        rows = RunFolder(run_dir).read_metrics()
         self.plots.clear()
-        self.plots.load_rows(RunFolder(run_dir).read_metrics())
+        self.plots.load_rows(rows)
+        self.preview.load_run(str(run_dir), rows)
         self.trainer = trainer
         self._start_worker(trainer)
         self.run_label.setText(f"Resuming {Path(run_dir).name}…")
@@ -401,6 +411,7 @@ class MainWindow(QMainWindow):
     def on_event(self, e: object) -> None:
         """Every engine event arrives here, on the GUI thread, through a queued signal."""
         self.plots.add_event(e)
+        self.preview.add_event(e)
         if isinstance(e, ev.StepMetrics):
             self._last_step = e
         elif isinstance(e, ev.MonitorReport):

@@ -104,7 +104,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                        unit="step", dynamic_ncols=True)
         elif isinstance(e, ev.StepMetrics) and bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{e.loss:.3f}", ips=f"{e.images_per_sec:.0f}", refresh=False)
+            post = {"loss": f"{e.loss:.3f}", "ips": f"{e.images_per_sec:.0f}"}
+            if "pretext_accuracy" in e.extra:
+                post["pretext acc"] = f"{e.extra['pretext_accuracy']:.0%}"
+            bar.set_postfix(post, refresh=False)
         elif isinstance(e, ev.MonitorReport):
             text = (f"step {e.step}: knn {_fmt(e.knn_accuracy, True)}  std {e.std:.4f} "
                     f"(1/sqrt(d) {e.std_reference:.4f})  rank {e.effective_rank:.1f}/{e.dim}")
@@ -116,6 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 text += "\n  " + explain_collapse(e.verdict, trainer.cfg)
             verdict = e.verdict
             (bar.write if bar is not None else print)(text)
+        elif isinstance(e, ev.PreviewSnapshot) and e.step == 0:
+            (bar.write if bar is not None else print)(
+                f"previews ({e.input_title} -> {e.output_title}) are saved in "
+                f"{trainer.run_folder.snapshots_dir if trainer.run_folder else 'the run folder'}"
+                " at every monitor step")
         elif isinstance(e, ev.RunWarning):
             print(f"warning: {e.message}", file=sys.stderr)
         elif isinstance(e, ev.Finished):
