@@ -264,8 +264,9 @@ class MonitorConfig:
 
     every_steps: int = param(25, "Run the monitor (kNN, collapse scores) every N steps.",
                              min=1, max=1_000_000)
-    monitor_size: int = param(1000, "Images in the fixed monitor subset.", min=20,
-                              max=20_000)
+    monitor_size: int = param(
+        2000, "Images in the fixed monitor subset (kNN, collapse scores, embedding view).",
+        min=20, max=20_000)
     knn_k: int = param(20, "Neighbours for weighted kNN accuracy.", min=1, max=200)
     knn_temperature: float = param(0.07, "Temperature of kNN vote weights (DINO).",
                                    min=0.001, max=10.0)

@@ -85,6 +85,31 @@ class MonitorReport(Event):
 
 
 @dataclass(frozen=True)
+class MonitorSet(Event):
+    """The fixed monitor subset, sent once per run: what embedding snapshots index into.
+
+    ``thumbnails`` are uint8 ``(N, t, t, 3)`` (at most 64 px) for hover previews;
+    ``labels`` index ``class_names`` (None without labels); ``files`` are display names.
+    """
+
+    indices: np.ndarray
+    labels: np.ndarray | None
+    class_names: tuple[str, ...]
+    files: tuple[str, ...]
+    thumbnails: np.ndarray
+
+
+@dataclass(frozen=True)
+class EmbeddingSnapshot(Event):
+    """Backbone features and projector outputs of the monitor subset at ``step`` (float16,
+    row ``i`` is monitor image ``i``), for the live embedding view."""
+
+    step: int
+    features: np.ndarray
+    projections: np.ndarray
+
+
+@dataclass(frozen=True)
 class PreviewSnapshot(Event):
     """A pretext or reconstruction method's view of fixed monitor images at ``step``.
 

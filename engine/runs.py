@@ -174,6 +174,67 @@ class RunFolder:
         atomic_write_bytes(path, buf.getvalue())
         return path
 
+    def save_embedding(self, snap: Any) -> Path:
+        """Write an :class:`~engine.events.EmbeddingSnapshot` (float16) for replaying."""
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, step=np.int64(snap.step), features=snap.features,
+                 projections=snap.projections)
+        path = self.snapshots_dir / f"embedding_{snap.step:08d}.npz"
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def load_embeddings(self) -> list[Any]:
+        """The saved embedding snapshots in step order (unreadable files are skipped)."""
+        import numpy as np
+
+        from engine.events import EmbeddingSnapshot
+
+        out = []
+        for path in sorted(self.snapshots_dir.glob("embedding_*.npz")):
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    out.append(EmbeddingSnapshot(step=int(z["step"]), features=z["features"],
+                                                 projections=z["projections"]))
+            except (OSError, ValueError, KeyError):
+                continue
+        return out
+
+    def save_monitor_set(self, ms: Any) -> Path:
+        """Write the :class:`~engine.events.MonitorSet` once per run."""
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        arrays = {"indices": ms.indices, "thumbnails": ms.thumbnails}
+        if ms.labels is not None:
+            arrays["labels"] = ms.labels
+        meta = {"class_names": list(ms.class_names), "files": list(ms.files)}
+        np.savez_compressed(buf, meta=np.array(json.dumps(meta)), **arrays)
+        path = self.snapshots_dir / "monitor_set.npz"
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def load_monitor_set(self) -> Any | None:
+        """The run's monitor set, or None when it was not saved or cannot be read."""
+        import numpy as np
+
+        from engine.events import MonitorSet
+
+        try:
+            with np.load(self.snapshots_dir / "monitor_set.npz", allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                return MonitorSet(indices=z["indices"],
+                                  labels=z["labels"] if "labels" in z.files else None,
+                                  class_names=tuple(meta["class_names"]),
+                                  files=tuple(meta["files"]), thumbnails=z["thumbnails"])
+        except (OSError, ValueError, KeyError):
+            return None
+
     def load_previews(self, max_step: int | None = None) -> list[Any]:
         """The saved preview snapshots in step order (unreadable files are skipped)."""
         import numpy as np
@@ -199,7 +260,8 @@ class RunFolder:
 
     def truncate_previews(self, max_step: int) -> None:
         """Drop snapshots past ``max_step`` (a resumed run redoes those steps)."""
-        for snap_path in self.snapshots_dir.glob("preview_*.npz"):
+        for snap_path in [*self.snapshots_dir.glob("preview_*.npz"),
+                          *self.snapshots_dir.glob("embedding_*.npz")]:
             try:
                 step = int(snap_path.stem.split("_")[1])
             except (IndexError, ValueError):

@@ -27,10 +27,12 @@ from engine.errors import TrainingDiverged, UserInputError
 from engine.events import (
     CheckpointSaved,
     DatasetReady,
+    EmbeddingSnapshot,
     Event,
     Failed,
     Finished,
     MonitorReport,
+    MonitorSet,
     Paused,
     PreviewSnapshot,
     Resumed,
@@ -97,6 +99,23 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     if cfg.optim.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
     return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+
+
+def monitor_set(ds: ImageDataset, indices: torch.Tensor, thumb: int = 64) -> MonitorSet:
+    """The monitor subset's identity for embedding views: labels, names, thumbnails."""
+    imgs = ds.images[indices]
+    if imgs.shape[-1] > thumb:
+        imgs = torch.nn.functional.interpolate(imgs.float(), size=(thumb, thumb),
+                                               mode="bilinear", antialias=True)
+        imgs = imgs.round().clamp(0, 255).to(torch.uint8)
+    idx = indices.tolist()
+    return MonitorSet(
+        indices=indices.numpy().astype(np.int64),
+        labels=None if ds.labels is None else ds.labels[indices].numpy().astype(np.int64),
+        class_names=tuple(ds.class_names),
+        files=tuple(ds.files[i] for i in idx),
+        thumbnails=imgs.permute(0, 2, 3, 1).contiguous().numpy(),
+    )
 
 
 class Trainer:
@@ -298,10 +317,20 @@ class Trainer:
             config=cfg.to_dict(),
             pretext_chance=model.pretext_chance,
         )
+        mon_set = monitor_set(ds, mon_idx)
+        if start_step == 0:
+            run.save_monitor_set(mon_set)
+        yield mon_set
+
+        embeddings: list[EmbeddingSnapshot] = []  # the latest, handed out after its report
 
         def monitor(step: int, baseline: bool) -> MonitorReport:
-            report = self._monitor(model, mon_images, mon_labels, device, step,
-                                   step / steps_per_epoch, baseline)
+            report, f, z = self._monitor(model, mon_images, mon_labels, device, step,
+                                         step / steps_per_epoch, baseline)
+            emb = EmbeddingSnapshot(step=step, features=f.half().numpy(),
+                                    projections=z.half().numpy())
+            run.save_embedding(emb)
+            embeddings[:] = [emb]
             row = {"step": step, "epoch": report.epoch, "time": elapsed_before + clock(),
                    "knn_accuracy": report.knn_accuracy, "std": report.std,
                    "std_reference": report.std_reference,
@@ -315,11 +344,14 @@ class Trainer:
 
         n_preview = min(cfg.monitor.preview_count, n_mon)
 
-        def preview(step: int) -> PreviewSnapshot | None:
+        def after_monitor(step: int) -> Iterator[Event]:
+            """The embedding snapshot of the report just made, then the method's preview."""
+            if embeddings:
+                yield embeddings.pop()
             snap = self._preview(model, mon_images[:n_preview], device, step)
             if snap is not None:
                 run.save_preview(snap)
-            return snap
+                yield snap
 
         t_start = time.perf_counter()
         paused_total = 0.0
@@ -333,8 +365,7 @@ class Trainer:
             summary = run.update_summary(baseline_knn=base.knn_accuracy,
                                          baseline_rank=base.effective_rank)
             yield base
-            if (snap := preview(0)) is not None:
-                yield snap
+            yield from after_monitor(0)
 
         def save(step: int) -> CheckpointSaved:
             state = {
@@ -432,8 +463,7 @@ class Trainer:
                 last.update(knn_accuracy=rep.knn_accuracy, std=rep.std,
                             effective_rank=rep.effective_rank, verdict=rep.verdict)
                 yield rep
-                if (snap := preview(step)) is not None:
-                    yield snap
+                yield from after_monitor(step)
             if step % cfg.monitor.checkpoint_every == 0 and step < total:
                 yield save(step)
 
@@ -443,8 +473,7 @@ class Trainer:
             last.update(knn_accuracy=rep.knn_accuracy, std=rep.std,
                         effective_rank=rep.effective_rank, verdict=rep.verdict)
             yield rep
-            if (snap := preview(step)) is not None:
-                yield snap
+            yield from after_monitor(step)
         if step > start_step or status == "stopped":
             yield save(step)
         summary = run.read_summary()
@@ -524,8 +553,9 @@ class Trainer:
         step: int,
         epoch: float,
         baseline: bool,
-    ) -> MonitorReport:
-        """Embed the monitor subset in eval mode and score it."""
+    ) -> tuple[MonitorReport, torch.Tensor, torch.Tensor]:
+        """Embed the monitor subset in eval mode and score it; also returns the backbone
+        features and projections (CPU float) for the embedding snapshot."""
         was_training = model.training
         model.eval()
         feats, projs = [], []
@@ -553,4 +583,4 @@ class Trainer:
             backbone_rank=effective_rank(f),
             backbone_dim=int(f.shape[1]),
             verdict=collapse_verdict(std, ref, rank, int(z.shape[1]), int(z.shape[0])),
-        )
+        ), f, z

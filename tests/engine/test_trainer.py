@@ -24,7 +24,8 @@ def small_config(steps: int = 50):
 def test_events_in_order_and_plain_data(tmp_path):
     events = list(Trainer(small_config(6), tmp_path).run())
     kinds = [type(e).__name__ for e in events]
-    assert kinds[:3] == ["DatasetReady", "RunStarted", "MonitorReport"]
+    assert kinds[:5] == ["DatasetReady", "RunStarted", "MonitorSet", "MonitorReport",
+                         "EmbeddingSnapshot"]
     assert kinds[-1] == "Finished"
     assert kinds.count("StepMetrics") == 6
     for e in events:  # never live tensors
