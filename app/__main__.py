@@ -30,9 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="preset a form field, e.g. --set method.temperature=0.005")
     parser.add_argument("--autostart", action="store_true",
                         help="press Start as soon as the engine has loaded")
-    parser.add_argument("--screenshot", metavar="PNG", help="save a screenshot of the window")
-    parser.add_argument("--screenshot-after", type=float, default=5.0, metavar="SECONDS",
-                        help="when to take the screenshot (then quit)")
+    parser.add_argument("--tab", choices=("curves", "embedding", "preview"),
+                        help="the main-area tab to show at start")
+    parser.add_argument("--screenshot", metavar="PNG",
+                        help="save a screenshot of the window ('{t}' in the name is replaced "
+                        "by the time, for several screenshots)")
+    parser.add_argument("--screenshot-after", default="5", metavar="SECONDS[,SECONDS...]",
+                        help="when to take the screenshot(s); the app quits after the last")
     args = parser.parse_args(argv)
 
     from PySide6.QtCore import QTimer
@@ -48,18 +52,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     win = MainWindow(dataset=args.dataset, runs_dir=args.runs_dir, method=args.method,
                      overrides=args.overrides)
     win.show()
+    if args.tab:
+        win.tabs.setCurrentIndex({"curves": 0, "embedding": 1, "preview": 2}[args.tab])
     if args.autostart:
         win.engine_loaded.connect(lambda: QTimer.singleShot(1500, win.start_run))
     if args.screenshot:
-        def shoot() -> None:
-            win.grab().save(args.screenshot)
-            print(f"screenshot saved to {args.screenshot}")
+        try:
+            times = sorted(float(t) for t in str(args.screenshot_after).split(","))
+        except ValueError:
+            parser.error(f"--screenshot-after: expected seconds, got {args.screenshot_after!r}")
+
+        def shoot(t: float) -> None:
+            path = args.screenshot.replace("{t}", f"{t:g}")
+            win.grab().save(path)
+            print(f"screenshot saved to {path}")
+            if t != times[-1]:
+                return
             win._close_when_stopped = True
             win.close()
             if not win.running:
                 app.quit()
 
-        QTimer.singleShot(int(args.screenshot_after * 1000), shoot)
+        for t in times:
+            QTimer.singleShot(int(t * 1000), lambda t=t: shoot(t))
         win.run_finished.connect(lambda _e: QTimer.singleShot(0, app.quit)
                                  if win._close_when_stopped else None)
     return app.exec()

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.panels.dataset_chooser import DatasetChooser
+from app.panels.embedding import EmbeddingPanel
 from app.panels.preview import PreviewPanel
 from app.panels.training_plots import TrainingPlots
 from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
@@ -115,6 +116,8 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.plots, "Training curves")
+        self.embedding = EmbeddingPanel()
+        self.tabs.addTab(self.embedding, "Embedding (UMAP)")
         self.tabs.addTab(self.preview, "Predictions && reconstructions")
         central = QWidget()
         lay = QVBoxLayout(central)
@@ -344,6 +347,7 @@ class MainWindow(QMainWindow):
         self.message_bar.hide()
         self.plots.clear()
         self.preview.clear()
+        self.embedding.clear()
         self.trainer = Trainer(cfg, self.runs_dir, dataset=ds)
         self._start_worker(self.trainer)
         self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
@@ -377,6 +381,7 @@ class MainWindow(QMainWindow):
         self.plots.clear()
         self.plots.load_rows(rows)
         self.preview.load_run(str(run_dir), rows)
+        self.embedding.load_run(str(run_dir))
         self.trainer = trainer
         self._start_worker(trainer)
         self.run_label.setText(f"Resuming {Path(run_dir).name}…")
@@ -412,6 +417,7 @@ class MainWindow(QMainWindow):
         """Every engine event arrives here, on the GUI thread, through a queued signal."""
         self.plots.add_event(e)
         self.preview.add_event(e)
+        self.embedding.add_event(e)
         if isinstance(e, ev.StepMetrics):
             self._last_step = e
         elif isinstance(e, ev.MonitorReport):
@@ -506,4 +512,5 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         wait_for_threads(self)
+        self.embedding.shutdown()
         event.accept()

@@ -50,6 +50,9 @@ def test_start_pause_resume_stop_from_the_window(window, qtbot):
     qtbot.waitUntil(lambda: win.plots.point_count("loss") >= 3, timeout=120_000)
     assert win.plots.baseline_knn is not None
     assert win.plots.point_count("knn") >= 1
+    # the embedding view got the monitor set and a layout of the latest snapshot
+    assert win.embedding.monitor is not None and win.embedding.snapshots
+    assert win.embedding.shown is not None
 
     win.toggle_pause()
     qtbot.waitUntil(lambda: win.paused, timeout=60_000)

@@ -1,0 +1,367 @@
+"""The live embedding view: where the monitor images sit in the encoder's space.
+
+Every embedding snapshot is shown at once as a PCA layout, then replaced by a UMAP layout
+computed in a worker process (:mod:`app.layout_worker`), warm-started from the previous
+UMAP layout so points move instead of jumping. Points are coloured by label, or by
+k-means cluster without labels. Hovering a point shows its thumbnail and file name;
+clicking selects it and rings its nearest neighbours in embedding space. A timeline
+slider replays the run's layouts; a combo switches between backbone and projector
+features. The panel takes plain engine events, so it runs on its own with fake ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.layout_worker import LayoutWorker
+from app.panels.preview import to_qimage
+from engine.embedding import align_to, kmeans_labels, nearest_neighbours, pca_layout
+from engine.events import EmbeddingSnapshot, MonitorSet, RunStarted
+
+FEATURES = {"backbone": "Backbone features (what kNN uses)",
+            "projector": "Projector output (what the loss sees)"}
+N_NEIGHBOURS = 10
+
+
+def label_colours(n: int) -> list[tuple[int, int, int]]:
+    """Distinct colours: tab10, then evenly spaced hues."""
+    tab10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+             "#7f7f7f", "#bcbd22", "#17becf"]
+    out = [pg.mkColor(c) for c in tab10[:n]]
+    out += [pg.intColor(i, hues=max(1, n - 10)) for i in range(max(0, n - 10))]
+    return [c.getRgb()[:3] for c in out]
+
+
+class EmbeddingPanel(QWidget):
+    def __init__(self, parent: QWidget | None = None, worker: LayoutWorker | None = None
+                 ) -> None:
+        super().__init__(parent)
+        self.monitor: MonitorSet | None = None
+        self.snapshots: list[EmbeddingSnapshot] = []
+        self.layouts: dict[tuple[int, str], np.ndarray] = {}  # UMAP, by (step, features)
+        self.colour_ids: np.ndarray | None = None
+        self.colour_names: list[str] = []
+        self.shown: np.ndarray | None = None  # the layout on screen
+        self.shown_key: tuple[int, str] | None = None
+        self.shown_is_umap = False
+        self.selected: int | None = None
+        self.neighbours: np.ndarray = np.array([], np.int64)
+        self.worker = worker or LayoutWorker(self)
+        self.worker.layout_ready.connect(self._on_layout)
+        self.worker.failed.connect(self._on_layout_failed)
+
+        self.plot = pg.PlotWidget()
+        self.plot.setBackground("w")
+        self.plot.hideAxis("left")
+        self.plot.hideAxis("bottom")
+        self.plot.setAspectLocked(True)
+        self.plot.getPlotItem().setMenuEnabled(False)
+        self.legend = self.plot.getPlotItem().addLegend(offset=(10, 10))
+        self.scatter = pg.ScatterPlotItem(size=6, pen=None)
+        self.plot.addItem(self.scatter)
+        self.ring = pg.ScatterPlotItem(size=13, brush=None, pen=pg.mkPen("k", width=1.6))
+        self.plot.addItem(self.ring)
+        self.star = pg.ScatterPlotItem(size=18, symbol="star", brush=pg.mkBrush("#ffdd00"),
+                                       pen=pg.mkPen("k", width=1.2))
+        self.plot.addItem(self.star)
+        self._legend_items: list[Any] = []
+        self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.scatter.sigClicked.connect(self._on_clicked)
+
+        self.features_combo = QComboBox()
+        for key, text in FEATURES.items():
+            self.features_combo.addItem(text, key)
+        self.features_combo.currentIndexChanged.connect(lambda *_: self._show_current())
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setEnabled(False)
+        self.slider.setToolTip("Replay the run's layouts; at the right end the view follows "
+                               "the run.")
+        self.slider.valueChanged.connect(lambda *_: self._show_current())
+        self.step_label = QLabel("no embeddings yet")
+        self.step_label.setMinimumWidth(230)
+
+        self.thumb = QLabel()
+        self.thumb.setFixedSize(128, 128)
+        self.thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.thumb.setStyleSheet("border: 1px solid #ccc; background: #fafafa;")
+        self.info = QLabel("Hover a point to see its image; click to select it and ring its "
+                           f"{N_NEIGHBOURS} nearest neighbours.")
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.info.setMinimumWidth(200)
+        self.info.setAlignment(Qt.AlignmentFlag.AlignTop)
+
+        side = QVBoxLayout()
+        side.addWidget(self.thumb)
+        side.addWidget(self.info, 1)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Features"))
+        top.addWidget(self.features_combo)
+        top.addStretch(1)
+        body = QHBoxLayout()
+        body.addWidget(self.plot, 1)
+        body.addLayout(side)
+        timeline = QHBoxLayout()
+        timeline.addWidget(QLabel("Timeline"))
+        timeline.addWidget(self.slider, 1)
+        timeline.addWidget(self.step_label)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addLayout(body, 1)
+        lay.addLayout(timeline)
+
+    # events ---------------------------------------------------------------------------
+    def add_event(self, e: object) -> None:
+        if isinstance(e, RunStarted) and e.start_step == 0:
+            self.clear()
+        elif isinstance(e, MonitorSet):
+            self.set_monitor_set(e)
+        elif isinstance(e, EmbeddingSnapshot):
+            self.add_snapshot(e)
+
+    def set_monitor_set(self, ms: MonitorSet) -> None:
+        self.monitor = ms
+        self.colour_ids = None
+        if ms.labels is not None and len(ms.class_names) > 1:
+            self.colour_ids = ms.labels.astype(np.int64)
+            self.colour_names = list(ms.class_names)
+        self._rebuild_brushes()
+
+    def add_snapshot(self, snap: EmbeddingSnapshot) -> None:
+        following = not self.snapshots or self.slider.value() == len(self.snapshots) - 1
+        while self.snapshots and self.snapshots[-1].step >= snap.step:  # a resumed run
+            old = self.snapshots.pop()
+            for k in FEATURES:
+                self.layouts.pop((old.step, k), None)
+        self.snapshots.append(snap)
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, len(self.snapshots) - 1)
+        self.slider.setEnabled(len(self.snapshots) > 1)
+        if following:
+            self.slider.setValue(len(self.snapshots) - 1)
+        self.slider.blockSignals(False)
+        if self.colour_ids is None and self.monitor is not None:
+            self._rebuild_brushes()  # k-means colours follow the newest embedding
+        if following:
+            self._show_current()
+
+    def load_run(self, run_dir: str) -> None:
+        """Show a saved run's embedding snapshots (replay with the slider)."""
+        from engine.runs import RunFolder
+
+        run = RunFolder(run_dir)
+        self.clear()
+        ms = run.load_monitor_set()
+        if ms is not None:
+            self.set_monitor_set(ms)
+        for snap in run.load_embeddings():
+            self.add_snapshot(snap)
+
+    def clear(self) -> None:
+        self.worker.cancel()
+        self.monitor = None
+        self.snapshots.clear()
+        self.layouts.clear()
+        self.colour_ids = None
+        self.colour_names = []
+        self.shown = None
+        self.shown_key = None
+        self.selected = None
+        self.neighbours = np.array([], np.int64)
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, 0)
+        self.slider.setEnabled(False)
+        self.slider.blockSignals(False)
+        self.scatter.clear()
+        self.ring.clear()
+        self.star.clear()
+        self._set_legend([])
+        self.step_label.setText("no embeddings yet")
+        self.thumb.clear()
+
+    # layouts ---------------------------------------------------------------------------
+    @property
+    def feature_kind(self) -> str:
+        return str(self.features_combo.currentData())
+
+    def current_snapshot(self) -> EmbeddingSnapshot | None:
+        if not self.snapshots:
+            return None
+        return self.snapshots[max(0, min(self.slider.value(), len(self.snapshots) - 1))]
+
+    def _features(self, snap: EmbeddingSnapshot) -> np.ndarray:
+        x = snap.features if self.feature_kind == "backbone" else snap.projections
+        return np.asarray(x, np.float32)
+
+    def _nearest_umap(self, step: int) -> np.ndarray | None:
+        """The UMAP layout of the closest earlier (else later) snapshot: the warm start."""
+        kind = self.feature_kind
+        steps = [s for (s, k) in self.layouts if k == kind]
+        if not steps:
+            return None
+        before = [s for s in steps if s <= step]
+        return self.layouts[(max(before) if before else min(steps), kind)]
+
+    def _show_current(self) -> None:
+        snap = self.current_snapshot()
+        if snap is None:
+            return
+        key = (snap.step, self.feature_kind)
+        layout = self.layouts.get(key)
+        reference = self.shown if self.shown is not None and self.shown_key is not None \
+            and self.shown_key[1] == key[1] else self._nearest_umap(snap.step)
+        if layout is None:
+            layout = align_to(pca_layout(self._features(snap)), reference)
+            self.worker.request(key, self._features(snap), self._nearest_umap(snap.step))
+            self._draw(layout, key, umap=False)
+        else:
+            self._draw(layout, key, umap=True)
+
+    def _on_layout(self, key: tuple[int, str], layout: np.ndarray) -> None:
+        if not any(s.step == key[0] for s in self.snapshots):
+            return  # from a run that was cleared meanwhile
+        self.layouts[key] = layout
+        snap = self.current_snapshot()
+        if snap is not None and (snap.step, self.feature_kind) == key:
+            self._draw(layout, key, umap=True)
+        elif snap is not None and (snap.step, self.feature_kind) not in self.layouts:
+            # the view moved on while this one ran: lay out what is on screen now
+            self.worker.request((snap.step, self.feature_kind), self._features(snap),
+                                self._nearest_umap(snap.step))
+
+    def _on_layout_failed(self, key: Any, message: str) -> None:
+        self.step_label.setText(f"UMAP failed ({message}); showing PCA")
+
+    # drawing ---------------------------------------------------------------------------
+    def _rebuild_brushes(self) -> None:
+        ms = self.monitor
+        if ms is None:
+            return
+        ids = self.colour_ids
+        names = self.colour_names
+        if ids is None:
+            snap = self.snapshots[-1] if self.snapshots else None
+            if snap is None:
+                ids = np.zeros(len(ms.indices), np.int64)
+                names = ["(no labels)"]
+            else:
+                k = min(10, max(1, len(ms.indices) // 20))
+                ids = kmeans_labels(np.asarray(snap.features, np.float32), k)
+                names = [f"cluster {i + 1}" for i in range(k)]
+        colours = label_colours(max(1, len(names)))
+        self._brushes = [pg.mkBrush(*colours[i], 200) for i in range(len(colours))]
+        self._point_brushes = [self._brushes[int(i)] for i in ids]
+        self._ids = ids
+        self._set_legend(names if len(names) <= 20 else [])
+        if self.shown is not None:
+            self._draw(self.shown, self.shown_key, self.shown_is_umap)
+
+    def _set_legend(self, names: list[str]) -> None:
+        self.legend.clear()
+        self._legend_items = []
+        if not names:
+            return
+        colours = label_colours(len(names))
+        for name, c in zip(names, colours, strict=True):
+            item = pg.ScatterPlotItem(size=8, brush=pg.mkBrush(*c), pen=None)
+            self.legend.addItem(item, name)
+            self._legend_items.append(item)
+
+    def _draw(self, layout: np.ndarray, key: tuple[int, str] | None, umap: bool) -> None:
+        self.shown, self.shown_key, self.shown_is_umap = layout, key, umap
+        brushes = getattr(self, "_point_brushes", None)
+        if brushes is None or len(brushes) != len(layout):
+            brushes = pg.mkBrush(31, 119, 180, 200)
+        self.scatter.setData(pos=layout, brush=brushes, data=np.arange(len(layout)))
+        self._draw_selection()
+        if key is not None:
+            i = self.slider.value()
+            state = "UMAP" if umap else "PCA (UMAP computing…)"
+            live = " · latest" if i == len(self.snapshots) - 1 else ""
+            self.step_label.setText(f"step {key[0]} · {state} · {i + 1}/{len(self.snapshots)}"
+                                    f"{live}")
+
+    def _draw_selection(self) -> None:
+        if self.shown is None or self.selected is None or self.selected >= len(self.shown):
+            self.ring.clear()
+            self.star.clear()
+            return
+        self.star.setData(pos=self.shown[[self.selected]])
+        self.ring.setData(pos=self.shown[self.neighbours] if len(self.neighbours)
+                          else np.zeros((0, 2)))
+
+    # interaction -----------------------------------------------------------------------
+    def point_at(self, scene_pos: QPointF, radius_px: float = 8.0) -> int | None:
+        """The point under the mouse (within ``radius_px`` pixels), if any."""
+        if self.shown is None or not len(self.shown):
+            return None
+        vb = self.plot.getPlotItem().getViewBox()
+        p = vb.mapSceneToView(scene_pos)
+        d = np.hypot(self.shown[:, 0] - p.x(), self.shown[:, 1] - p.y())
+        i = int(d.argmin())
+        px = vb.viewPixelSize()
+        return i if d[i] <= radius_px * max(px[0], px[1]) else None
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        i = self.point_at(scene_pos)
+        if i is not None:
+            self.show_point(i)
+
+    def _on_clicked(self, _item: Any, points: Any, *args: Any) -> None:
+        if len(points):
+            self.select(int(points[0].data()))
+
+    def select(self, i: int) -> None:
+        """Select point ``i`` and ring its nearest neighbours in the current features."""
+        snap = self.current_snapshot()
+        if snap is None:
+            return
+        self.selected = i
+        self.neighbours = nearest_neighbours(self._features(snap), i, N_NEIGHBOURS)
+        self._draw_selection()
+        self.show_point(i)
+
+    def describe(self, i: int) -> str:
+        ms = self.monitor
+        if ms is None:
+            return f"point {i}"
+        text = f"<b>{ms.files[i]}</b>"
+        if ms.labels is not None and ms.class_names:
+            text += f"<br>label: {ms.class_names[int(ms.labels[i])]}"
+        elif getattr(self, "_ids", None) is not None:
+            text += f"<br>k-means cluster {int(self._ids[i]) + 1}"
+        return text
+
+    def show_point(self, i: int) -> None:
+        ms = self.monitor
+        text = self.describe(i)
+        if self.selected is not None and ms is not None and len(self.neighbours):
+            same = ""
+            if ms.labels is not None:
+                agree = int((ms.labels[self.neighbours] == ms.labels[self.selected]).sum())
+                same = f" ({agree}/{len(self.neighbours)} share its label)"
+            names = "<br>".join(ms.files[int(j)] for j in self.neighbours[:N_NEIGHBOURS])
+            text += (f"<hr>selected: {ms.files[self.selected]}<br>nearest neighbours{same}:"
+                     f"<br><small>{names}</small>")
+        self.info.setText(text)
+        if ms is not None:
+            img: QImage = to_qimage(ms.thumbnails[i])
+            self.thumb.setPixmap(QPixmap.fromImage(img).scaled(
+                124, 124, Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.FastTransformation))
+
+    def shutdown(self) -> None:
+        self.worker.shutdown()
