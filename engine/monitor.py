@@ -49,6 +49,47 @@ def effective_rank(z: torch.Tensor, eps: float = 1e-7) -> float:
     return float(torch.exp(-(p * p.log()).sum()))
 
 
+def spectrum(z: torch.Tensor, max_values: int = 512) -> list[float]:
+    """log10 eigenvalues of the covariance of the normalised embeddings, largest first.
+
+    Jing, Vincent, LeCun, Tian 2022 ("Understanding Dimensional Collapse in Contrastive
+    Self-supervised Learning"): a healthy embedding's spectrum decays smoothly; dimensional
+    collapse shows as a cliff, the tail dropping by orders of magnitude. Values below
+    1e-12 of the total are clipped there so the plot stays finite.
+    """
+    zn = F.normalize(z.double(), dim=1)
+    zc = zn - zn.mean(0, keepdim=True)
+    cov = zc.t() @ zc / max(1, zn.shape[0] - 1)
+    eig = torch.linalg.eigvalsh(cov).flip(0).clamp_min(0)
+    floor = max(float(eig.sum()) * 1e-12, 1e-30)
+    return [float(v) for v in eig[:max_values].clamp_min(floor).log10()]
+
+
+def alignment(z1: torch.Tensor, z2: torch.Tensor) -> float:
+    """Mean squared distance between normalised embeddings of positive pairs (two views
+    of the same image): Wang & Isola 2020, "Understanding Contrastive Representation
+    Learning through Alignment and Uniformity on the Hypersphere". 0 is perfect; 4 is
+    opposite points. A collapsed encoder is perfectly aligned, so read it with uniformity.
+    """
+    a, b = F.normalize(z1.double(), dim=1), F.normalize(z2.double(), dim=1)
+    return float((a - b).pow(2).sum(1).mean())
+
+
+def uniformity(z: torch.Tensor, t: float = 2.0, max_points: int = 1024) -> float:
+    """``log E exp(-t ||zi - zj||^2)`` over pairs of distinct normalised embeddings (Wang &
+    Isola 2020): 0 when every point is the same (complete collapse), lower (about -4 for
+    uniform points in high dimension with t = 2) the more evenly they cover the sphere.
+    """
+    zn = F.normalize(z[:max_points].double(), dim=1)
+    n = zn.shape[0]
+    if n < 2:
+        return 0.0
+    d2 = torch.cdist(zn, zn).pow(2)
+    off = ~torch.eye(n, dtype=torch.bool)
+    vals = -t * d2[off]
+    return float(torch.logsumexp(vals, 0) - math.log(vals.numel()))
+
+
 def knn_accuracy(
     features: torch.Tensor,
     labels: torch.Tensor,

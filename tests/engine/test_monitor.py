@@ -45,3 +45,26 @@ def test_collapse_verdicts_on_constructed_embeddings():
     assert verdict(low) == "dimensional"
     const = torch.ones(1000, 128) + 1e-4 * torch.randn(1000, 128, generator=g)
     assert verdict(const) == "complete"
+
+
+def test_spectrum_is_smooth_for_isotropic_and_a_cliff_for_rank_3():
+    from engine.monitor import spectrum
+
+    g = torch.Generator().manual_seed(0)
+    iso = spectrum(torch.randn(2000, 64, generator=g))
+    assert len(iso) == 64 and iso == sorted(iso, reverse=True)
+    assert iso[0] - iso[-1] < 1.0  # within an order of magnitude
+    low = spectrum(torch.randn(2000, 3, generator=g) @ torch.randn(3, 64, generator=g))
+    assert low[2] - low[3] > 6  # a cliff after the third direction
+
+
+def test_alignment_and_uniformity_match_their_definitions():
+    from engine.monitor import alignment, uniformity
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(500, 32, generator=g)
+    assert alignment(z, z) == 0.0 and abs(alignment(z, -z) - 4.0) < 1e-9
+    # hand-computed: two orthogonal unit vectors, |zi - zj|^2 = 2 for the only pair
+    assert abs(uniformity(torch.eye(2)) - (-4.0)) < 1e-9
+    assert uniformity(torch.ones(50, 8)) == 0.0  # complete collapse
+    assert uniformity(z) < -3.0  # spread out in 32-d
