@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.panels.collapse import CollapsePanel
 from app.panels.dataset_chooser import DatasetChooser
 from app.panels.embedding import EmbeddingPanel
 from app.panels.preview import PreviewPanel
@@ -116,6 +117,9 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.plots, "Training curves")
+        self.collapse = CollapsePanel()
+        self.collapse.explainer = self._explain
+        self.tabs.addTab(self.collapse, "Collapse")
         self.embedding = EmbeddingPanel()
         self.tabs.addTab(self.embedding, "Embedding (UMAP)")
         self.tabs.addTab(self.preview, "Predictions && reconstructions")
@@ -348,6 +352,7 @@ class MainWindow(QMainWindow):
         self.plots.clear()
         self.preview.clear()
         self.embedding.clear()
+        self.collapse.clear()
         self.trainer = Trainer(cfg, self.runs_dir, dataset=ds)
         self._start_worker(self.trainer)
         self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
@@ -382,6 +387,8 @@ class MainWindow(QMainWindow):
         self.plots.load_rows(rows)
         self.preview.load_run(str(run_dir), rows)
         self.embedding.load_run(str(run_dir))
+        self.collapse.clear()
+        self.collapse.load_rows(rows)
         self.trainer = trainer
         self._start_worker(trainer)
         self.run_label.setText(f"Resuming {Path(run_dir).name}…")
@@ -418,6 +425,7 @@ class MainWindow(QMainWindow):
         self.plots.add_event(e)
         self.preview.add_event(e)
         self.embedding.add_event(e)
+        self.collapse.add_event(e)
         if isinstance(e, ev.StepMetrics):
             self._last_step = e
         elif isinstance(e, ev.MonitorReport):
@@ -454,6 +462,13 @@ class MainWindow(QMainWindow):
         elif isinstance(e, ev.Failed):
             self.message_bar.show_message(f"The run failed: {e.message}")
             self.run_finished.emit(e)
+
+    def _explain(self, verdict: str) -> str:
+        from engine.monitor import VERDICT_TEXT, explain_collapse
+
+        if self.trainer is None:
+            return VERDICT_TEXT[verdict]
+        return explain_collapse(verdict, self.trainer.cfg)
 
     def _show_verdict(self, e: ev.MonitorReport) -> None:
         """Traffic light in the status bar; a banner with causes and fixes on a change."""

@@ -82,6 +82,9 @@ class MonitorReport(Event):
     backbone_dim: int
     extra: dict[str, float] = field(default_factory=dict)
     verdict: str = "healthy"  # 'healthy', 'dimensional' or 'complete' (engine.monitor)
+    spectrum: tuple[float, ...] = ()  # log10 covariance eigenvalues, largest first
+    alignment: float | None = None  # Wang & Isola 2020, on two views of monitor images
+    uniformity: float | None = None
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,28 @@ def explain_collapse(verdict: str, cfg: object) -> str:
     if causes:
         text += " Likely cause: " + " ".join(causes) + " Fix: restore the default."
     else:
-        text += (" No collapse switch is on: try a lower learning rate, more warm-up, "
-                 "stronger augmentation, or a larger batch.")
+        advice = METHOD_ADVICE.get(cfg.method_name, "")  # type: ignore[attr-defined]
+        text += (" No collapse switch is on. " + (advice + " " if advice else "") +
+                 "In general: a lower learning rate, more warm-up, stronger augmentation "
+                 "or a larger batch.")
     return text
+
+
+#: Likely causes and fixes per method when collapse happens with every switch at its default.
+METHOD_ADVICE = {
+    "simclr": "SimCLR needs negatives: a very small batch or a temperature far from 0.1-0.5 "
+    "weakens them.",
+    "moco": "Check the temperature (0.1-0.2) and that the queue is large compared with the "
+    "batch; a key momentum near 1 with few steps leaves the keys random.",
+    "byol": "BYOL relies on the predictor learning faster than the target moves: keep the "
+    "base momentum high (0.99-0.996) and do not lower the predictor's width.",
+    "simsiam": "SimSiam is sensitive to the learning rate (the paper keeps the predictor's "
+    "fixed) and to weight decay; lower optim.lr first.",
+    "barlow_twins": "Lower lambda (off-diagonal weight) if the on-diagonal term never falls; "
+    "a wider projector helps.",
+    "vicreg": "Raise the variance weight (25 in the paper) relative to invariance.",
+    "dino": "Balance centering and sharpening: a teacher temperature too high makes the "
+    "outputs uniform, too low one-hot; a slower teacher (momentum closer to 1) stabilises.",
+    "triplet": "Hard negatives early in training collapse triplet losses: use random "
+    "negatives or a smaller margin.",
+}

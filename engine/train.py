@@ -41,7 +41,15 @@ from engine.events import (
     StepMetrics,
 )
 from engine.methods._base import SSLMethod
-from engine.monitor import collapse_std, collapse_verdict, effective_rank, knn_accuracy
+from engine.monitor import (
+    alignment,
+    collapse_std,
+    collapse_verdict,
+    effective_rank,
+    knn_accuracy,
+    spectrum,
+    uniformity,
+)
 from engine.registry import get_method_info
 from engine.runs import RunFolder, atomic_write_bytes, default_runs_dir
 
@@ -118,6 +126,43 @@ def monitor_set(ds: ImageDataset, indices: torch.Tensor, thumb: int = 64) -> Mon
     )
 
 
+def monitor_indices(n_images: int, cfg: Config) -> torch.Tensor:
+    """The monitor subset: fixed by the data seed, so every run on a dataset shares it."""
+    mon_gen = torch.Generator().manual_seed(12345 + cfg.data.seed)
+    n_mon = min(cfg.monitor.monitor_size, n_images)
+    return torch.randperm(n_images, generator=mon_gen)[:n_mon]
+
+
+@torch.no_grad()
+def calibrate_batchnorm(
+    model: SSLMethod, images: torch.Tensor, device: torch.device, resolution: int
+) -> None:
+    """Estimate BatchNorm statistics of the untrained model on the monitor images.
+
+    A fresh network's running statistics are the placeholders mean 0 / variance 1, so
+    in eval mode its features are badly scaled and the random-init baseline would look
+    worse than random features really are. Averaging the batch statistics over the
+    monitor set (no gradients, no weight change) gives the honest baseline. Leaves the
+    model in train mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for i in range(0, images.shape[0], 256):
+        chunk = images[i : i + 256]
+        if chunk.shape[0] < 2:
+            break
+        x = eval_transform(chunk.to(device), resolution)
+        model.project(model.embed(x))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+
+
 class Trainer:
     """Runs one training run and yields its events.
 
@@ -137,6 +182,7 @@ class Trainer:
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         self.cache_dir = cache_dir
         self._dataset = dataset
+        self._mon_augment: ViewAugment | None = None
         self._resume_dir: Path | None = None
         self._stop = threading.Event()
         self._pause = threading.Event()
@@ -249,10 +295,8 @@ class Trainer:
         augment = ViewAugment(cfg.augment, cfg.data.resolution)
         gen = torch.Generator().manual_seed(cfg.run.seed)
 
-        # monitor subset: fixed by the data seed, so every run on a dataset shares it
-        mon_gen = torch.Generator().manual_seed(12345 + cfg.data.seed)
-        n_mon = min(cfg.monitor.monitor_size, len(ds))
-        mon_idx = torch.randperm(len(ds), generator=mon_gen)[:n_mon]
+        mon_idx = monitor_indices(len(ds), cfg)
+        n_mon = len(mon_idx)
         mon_images = ds.images[mon_idx]
         mon_labels = ds.labels[mon_idx] if ds.labels is not None else None
 
@@ -336,6 +380,8 @@ class Trainer:
                    "std_reference": report.std_reference,
                    "effective_rank": report.effective_rank,
                    "backbone_rank": report.backbone_rank, "verdict": report.verdict,
+                   "alignment": report.alignment, "uniformity": report.uniformity,
+                   "spectrum": [round(v, 3) for v in report.spectrum],
                    **report.extra}
             if baseline:
                 row["baseline"] = True
@@ -481,33 +527,10 @@ class Trainer:
         summary = run.update_summary(status=status, step=step, final=final)
         yield Finished(status=status, step=step, run_dir=str(run.path), summary=summary)
 
-    @torch.no_grad()
     def _calibrate_batchnorm(
         self, model: SSLMethod, images: torch.Tensor, device: torch.device
     ) -> None:
-        """Estimate BatchNorm statistics of the untrained model on the monitor images.
-
-        A fresh network's running statistics are the placeholders mean 0 / variance 1, so
-        in eval mode its features are badly scaled and the random-init baseline would look
-        worse than random features really are. Averaging the batch statistics over the
-        monitor set (no gradients, no weight change) gives the honest baseline.
-        """
-        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        if not bns:
-            return
-        saved = [m.momentum for m in bns]
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-        model.train()
-        for i in range(0, images.shape[0], 256):
-            chunk = images[i : i + 256]
-            if chunk.shape[0] < 2:
-                break
-            x = eval_transform(chunk.to(device), self.cfg.data.resolution)
-            model.project(model.embed(x))
-        for m, mom in zip(bns, saved, strict=True):
-            m.momentum = mom
+        calibrate_batchnorm(model, images, device, self.cfg.data.resolution)
 
     @torch.no_grad()
     def _preview(
@@ -564,6 +587,14 @@ class Trainer:
             f = model.embed(x)
             feats.append(f.float().cpu())
             projs.append(model.project(f).float().cpu())
+        # alignment: two augmented views of the first monitor images, same draws each time
+        n_pairs = min(256, images.shape[0])
+        if self._mon_augment is None:
+            self._mon_augment = ViewAugment(self.cfg.augment, self.cfg.data.resolution)
+        gen = torch.Generator().manual_seed(4242 + self.cfg.data.seed)
+        pair = images[:n_pairs].to(device)
+        z1 = model.project(model.embed(self._mon_augment(pair, gen))).float().cpu()
+        z2 = model.project(model.embed(self._mon_augment(pair, gen))).float().cpu()
         model.train(was_training)
         f = torch.cat(feats)
         z = torch.cat(projs)
@@ -583,4 +614,7 @@ class Trainer:
             backbone_rank=effective_rank(f),
             backbone_dim=int(f.shape[1]),
             verdict=collapse_verdict(std, ref, rank, int(z.shape[1]), int(z.shape[0])),
+            spectrum=tuple(spectrum(z)),
+            alignment=alignment(z1, z2),
+            uniformity=uniformity(z),
         ), f, z

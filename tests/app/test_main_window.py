@@ -174,6 +174,10 @@ def test_collapse_switch_turns_the_verdict_red_with_explanation(window, qtbot):
     text = win.message_bar.text()
     assert "collapse" in text and "method.temperature = 0.005" in text
     assert "collapse" in win.verdict_label.text()
+    # the dashboard turned with it, naming the switch
+    assert win.collapse.verdict == win.verdict
+    assert "method.temperature = 0.005" in win.collapse.explanation.text()
+    assert win.collapse.spectra and win.collapse.numbers["uniformity"].text() != "–"
 
 
 def test_command_line_presets_fill_the_form(qtbot, tmp_path):

@@ -1,0 +1,218 @@
+"""The collapse dashboard: is the embedding alive, at a glance.
+
+A traffic-light verdict (healthy / dimensional collapse / complete collapse) with its
+plain-language explanation, the numbers behind it (per-dim std against 1/sqrt(d),
+effective rank as a number and a fraction of d, alignment and uniformity), and the
+log singular-value spectrum of the embedding redrawn at every monitor step with earlier
+spectra fading out (Jing et al. 2022: dimensional collapse is a cliff in the tail).
+Thresholds are :data:`engine.monitor.COMPLETE_STD_FRACTION` and
+:data:`engine.monitor.DIMENSIONAL_RANK_FRACTION`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from app.panels.training_plots import Series
+from engine.events import MonitorReport, RunStarted
+from engine.monitor import COMPLETE_STD_FRACTION, DIMENSIONAL_RANK_FRACTION, VERDICT_TEXT
+
+COLOURS = {"healthy": "#2ca02c", "dimensional": "#e69500", "complete": "#d62728"}
+NAMES = {"healthy": "Healthy", "dimensional": "Dimensional collapse",
+         "complete": "Complete collapse"}
+N_SPECTRA = 8  # the newest spectrum and this many faded earlier ones
+
+
+class CollapsePanel(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.explainer: Callable[[str], str] | None = None  # set by the main window
+        self.verdict: str | None = None
+        self.last: MonitorReport | None = None
+        self.spectra: list[tuple[int, np.ndarray]] = []
+        self.series = {k: Series() for k in ("std", "ref", "rank_frac", "alignment",
+                                              "uniformity")}
+
+        self.light = QLabel("●")
+        self.light.setObjectName("collapseLight")
+        self.verdict_label = QLabel("No measurements yet")
+        self.verdict_label.setObjectName("collapseVerdict")
+        self.explanation = QLabel("The verdict appears with the first monitor step (the "
+                                  "random-initialisation baseline, before step 1).")
+        self.explanation.setWordWrap(True)
+        head = QHBoxLayout()
+        head.addWidget(self.light)
+        head.addWidget(self.verdict_label, 1)
+
+        self.numbers: dict[str, QLabel] = {}
+        grid = QGridLayout()
+        for i, (key, title) in enumerate([
+                ("std", "per-dim std"), ("rank", "effective rank"),
+                ("backbone_rank", "backbone rank"), ("alignment", "alignment"),
+                ("uniformity", "uniformity")]):
+            t = QLabel(title)
+            t.setObjectName("numberTitle")
+            v = QLabel("–")
+            v.setObjectName("numberValue")
+            grid.addWidget(t, 0, i)
+            grid.addWidget(v, 1, i)
+            self.numbers[key] = v
+        thresholds = QLabel(
+            f"Complete collapse when per-dim std < {COMPLETE_STD_FRACTION:g} / √d; "
+            f"dimensional collapse when the effective rank < {DIMENSIONAL_RANK_FRACTION:.0%} "
+            "of min(images, d). Alignment: mean ‖z₁ − z₂‖² over two views (0 best); "
+            "uniformity: log E exp(−2‖zᵢ − zⱼ‖²) (0 = one point, about −4 = spread out).")
+        thresholds.setWordWrap(True)
+        thresholds.setObjectName("hint")
+
+        pg.setConfigOptions(antialias=True)
+        self.spectrum_plot = self._plot("Spectrum of the embedding (log₁₀ eigenvalues)",
+                                        "log₁₀ λ", "index")
+        self.spectrum_curves: list[pg.PlotDataItem] = [
+            self.spectrum_plot.plot(pen=pg.mkPen((214, 39, 40, 30 + 25 * i), width=1))
+            for i in range(N_SPECTRA)]
+        self.spectrum_now = self.spectrum_plot.plot(pen=pg.mkPen("#d62728", width=2.5))
+        self.std_plot = self._plot("Per-dim std vs 1/√d", "std", "step")
+        dots = {"symbol": "o", "symbolSize": 5}
+        self.std_curve = self.std_plot.plot(pen=pg.mkPen("#d62728", width=2), name="std",
+                                            symbolBrush="#d62728", symbolPen=None, **dots)
+        self.ref_curve = self.std_plot.plot(
+            pen=pg.mkPen("#7f7f7f", width=1.5, style=pg.QtCore.Qt.PenStyle.DashLine),
+            name="1/√d")
+        self.rank_plot = self._plot("Effective rank / d", "fraction", "step")
+        self.rank_plot.setYRange(0, 1)
+        self.rank_curve = self.rank_plot.plot(pen=pg.mkPen("#2ca02c", width=2),
+                                              symbolBrush="#2ca02c", symbolPen=None, **dots)
+        self.au_plot = self._plot("Alignment and uniformity", "", "step")
+        self.align_curve = self.au_plot.plot(pen=pg.mkPen("#1f77b4", width=2),
+                                             name="alignment", symbolBrush="#1f77b4",
+                                             symbolPen=None, **dots)
+        self.unif_curve = self.au_plot.plot(pen=pg.mkPen("#9467bd", width=2),
+                                            name="uniformity", symbolBrush="#9467bd",
+                                            symbolPen=None, **dots)
+
+        plots = pg.GraphicsLayoutWidget()
+        plots.setBackground("w")
+        plots.addItem(self.spectrum_plot, 0, 0, 1, 1)
+        plots.addItem(self.std_plot, 0, 1)
+        plots.addItem(self.rank_plot, 1, 0)
+        plots.addItem(self.au_plot, 1, 1)
+        self.plots = plots
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(head)
+        lay.addWidget(self.explanation)
+        lay.addLayout(grid)
+        lay.addWidget(thresholds)
+        lay.addWidget(plots, 1)
+        self._set_light(None)
+
+    @staticmethod
+    def _plot(title: str, left: str, bottom: str) -> pg.PlotItem:
+        p = pg.PlotItem(title=title)
+        p.setLabel("left", left)
+        p.setLabel("bottom", bottom)
+        p.showGrid(x=True, y=True, alpha=0.3)
+        p.addLegend(offset=(-10, 10))
+        return p
+
+    def _set_light(self, verdict: str | None) -> None:
+        colour = COLOURS.get(verdict or "", "#bbbbbb")
+        self.light.setStyleSheet(f"color: {colour}; font-size: 30px;")
+
+    # events -----------------------------------------------------------------------------
+    def add_event(self, e: object) -> None:
+        if isinstance(e, RunStarted) and e.start_step == 0:
+            self.clear()
+        elif isinstance(e, MonitorReport):
+            self.add_report(e)
+
+    def add_report(self, e: MonitorReport) -> None:
+        self.last = e
+        s = self.series
+        s["std"].append(e.step, e.std)
+        s["ref"].append(e.step, e.std_reference)
+        if e.dim:
+            s["rank_frac"].append(e.step, e.effective_rank / e.dim)
+        if e.alignment is not None:
+            s["alignment"].append(e.step, e.alignment)
+        if e.uniformity is not None:
+            s["uniformity"].append(e.step, e.uniformity)
+        if e.spectrum:
+            self.spectra.append((e.step, np.asarray(e.spectrum)))
+            self.spectra = self.spectra[-(N_SPECTRA + 1):]
+        self._show_numbers(e)
+        if e.verdict != self.verdict:
+            self.verdict = e.verdict
+            self._set_light(e.verdict)
+            self.verdict_label.setText(f"<b>{NAMES[e.verdict]}</b> (step {e.step})")
+            text = VERDICT_TEXT[e.verdict]
+            if self.explainer is not None:
+                try:
+                    text = self.explainer(e.verdict)
+                except Exception:  # noqa: BLE001 - an explanation must never break the view
+                    pass
+            self.explanation.setText(text)
+        self.refresh()
+
+    def _show_numbers(self, e: MonitorReport) -> None:
+        n = self.numbers
+        n["std"].setText(f"{e.std:.4f} (1/√d = {e.std_reference:.4f})")
+        frac = f" ({e.effective_rank / e.dim:.0%} of d = {e.dim})" if e.dim else ""
+        n["rank"].setText(f"{e.effective_rank:.1f}{frac}")
+        bfrac = f" / {e.backbone_dim}" if e.backbone_dim else ""
+        n["backbone_rank"].setText(f"{e.backbone_rank:.1f}{bfrac}")
+        n["alignment"].setText("–" if e.alignment is None else f"{e.alignment:.3f}")
+        n["uniformity"].setText("–" if e.uniformity is None else f"{e.uniformity:.3f}")
+
+    def load_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Replay a run's monitor rows from ``metrics.jsonl`` (reopen, resume)."""
+        for r in rows:
+            if r.get("std") is None:
+                continue
+            self.add_report(MonitorReport(
+                step=r.get("step", 0), epoch=r.get("epoch", 0.0),
+                baseline=bool(r.get("baseline")), knn_accuracy=r.get("knn_accuracy"),
+                std=r["std"], std_reference=r.get("std_reference") or 0.0,
+                effective_rank=r.get("effective_rank") or 0.0,
+                dim=len(r.get("spectrum") or []) or 0,
+                backbone_rank=r.get("backbone_rank") or 0.0, backbone_dim=0,
+                verdict=r.get("verdict") or "healthy",
+                spectrum=tuple(r.get("spectrum") or ()), alignment=r.get("alignment"),
+                uniformity=r.get("uniformity")))
+
+    def clear(self) -> None:
+        self.verdict = None
+        self.last = None
+        self.spectra.clear()
+        for s in self.series.values():
+            s.clear()
+        for v in self.numbers.values():
+            v.setText("–")
+        self._set_light(None)
+        self.verdict_label.setText("No measurements yet")
+        self.refresh()
+
+    def refresh(self) -> None:
+        s = self.series
+        self.std_curve.setData(s["std"].x, s["std"].y)
+        self.ref_curve.setData(s["ref"].x, s["ref"].y)
+        self.rank_curve.setData(s["rank_frac"].x, s["rank_frac"].y)
+        self.align_curve.setData(s["alignment"].x, s["alignment"].y)
+        self.unif_curve.setData(s["uniformity"].x, s["uniformity"].y)
+        older = self.spectra[:-1][-N_SPECTRA:]
+        for i, curve in enumerate(self.spectrum_curves):
+            j = i - (N_SPECTRA - len(older))  # the newest of the older ones is least faded
+            if 0 <= j < len(older):
+                curve.setData(older[j][1])
+            else:
+                curve.setData([], [])
+        if self.spectra:
+            self.spectrum_now.setData(self.spectra[-1][1])
+        else:
+            self.spectrum_now.setData([], [])
