@@ -205,6 +205,28 @@ class ConfigForm(QWidget):
             raise
         return cfg
 
+    def restrict_to(self, keys: tuple[str, ...] | None) -> None:
+        """Make only ``keys`` editable (a paused run), or every field (None)."""
+        for key, editor in self.editors.items():
+            editor.setEnabled(keys is None or key in keys)
+
+    def live_changes(self, cfg: Config, keys: tuple[str, ...]) -> dict[str, Any]:
+        """Values of ``keys`` that differ from ``cfg``; raises ConfigError on a bad one."""
+        changes = {}
+        for key in keys:
+            editor = self.editors.get(key)
+            if editor is None:
+                continue
+            try:
+                value = editor.value()
+            except ConfigError as e:
+                self.reveal(key)
+                editor.show_error(str(e))
+                raise
+            if value != cfg.get(key):
+                changes[key] = value
+        return changes
+
     def reveal(self, key: str) -> None:
         """Open the page holding ``key`` so its error is visible."""
         editor = self.editors.get(key)

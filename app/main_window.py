@@ -325,7 +325,10 @@ class MainWindow(QMainWindow):
             QStyle.StandardPixmap.SP_MediaPause
         self.pause_action.setIcon(self.style().standardIcon(icon))
         self.method_combo.setEnabled(ready and not self.running)
-        self.form.setEnabled(not self.running)
+        # a paused run may change its learning rate, warm-up, weight decay, steps and AMP
+        editable = not self.running or self.paused
+        self.form.setEnabled(editable)
+        self.form.restrict_to(self._live_settings() if self.running and self.paused else None)
         self.dataset_chooser.setEnabled(not self.running)
 
     def start_run(self) -> bool:
@@ -410,10 +413,25 @@ class MainWindow(QMainWindow):
         if not self.running or self.worker is None:
             return
         if self.paused:
+            from engine.errors import ConfigError
+
+            try:
+                changes = self.form.live_changes(self.trainer.cfg, self._live_settings())
+                if changes:
+                    self.trainer.request_settings(changes)
+            except ConfigError as e:
+                self.message_bar.show_message(f"Cannot resume: {e}")
+                return
             self.worker.resume()
         else:
             self.worker.pause()
             self.statusBar().showMessage("Pausing after this step…")
+
+    @staticmethod
+    def _live_settings() -> tuple[str, ...]:
+        from engine.train import LIVE_SETTINGS
+
+        return LIVE_SETTINGS
 
     def stop_run(self) -> None:
         if self.running and self.worker is not None:
@@ -449,8 +467,21 @@ class MainWindow(QMainWindow):
             self.paused = False
             self.statusBar().showMessage("Resumed", 2000)
             self._set_buttons()
+        elif isinstance(e, ev.Diverged):
+            from engine.runs import RunFolder
+
+            self.message_bar.show_message(
+                f"{e.message} You can change {', '.join(e.settings)} in the form now.",
+                "error")
+            if self.run_dir:  # the curves go back to the restored step too
+                rows = RunFolder(self.run_dir).read_metrics()
+                self.plots.clear()
+                self.plots.load_rows(rows)
+                self.collapse.clear()
+                self.collapse.load_rows(rows)
         elif isinstance(e, ev.RunWarning):
-            self.message_bar.show_message(e.message, "warning")
+            level = "info" if e.message.startswith("Resumed at step") else "warning"
+            self.message_bar.show_message(e.message, level)
         elif isinstance(e, ev.Finished):
             knn = e.summary.get("final", {}).get("knn_accuracy")
             base = e.summary.get("baseline_knn")

@@ -149,6 +149,22 @@ class Resumed(Event):
 
 
 @dataclass(frozen=True)
+class Diverged(Event):
+    """The loss became non-finite at ``step``: the model was put back to the checkpoint
+    of ``restored_step`` and the run is paused (or, when it cannot pause, failed).
+
+    ``settings`` are the config keys that may be changed before resuming
+    (:meth:`engine.train.Trainer.request_settings`).
+    """
+
+    step: int
+    value: str
+    restored_step: int
+    message: str
+    settings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RunWarning(Event):
     """Something the user should know that does not stop the run."""
 

@@ -27,6 +27,7 @@ from engine.errors import TrainingDiverged, UserInputError
 from engine.events import (
     CheckpointSaved,
     DatasetReady,
+    Diverged,
     EmbeddingSnapshot,
     Event,
     Failed,
@@ -54,6 +55,10 @@ from engine.registry import get_method_info
 from engine.runs import RunFolder, atomic_write_bytes, default_runs_dir
 
 CHECKPOINT_FORMAT = 1
+
+#: settings a paused run may change before it resumes (the rest fix the model and data)
+LIVE_SETTINGS = ("optim.lr", "optim.warmup_steps", "optim.weight_decay", "optim.max_steps",
+                 "run.amp")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -176,7 +181,10 @@ class Trainer:
         *,
         dataset: ImageDataset | None = None,
         cache_dir: str | Path | None = None,
+        pause_on_divergence: bool = True,
     ) -> None:
+        """``pause_on_divergence``: on a non-finite loss, restore the last checkpoint and
+        pause for new settings (the GUI); when False the run fails instead (the CLI)."""
         cfg.validate()
         self.cfg = cfg
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
@@ -186,6 +194,9 @@ class Trainer:
         self._resume_dir: Path | None = None
         self._stop = threading.Event()
         self._pause = threading.Event()
+        self._settings_lock = threading.Lock()
+        self._pending_settings: dict[str, Any] = {}
+        self.pause_on_divergence = pause_on_divergence
         self.run_folder: RunFolder | None = None
 
     @classmethod
@@ -196,6 +207,7 @@ class Trainer:
         max_steps: int | None = None,
         dataset: ImageDataset | None = None,
         cache_dir: str | Path | None = None,
+        pause_on_divergence: bool = True,
     ) -> Trainer:
         """Continue a stopped or interrupted run from its ``last.pt``."""
         run = RunFolder(run_dir)
@@ -204,7 +216,8 @@ class Trainer:
         cfg = load_toml(run.config_path)
         if max_steps is not None:
             cfg.set("optim.max_steps", max_steps)
-        t = cls(cfg, run.path.parent, dataset=dataset, cache_dir=cache_dir)
+        t = cls(cfg, run.path.parent, dataset=dataset, cache_dir=cache_dir,
+                pause_on_divergence=pause_on_divergence)
         t._resume_dir = run.path
         return t
 
@@ -217,6 +230,23 @@ class Trainer:
 
     def request_resume(self) -> None:
         self._pause.clear()
+
+    def request_settings(self, changes: dict[str, Any]) -> None:
+        """Change :data:`LIVE_SETTINGS` when the run next resumes from a pause.
+
+        Validated now (raises ConfigError naming the field and its range, or saying which
+        settings can change), applied between steps by the training thread.
+        """
+        from engine.errors import ConfigError
+
+        trial = self.cfg.copy()
+        for key, value in changes.items():
+            if key not in LIVE_SETTINGS:
+                raise ConfigError(f"{key} cannot change in a running run; these can: "
+                                  f"{', '.join(LIVE_SETTINGS)}")
+            trial.set(key, value)
+        with self._settings_lock:
+            self._pending_settings.update({k: trial.get(k) for k in changes})
 
     @property
     def paused(self) -> bool:
@@ -436,6 +466,34 @@ class Trainer:
             run.update_summary(step=step)
             return CheckpointSaved(step=step, path=str(run.last_checkpoint))
 
+        def restore() -> int:
+            """Back to ``last.pt`` (weights, optimiser, RNG, data position); its step."""
+            nonlocal order, pos
+            ckpt = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            gen.set_state(ckpt["rng"]["augment"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            order, pos = ckpt["data_order"], int(ckpt["data_pos"])
+            return int(ckpt["step"])
+
+        def apply_settings(changes: dict[str, Any]) -> str:
+            """Apply :data:`LIVE_SETTINGS` changes between steps; a readable summary."""
+            nonlocal use_amp
+            parts = []
+            for key, value in changes.items():
+                old_value = cfg.get(key)
+                cfg.set(key, value)
+                parts.append(f"{key} = {value} (was {old_value})")
+            if "optim.weight_decay" in changes:  # group 0 decays; norms and biases never
+                optimizer.param_groups[0]["weight_decay"] = cfg.optim.weight_decay
+            use_amp = cfg.run.amp and device.type == "cuda"
+            cfg.save(run.config_path)
+            run.update_summary(total_steps=cfg.optim.max_steps)
+            return ", ".join(parts)
+
         if resume_order is not None and len(resume_order[0]) == len(ds):
             order, pos = resume_order
         else:
@@ -445,6 +503,8 @@ class Trainer:
         step = start_step
         status = "finished"
         model.train()
+        if start_step == 0:
+            yield save(0)  # a good state to come back to if the first steps diverge
         while step < total:
             if self._stop.is_set():
                 status = "stopped"
@@ -459,6 +519,12 @@ class Trainer:
                 if self._stop.is_set():
                     status = "stopped"
                     break
+                with self._settings_lock:
+                    changes, self._pending_settings = self._pending_settings, {}
+                if changes:
+                    text = apply_settings(changes)
+                    total = cfg.optim.max_steps
+                    yield RunWarning(f"Resumed at step {step} with {text}")
                 yield Resumed(step)
 
             t0 = time.perf_counter()
@@ -479,11 +545,25 @@ class Trainer:
             loss = out.loss
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"the loss became {loss_value} at step {step + 1}; the last good "
-                    f"checkpoint is kept. Try a lower learning rate (optim.lr = {cfg.optim.lr:g}),"
-                    " more warm-up steps, or AMP off."
-                )
+                advice = (f"Try a lower learning rate (optim.lr = {cfg.optim.lr:g}), more "
+                          f"warm-up steps (optim.warmup_steps = {cfg.optim.warmup_steps})"
+                          + (", or AMP off (run.amp)" if use_amp else "") + ".")
+                if not self.pause_on_divergence:
+                    raise TrainingDiverged(
+                        f"the loss became {loss_value} at step {step + 1}; the last good "
+                        f"checkpoint is kept. {advice}")
+                restored = restore()
+                run.truncate_metrics(restored)
+                run.truncate_previews(restored)
+                self._pause.set()
+                yield Diverged(
+                    step=step + 1, value=str(loss_value), restored_step=restored,
+                    message=(f"The loss became {loss_value} at step {step + 1}: training "
+                             f"diverged. The model is back at its checkpoint of step "
+                             f"{restored} and the run is paused. {advice} Then resume."),
+                    settings=LIVE_SETTINGS)
+                step = restored
+                continue
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -229,3 +229,39 @@ def test_method_metrics_are_plotted_for_the_chosen_method(window, qtbot):
     qtbot.waitUntil(lambda: not win.running, timeout=180_000)
     for term in ("invariance", "variance", "covariance"):
         assert win.plots.point_count(f"extra:{term}") >= 1, term
+
+
+def test_divergence_pauses_explains_and_resumes_with_a_new_learning_rate(window, qtbot,
+                                                                        monkeypatch):
+    from engine.config import load_toml
+    from engine.methods.simclr import SimCLR
+
+    real_step = SimCLR.training_step
+    calls = {"n": 0}
+
+    def flaky(self, images, augment, generator):
+        out = real_step(self, images, augment, generator)
+        calls["n"] += 1
+        if calls["n"] == 7:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", flaky)
+    win = window
+    set_fields(win, {**FAST, "optim.max_steps": 12, "monitor.checkpoint_every": 5})
+    assert win.start_run()
+    qtbot.waitUntil(lambda: win.paused, timeout=120_000)
+    text = win.message_bar.text()
+    assert "diverged" in text and "optim.lr" in text and "step 5" in text
+    # only the live settings can be edited while paused
+    assert win.form.isEnabled() and win.form.editors["optim.lr"].isEnabled()
+    assert not win.form.editors["method.temperature"].isEnabled()
+    win.form.editors["optim.lr"].set_value(-3)
+    win.toggle_pause()  # refused: the value is out of range
+    assert win.paused and "optim.lr" in win.message_bar.text()
+    win.form.editors["optim.lr"].set_value(1e-4)
+    with qtbot.waitSignal(win.run_finished, timeout=120_000) as blocker:
+        win.toggle_pause()
+    assert isinstance(blocker.args[0], ev.Finished) and blocker.args[0].status == "finished"
+    assert load_toml(Path(win.run_dir) / "config.toml").optim.lr == 1e-4
+    assert win.plots.point_count("loss") == 12  # the curves went back to step 5, then on

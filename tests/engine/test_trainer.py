@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 
 from engine import events as ev
-from engine.config import default_config
+from engine.config import default_config, load_toml
+from engine.errors import ConfigError
 from engine.runs import RunFolder
 from engine.train import Trainer, lr_at
 
@@ -109,3 +111,66 @@ def test_bad_dataset_fails_as_input_error(tmp_path):
     events = list(Trainer(cfg, tmp_path).run())
     assert isinstance(events[-1], ev.Failed) and events[-1].input_error
     assert "dataset folder not found" in events[-1].message
+
+
+def test_non_finite_loss_restores_the_checkpoint_pauses_and_resumes_with_new_settings(
+        tmp_path, monkeypatch):
+    from engine.methods.simclr import SimCLR
+
+    real_step = SimCLR.training_step
+    calls = {"n": 0}
+
+    def flaky(self, images, augment, generator):
+        out = real_step(self, images, augment, generator)
+        calls["n"] += 1
+        if calls["n"] == 8:  # the 8th step blows up once
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", flaky)
+    cfg = small_config(12)
+    cfg.set("monitor.checkpoint_every", 5)
+    t = Trainer(cfg, tmp_path)
+    seen = []
+    for e in t.run():
+        seen.append(e)
+        if isinstance(e, ev.Diverged):
+            assert t.paused
+            with pytest.raises(ConfigError, match="optim.lr"):
+                t.request_settings({"optim.lr": -1.0})
+            with pytest.raises(ConfigError, match="cannot change"):
+                t.request_settings({"method.temperature": 0.1})
+            t.request_settings({"optim.lr": 1e-4})
+            threading.Timer(0.2, t.request_resume).start()
+    div = next(e for e in seen if isinstance(e, ev.Diverged))
+    assert div.step == 8 and div.restored_step == 5 and div.value == "nan"
+    assert "optim.lr" in div.message and "optim.lr" in div.settings
+    kinds = [type(e).__name__ for e in seen]
+    i = kinds.index("Diverged")
+    assert kinds[i + 1 : i + 3] == ["CheckpointSaved", "Paused"]
+    assert any(isinstance(e, ev.RunWarning) and "optim.lr = 0.0001" in e.message
+               for e in seen)
+    fin = seen[-1]
+    assert isinstance(fin, ev.Finished) and fin.status == "finished" and fin.step == 12
+    steps = [e.step for e in seen if isinstance(e, ev.StepMetrics)]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 6, 7, 8, 9, 10, 11, 12]  # 6-7 redone after 5
+    run = RunFolder(fin.run_dir)
+    rows = [r["step"] for r in run.read_metrics() if "loss" in r]
+    assert rows == list(range(1, 13))  # the diverged branch left no rows behind
+    assert run.read_summary()["status"] == "finished"
+    assert load_toml(run.config_path).optim.lr == 1e-4  # the run records what it used
+
+
+def test_cli_runs_fail_on_divergence_instead_of_waiting(tmp_path, monkeypatch):
+    from engine.methods.simclr import SimCLR
+
+    real_step = SimCLR.training_step
+
+    def broken(self, images, augment, generator):
+        out = real_step(self, images, augment, generator)
+        out.loss = out.loss * float("inf")
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", broken)
+    events = list(Trainer(small_config(5), tmp_path, pause_on_divergence=False).run())
+    assert isinstance(events[-1], ev.Failed) and "inf" in events[-1].message
