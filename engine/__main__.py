@@ -1,4 +1,4 @@
-"""Headless command line: ``python -m engine train|methods|runs``.
+"""Headless command line: ``python -m engine train|methods|runs|eval``.
 
 Bad input (missing folder, no images, invalid value) exits with code 2 and a one-line
 message; a run that fails while training exits with code 1.
@@ -35,7 +35,47 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the registered methods")
     r = sub.add_parser("runs", help="list runs with status and final metrics")
     r.add_argument("--runs-dir")
+
+    e = sub.add_parser("eval", help="evaluate a run's encoder beside its random-init baseline")
+    e.add_argument("run", help="a run folder, or a run id under --runs-dir")
+    e.add_argument("--runs-dir", help="where run ids are looked up (default: "
+                   "$SELFSUP_RUNS_DIR or the user data dir)")
+    e.add_argument("--protocols", nargs="+", metavar="NAME",
+                   help="any of knn linear fewshot finetune (default: all)")
+    _add_eval_options(e)
+    e.add_argument("--json", action="store_true", help="print the results as JSON")
     return p
+
+
+# short aliases of evaluation options, besides --knn-k etc. generated from EvalOptions
+_EVAL_ALIASES = {"knn_k": ["--k"], "knn_temperature": ["--temperature"],
+                 "fewshot_shots": ["--shots"], "fewshot_draws": ["--draws"]}
+
+
+def _add_eval_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~engine.evaluate.EvalOptions` field, with its help and range.
+
+    Values stay strings here: the options coerce and check them, so a bad value gives the
+    same one-line message (naming the option and its range) as in the GUI.
+    """
+    from engine.config import field_specs
+    from engine.evaluate import EvalOptions
+
+    for spec in field_specs(EvalOptions(), "eval"):
+        flags = [f"--{spec.name.replace('_', '-')}", *_EVAL_ALIASES.get(spec.name, [])]
+        text = f"{spec.help} Default {spec.default}; {spec.range_text()}."
+        if spec.type is bool:
+            text = f"{spec.help} Off by default."
+        if spec.name == "fewshot_shots":
+            text = f"{spec.help} Default {' '.join(map(str, spec.default))}."
+            parser.add_argument(*flags, dest=spec.name, nargs="+", metavar="N", help=text,
+                                default=argparse.SUPPRESS)
+        elif spec.type is bool:
+            parser.add_argument(*flags, dest=spec.name, action="store_true", help=text,
+                                default=argparse.SUPPRESS)
+        else:
+            parser.add_argument(*flags, dest=spec.name, metavar="VALUE", help=text,
+                                default=argparse.SUPPRESS)
 
 
 def _build_config(args: argparse.Namespace):  # noqa: ANN202 - Config, imported lazily
@@ -77,9 +117,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config or args.method or args.dataset or args.overrides:
             raise UserInputError("--resume takes only --max-steps (the run keeps its config)")
-        trainer = Trainer.resume(args.resume, max_steps=args.max_steps)
+        trainer = Trainer.resume(args.resume, max_steps=args.max_steps,
+                                 pause_on_divergence=False)
     else:
-        trainer = Trainer(_build_config(args), args.runs_dir)
+        trainer = Trainer(_build_config(args), args.runs_dir, pause_on_divergence=False)
 
     def on_sigint(signum: int, frame: object) -> None:
         print("\nstopping: saving a checkpoint (Ctrl+C again to abort)", file=sys.stderr)
@@ -165,10 +206,35 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from engine.evaluate import PROTOCOLS, EvalOptions, evaluate_run, format_table, resolve_run
+
+    names = {f.name for f in dataclasses.fields(EvalOptions)}
+    options = EvalOptions(**{k: v for k, v in vars(args).items() if k in names})
+    options.validate()
+    run_dir = resolve_run(args.run, args.runs_dir)
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(f"  {msg}...", file=sys.stderr, flush=True)
+
+    ev = evaluate_run(run_dir, args.protocols or PROTOCOLS, options, progress=progress)
+    if args.json:
+        print(json.dumps(ev, indent=2))
+    else:
+        print(format_table(ev))
+        print(f"written to {Path(run_dir) / 'summary.json'} under \"evaluation\"")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "methods": cmd_methods, "runs": cmd_runs}[args.command](args)
+        return {"train": cmd_train, "methods": cmd_methods, "runs": cmd_runs,
+                "eval": cmd_eval}[args.command](args)
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
