@@ -302,6 +302,7 @@ class RunInfo:
     started: float | None
     knn_accuracy: float | None
     baseline_knn: float | None
+    verdict: str | None = None
 
 
 def list_runs(runs_dir: str | Path) -> list[RunInfo]:
@@ -329,6 +330,7 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
                 started=s.get("started"),
                 knn_accuracy=final.get("knn_accuracy"),
                 baseline_knn=s.get("baseline_knn"),
+                verdict=final.get("verdict"),
             )
         )
     out.sort(key=lambda r: (r.started or 0, r.id), reverse=True)

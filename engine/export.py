@@ -1,0 +1,163 @@
+"""Take a run's results out of the workbench: the encoder, the embeddings, the config.
+
+- **Encoder**: the backbone's ``state_dict`` (``encoder.pt``). For ResNet-18 the keys are
+  torchvision's, so it loads into ``torchvision.models.resnet18`` (with the small-image
+  stem the run used, see the generated ``load_encoder.py``); other backbones load into
+  :func:`engine.backbones.build_backbone`. A JSON file records what it is.
+- **Embeddings**: backbone features of every image of the run's dataset as ``.npy``,
+  with file names and labels in a ``.csv`` (one row per image, same order).
+- **Config**: the run's ``config.toml`` and the command line that reruns it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.config import load_toml
+from engine.errors import UserInputError
+from engine.runs import RunFolder
+
+LOADER_RESNET = '''"""Load the encoder exported by SelfSup Workbench into torchvision's ResNet."""
+import torch
+import torchvision
+
+net = torchvision.models.resnet18(weights=None)
+{stem}net.fc = torch.nn.Identity()  # the encoder's output: {dim}-d features
+state = torch.load("encoder.pt", map_location="cpu", weights_only=True)
+net.load_state_dict(state)
+net.eval()
+# inputs: RGB in [0, 1] at {res} px, normalised with mean {mean} and std {std}
+print(net(torch.rand(1, 3, {res}, {res})).shape)
+'''
+
+LOADER_ENGINE = '''"""Load the encoder exported by SelfSup Workbench (needs the workbench)."""
+import torch
+
+from engine.backbones import build_backbone
+
+net, dim = build_backbone({name!r}, {res}, {width}{extra})
+state = torch.load("encoder.pt", map_location="cpu", weights_only=True)
+net.load_state_dict(state)
+net.eval()
+# inputs: RGB in [0, 1] at {res} px, normalised with mean {mean} and std {std}
+print(net(torch.rand(1, 3, {res}, {res})).shape)
+'''
+
+
+def _load(run_dir: str | Path) -> tuple[RunFolder, Any, dict[str, Any]]:
+    run = RunFolder(run_dir)
+    if not run.config_path.is_file():
+        raise UserInputError(f"not a run folder (no config.toml): {run.path}")
+    if not run.last_checkpoint.is_file():
+        raise UserInputError(f"no checkpoint in {run.path} (checkpoints/last.pt is missing)")
+    try:
+        ckpt = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file: say which
+        raise UserInputError(f"cannot read checkpoint {run.last_checkpoint}: {e}") from None
+    return run, load_toml(run.config_path), ckpt
+
+
+def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The encoder's weights: the ``backbone.`` entries of the method's state_dict."""
+    prefix = "backbone."
+    return {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+
+
+def export_encoder(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``encoder.pt``, ``encoder.json`` and ``load_encoder.py`` into ``out_dir``."""
+    from engine.augment import MEAN, STD
+    from engine.backbones import build_backbone
+
+    run, cfg, ckpt = _load(run_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = str(ckpt.get("backbone") or cfg.backbone.name)
+    state = backbone_state(ckpt)
+    res = cfg.data.resolution
+    net, dim = build_backbone(name, res, cfg.backbone.width, **_backbone_kwargs(cfg, name))
+    net.load_state_dict(state)  # proves the state_dict is complete before writing it
+    torch.save(state, out / "encoder.pt")
+    meta = {"run_id": run.id, "method": cfg.method_name, "backbone": name,
+            "feature_dim": dim, "resolution": res, "step": int(ckpt.get("step", 0)),
+            "normalise": {"mean": list(MEAN), "std": list(STD)}}
+    (out / "encoder.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    if name == "resnet18":
+        stem = ("net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # small-image stem\n"
+                "net.maxpool = torch.nn.Identity()\n") if res < 96 else ""
+        text = LOADER_RESNET.format(stem=stem, dim=dim, res=res, mean=MEAN, std=STD)
+    else:
+        kwargs = _backbone_kwargs(cfg, name)
+        extra = "".join(f", {k}={v!r}" for k, v in kwargs.items())
+        text = LOADER_ENGINE.format(name=name, res=res, width=cfg.backbone.width, extra=extra,
+                                    mean=MEAN, std=STD)
+    (out / "load_encoder.py").write_text(text, encoding="utf-8")
+    return {"encoder": out / "encoder.pt", "meta": out / "encoder.json",
+            "loader": out / "load_encoder.py"}
+
+
+def _backbone_kwargs(cfg: Any, name: str) -> dict[str, Any]:
+    """Extra keyword arguments ``build_backbone`` takes for this backbone, if any."""
+    import inspect
+
+    from engine.backbones import build_backbone
+
+    params = inspect.signature(build_backbone).parameters
+    out = {}
+    for field, value in vars(cfg.backbone).items():
+        if field in params and field not in ("name", "width", "resolution"):
+            out[field] = value
+    return out
+
+
+def export_embeddings(run_dir: str | Path, out_dir: str | Path, *,
+                      cache_dir: str | Path | None = None) -> dict[str, Path]:
+    """Backbone features of the run's whole dataset: ``embeddings.npy`` (N, D) float32 and
+    ``embeddings.csv`` (index, file, label), rows in the same order."""
+    from engine.data import load_dataset
+    from engine.evaluate import extract_features, load_run_model
+    from engine.train import pick_device
+
+    run, cfg, _ = _load(run_dir)
+    d = cfg.data
+    ds = load_dataset(d.dataset, d.resolution, shapes_count=d.shapes_count, seed=d.seed,
+                      cache_dir=cache_dir, use_cache=d.disk_cache)
+    device = pick_device("auto")
+    model, _, _ = load_run_model(run, cfg, device)
+    feats = extract_features(model, ds.images, device, resolution=d.resolution).numpy()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "embeddings.npy", feats.astype(np.float32))
+    with open(out / "embeddings.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "file", "label"])
+        for i, name in enumerate(ds.files):
+            label = "" if ds.labels is None else ds.class_names[int(ds.labels[i])]
+            w.writerow([i, name, label])
+    return {"embeddings": out / "embeddings.npy", "index": out / "embeddings.csv"}
+
+
+def rerun_command(run_dir: str | Path) -> str:
+    """The CLI command that reruns this run from its exported config."""
+    return f"python -m engine train {shlex.quote(str(Path(run_dir) / 'config.toml'))}"
+
+
+def export_config(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """``config.toml`` and ``rerun.sh`` (the command line that reruns it) in ``out_dir``."""
+    run = RunFolder(run_dir)
+    if not run.config_path.is_file():
+        raise UserInputError(f"not a run folder (no config.toml): {run.path}")
+    load_toml(run.config_path)  # refuses a broken file with a message naming it
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run.config_path, out / "config.toml")
+    cmd = rerun_command(out)
+    (out / "rerun.sh").write_text(f"#!/bin/sh\n# reruns {run.id}\n{cmd}\n", encoding="utf-8")
+    return {"config": out / "config.toml", "command": out / "rerun.sh"}
