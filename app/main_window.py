@@ -30,7 +30,9 @@ from PySide6.QtWidgets import (
 from app.panels.collapse import CollapsePanel
 from app.panels.dataset_chooser import DatasetChooser
 from app.panels.embedding import EmbeddingPanel
+from app.panels.evaluate import EvaluatePanel
 from app.panels.preview import PreviewPanel
+from app.panels.runs import RunsPanel
 from app.panels.training_plots import TrainingPlots
 from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
 from engine import events as ev
@@ -123,6 +125,16 @@ class MainWindow(QMainWindow):
         self.embedding = EmbeddingPanel()
         self.tabs.addTab(self.embedding, "Embedding (UMAP)")
         self.tabs.addTab(self.preview, "Predictions && reconstructions")
+        self.evaluate = EvaluatePanel()
+        self.tabs.addTab(self.evaluate, "Evaluate")
+        self.runs = RunsPanel(runs_dir)
+        self.runs.open_requested.connect(self.open_run)
+        self.runs.resume_requested.connect(lambda path: self.resume_run(path))
+        self.runs.delete_requested.connect(self.delete_run)
+        self.runs.export_requested.connect(self.export_run)
+        self.tabs.addTab(self.runs, "Runs")
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self._exporter: FunctionWorker | None = None
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.setContentsMargins(6, 6, 6, 6)
@@ -168,6 +180,11 @@ class MainWindow(QMainWindow):
             tb.addAction(a)
         tb.addSeparator()
         tb.addAction(self.resume_run_action)
+        self.export_plots_action = QAction(
+            st.standardIcon(QStyle.StandardPixmap.SP_DialogSaveButton), "Export plots…", self)
+        self.export_plots_action.setToolTip("Save the plots of the current tab as PNG and SVG")
+        self.export_plots_action.triggered.connect(lambda: self.export_plots())
+        tb.addAction(self.export_plots_action)
         self.addToolBar(tb)
         self._set_buttons()
 
@@ -397,6 +414,115 @@ class MainWindow(QMainWindow):
         self.run_label.setText(f"Resuming {Path(run_dir).name}…")
         return True
 
+    # run history -------------------------------------------------------------------------
+    def _on_tab_changed(self, _index: int) -> None:
+        if self.tabs.currentWidget() is self.runs:
+            self.runs.refresh()
+
+    def open_run(self, run_dir: str) -> bool:
+        """Show a saved run's curves, collapse scores, embeddings and previews again."""
+        from engine.runs import RunFolder
+
+        if self.running:
+            self.message_bar.show_message("Stop the current run before opening another one "
+                                          "(the plots show the run in progress).", "warning")
+            return False
+        run = RunFolder(run_dir)
+        rows = run.read_metrics()
+        summary = run.read_summary()
+        self.message_bar.hide()
+        self.plots.clear()
+        self.plots.load_rows(rows)
+        self.plots.refresh()
+        self.collapse.clear()
+        self.collapse.load_rows(rows)
+        self.embedding.load_run(run_dir)
+        self.preview.load_run(run_dir, rows)
+        self.evaluate.set_run(run_dir)
+        self.run_dir = run_dir
+        knn = (summary.get("final") or {}).get("knn_accuracy")
+        base = summary.get("baseline_knn")
+        result = f" · kNN {knn:.1%} (random init {base:.1%})" if knn is not None and \
+            base is not None else ""
+        self.run_label.setText(
+            f"Viewing <b>{summary.get('method', '?')}</b> run <code>{run.id}</code> "
+            f"({summary.get('status', 'unknown')}, step {summary.get('step', 0)}){result}")
+        self.tabs.setCurrentWidget(self.plots)
+        return True
+
+    def delete_run(self, run_dir: str, confirm: bool = True) -> bool:
+        """Delete a run folder after asking; never the run being trained."""
+        import shutil
+
+        if self.running and self.run_dir and Path(run_dir) == Path(self.run_dir):
+            self.message_bar.show_message("The run in progress cannot be deleted; stop it "
+                                          "first.", "warning")
+            return False
+        if confirm:
+            answer = QMessageBox.question(
+                self, "Delete run", f"Delete the run folder {run_dir} with its checkpoints "
+                "and metrics? This cannot be undone.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        try:
+            shutil.rmtree(run_dir)
+        except OSError as e:
+            self.message_bar.show_message(f"Cannot delete {run_dir}: {e}")
+            return False
+        if self.evaluate.run_dir == run_dir:
+            self.evaluate.set_run(None)
+        self.runs.refresh()
+        self.statusBar().showMessage(f"Deleted {Path(run_dir).name}", 4000)
+        return True
+
+    def export_run(self, run_dir: str, what: str, out_dir: str | None = None) -> None:
+        """Export a run's encoder, embeddings or config into a folder (asked for)."""
+        from PySide6.QtWidgets import QFileDialog
+
+        if out_dir is None:
+            out_dir = QFileDialog.getExistingDirectory(
+                self, f"Export the {what} of {Path(run_dir).name} into", str(Path.home()))
+            if not out_dir:
+                return
+        from engine import export
+
+        fn = {"encoder": export.export_encoder, "embeddings": export.export_embeddings,
+              "config": export.export_config}[what]
+        target = str(out_dir)
+        self.statusBar().showMessage(f"Exporting the {what}…")
+        self._exporter = FunctionWorker(lambda: fn(run_dir, target))
+        self._exporter.result.connect(lambda files: self.message_bar.show_message(
+            f"Exported the {what} of {Path(run_dir).name}: "
+            + ", ".join(str(p) for p in files.values()), "info"))
+        self._exporter.error.connect(lambda msg, _tb: self.message_bar.show_message(
+            f"Export failed: {msg}"))
+        start_in_thread(self._exporter, self)
+
+    def export_plots(self, folder: str | None = None) -> list[Path]:
+        """Save the current tab's plots as PNG and SVG into a folder (asked for)."""
+        from PySide6.QtWidgets import QFileDialog
+
+        from app.plot_export import export_plots
+
+        if folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Save the plots into",
+                                                      str(Path.home()))
+            if not folder:
+                return []
+        prefix = f"{Path(self.run_dir).name}_" if self.run_dir else ""
+        try:
+            paths = export_plots(self.tabs.currentWidget(), folder, prefix)
+        except OSError as e:
+            self.message_bar.show_message(f"Cannot save the plots into {folder}: {e}")
+            return []
+        if paths:
+            self.message_bar.show_message(f"Saved {len(paths)} files into {folder}", "info")
+        else:
+            self.message_bar.show_message("This tab has no plots to save.", "warning")
+        return paths
+
     def _start_worker(self, trainer: Any) -> None:
         self.total_steps = trainer.cfg.optim.max_steps
         self.worker = TrainingWorker(trainer)
@@ -455,6 +581,8 @@ class MainWindow(QMainWindow):
                     f"e.g. {e.skipped[0][0]} ({e.skipped[0][1]})", "warning")
         elif isinstance(e, ev.RunStarted):
             self.run_dir = e.run_dir
+            self.runs.active_run = e.run_dir
+            self.evaluate.set_run(e.run_dir)
             self.total_steps = e.total_steps
             self.run_label.setText(
                 f"<b>{e.method}</b> · {e.backbone} on {e.device} · {e.n_images} images · "
@@ -519,6 +647,9 @@ class MainWindow(QMainWindow):
             f"Step {e.step}: {explain_collapse(e.verdict, self.trainer.cfg)}", level)
 
     def _on_worker_done(self) -> None:
+        self.runs.active_run = None
+        if self.tabs.currentWidget() is self.runs:
+            self.runs.refresh()
         self.running = False
         self.paused = False
         self.worker = None

@@ -1,0 +1,166 @@
+"""The evaluation tab: kNN, linear probe, few-shot and fine-tuning of a run's encoder,
+always beside the random-init baseline, computed off the GUI thread.
+
+Results are written to the run's ``summary.json`` by :func:`engine.evaluate.evaluate_run`
+and shown in a table; opening a run shows its saved results. Without labels the tab says
+what it would need (one subfolder per class).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.worker import FunctionWorker, start_in_thread
+
+PROTOCOL_TITLES = {"knn": "Weighted kNN", "linear": "Linear probe",
+                   "fewshot": "Few-shot (1 / 5 / 10 labels per class)",
+                   "finetune": "Fine-tuning"}
+
+
+class EvaluatePanel(QWidget):
+    finished = Signal(object)  # the evaluation dict, or an error string
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run_dir: str | None = None
+        self.busy = False
+        self._worker: FunctionWorker | None = None
+        self.results: dict[str, Any] | None = None
+
+        self.run_label = QLabel("No run chosen: train one, or open one in the Runs tab.")
+        self.run_label.setWordWrap(True)
+        self.checks: dict[str, QCheckBox] = {}
+        row = QHBoxLayout()
+        for key, title in PROTOCOL_TITLES.items():
+            box = QCheckBox(title)
+            box.setChecked(key != "finetune")
+            if key == "finetune":
+                box.setToolTip("Trains a copy of the encoder end to end: takes about a minute "
+                               "per 100 steps on a CPU")
+            self.checks[key] = box
+            row.addWidget(box)
+        row.addStretch(1)
+        self.knn_k = QSpinBox()
+        self.knn_k.setRange(1, 1000)
+        self.knn_k.setValue(20)
+        self.knn_k.setToolTip("Neighbours of the weighted kNN vote")
+        self.finetune_steps = QSpinBox()
+        self.finetune_steps.setRange(1, 100_000)
+        self.finetune_steps.setValue(100)
+        opts = QHBoxLayout()
+        opts.addWidget(QLabel("kNN k"))
+        opts.addWidget(self.knn_k)
+        opts.addWidget(QLabel("fine-tune steps"))
+        opts.addWidget(self.finetune_steps)
+        opts.addStretch(1)
+        self.run_button = QPushButton("Evaluate")
+        self.run_button.setEnabled(False)
+        self.run_button.clicked.connect(self.evaluate)
+        opts.addWidget(self.run_button)
+
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Protocol", "Trained", "Random init",
+                                              "Difference"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.notes = QLabel("")
+        self.notes.setWordWrap(True)
+        self.notes.setObjectName("hint")
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.run_label)
+        lay.addLayout(row)
+        lay.addLayout(opts)
+        lay.addWidget(self.status)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.notes)
+
+    def set_run(self, run_dir: str | None) -> None:
+        """The run to evaluate; shows the results already in its summary."""
+        from engine.runs import RunFolder
+
+        self.run_dir = run_dir
+        self.run_button.setEnabled(run_dir is not None and not self.busy)
+        if run_dir is None:
+            self.run_label.setText("No run chosen: train one, or open one in the Runs tab.")
+            return
+        self.run_label.setText(f"Run: <b>{Path(run_dir).name}</b>")
+        saved = RunFolder(run_dir).read_summary().get("evaluation")
+        self.show_results(saved)
+
+    def evaluate(self) -> None:
+        if self.run_dir is None or self.busy:
+            return
+        from engine.evaluate import EvalOptions, evaluate_run
+
+        protocols = [k for k, box in self.checks.items() if box.isChecked()]
+        if not protocols:
+            self.status.setText("Tick at least one protocol.")
+            return
+        options = EvalOptions(knn_k=self.knn_k.value(),
+                              finetune_steps=self.finetune_steps.value())
+        run_dir = self.run_dir
+        self.busy = True
+        self.run_button.setEnabled(False)
+        self.status.setText(f"Evaluating {', '.join(protocols)} (trained encoder and random "
+                            "init)…")
+        self._worker = FunctionWorker(lambda: evaluate_run(run_dir, protocols, options))
+        self._worker.result.connect(self._on_result)
+        self._worker.error.connect(self._on_error)
+        self._worker.done.connect(self._on_done)
+        start_in_thread(self._worker, self)
+
+    def _on_result(self, ev: dict[str, Any]) -> None:
+        self.show_results(ev)
+        self.status.setText("Done: results saved in the run's summary.json.")
+        self.finished.emit(ev)
+
+    def _on_error(self, message: str, _details: str) -> None:
+        self.status.setText(f"<span style='color:#d62728'>Cannot evaluate: {message}</span>")
+        self.finished.emit(message)
+
+    def _on_done(self) -> None:
+        self.busy = False
+        self.run_button.setEnabled(self.run_dir is not None)
+
+    def show_results(self, ev: dict[str, Any] | None) -> None:
+        from engine.evaluate import table_rows
+
+        self.results = ev
+        self.table.setRowCount(0)
+        self.notes.setText("")
+        if not ev:
+            return
+        rows = table_rows(ev)
+        self.table.setRowCount(len(rows))
+        for r, (name, trained, base, diff, _secs) in enumerate(rows):
+            for c, text in enumerate((name, trained, base, diff)):
+                item = QTableWidgetItem(text)
+                if c:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                self.table.setItem(r, c, item)
+        s = ev.get("settings", {})
+        split = ev.get("split", {})
+        text = f"Checkpoint step {ev.get('checkpoint_step', '?')}."
+        if split:
+            text += (f" Split: {split.get('train')} training / {split.get('val')} validation "
+                     f"images, stratified by class (seed {s.get('seed', 0)}).")
+        self.notes.setText(text)

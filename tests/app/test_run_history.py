@@ -1,0 +1,103 @@
+"""Run history from the real window: open, overlay, evaluate, export, delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+
+from engine import events as ev
+from engine.config import default_config
+from engine.train import Trainer
+from tests.app.conftest import FAST, set_fields
+
+
+def make_run(runs_dir: Path, steps: int, backbone: str = "small_cnn") -> str:
+    cfg = default_config("simclr")
+    for k, v in {**FAST, "optim.max_steps": steps, "backbone.name": backbone,
+                 "optim.batch_size": 16, "monitor.every_steps": 3}.items():
+        cfg.set(k, v)
+    events = list(Trainer(cfg, runs_dir).run())
+    return next(e.run_dir for e in events if isinstance(e, ev.Finished))
+
+
+def test_open_overlay_and_delete_runs(window, qtbot, monkeypatch):
+    win = window
+    runs_dir = Path(win.runs_dir)
+    a = make_run(runs_dir, 6)
+    b = make_run(runs_dir, 9)
+    win.tabs.setCurrentWidget(win.runs)  # refreshes the list
+    assert {str(r.path) for r in win.runs.runs} == {a, b}
+    assert win.runs.table.rowCount() == 2
+    row_text = [win.runs.table.item(r, 4).text() for r in range(2)]
+    assert row_text == ["finished", "finished"]
+
+    # open a finished run: its curves, collapse scores and embeddings come back
+    win.runs.select(b)
+    win.runs.open_button.click()
+    assert win.tabs.currentWidget() is win.plots
+    assert win.plots.point_count("loss") == 9 and win.plots.point_count("knn") >= 3
+    assert win.collapse.verdict is not None and win.embedding.snapshots
+    assert Path(b).name in win.run_label.text() and win.evaluate.run_dir == b
+
+    # tick both: two curves in one plot
+    win.runs.set_ticked([a, b])
+    assert set(win.runs.overlay_curves) == {a, b}
+    xs = {p: len(c.getData()[0]) for p, c in win.runs.overlay_curves.items()}
+    assert xs == {a: 6, b: 9}
+
+    # delete asks; "No" keeps it, "Yes" removes it
+    from PySide6.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *args, **kw: QMessageBox.StandardButton.No)
+    assert not win.delete_run(a) and Path(a).exists()
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *args, **kw: QMessageBox.StandardButton.Yes)
+    assert win.delete_run(a) and not Path(a).exists()
+    assert [str(r.path) for r in win.runs.runs] == [b]
+
+
+def test_evaluate_tab_shows_trained_beside_random_init(window, qtbot):
+    win = window
+    run = make_run(Path(win.runs_dir), 6)
+    win.open_run(run)
+    win.evaluate.checks["fewshot"].setChecked(False)
+    with qtbot.waitSignal(win.evaluate.finished, timeout=120_000):
+        win.evaluate.run_button.click()
+    t = win.evaluate.table
+    assert t.rowCount() == 2
+    names = [t.item(r, 0).text() for r in range(2)]
+    assert any("kNN" in n for n in names) and any("linear" in n for n in names)
+    assert all(t.item(r, 2).text().endswith("%") for r in range(2))  # the baseline column
+    win.open_run(run)  # reopening shows the saved results
+    assert win.evaluate.table.rowCount() == 2
+
+
+def test_export_the_encoder_and_load_it_into_torchvision(window, qtbot, tmp_path):
+    win = window
+    run = make_run(Path(win.runs_dir), 3, backbone="resnet18")
+    out = tmp_path / "export"
+    win.export_run(run, "encoder", str(out))
+    qtbot.waitUntil(lambda: "Exported the encoder" in win.message_bar.text(), timeout=60_000)
+    net = torchvision.models.resnet18(weights=None)
+    net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    net.fc = torch.nn.Identity()
+    net.load_state_dict(torch.load(out / "encoder.pt", weights_only=True))
+    assert (out / "load_encoder.py").exists()
+
+
+def test_plots_are_saved_as_png_and_svg(window, qtbot, tmp_path):
+    win = window
+    set_fields(win, {**FAST, "optim.max_steps": 6})
+    with qtbot.waitSignal(win.run_finished, timeout=120_000):
+        assert win.start_run()
+    qtbot.waitUntil(lambda: not win.running, timeout=30_000)
+    win.tabs.setCurrentWidget(win.collapse)
+    paths = win.export_plots(str(tmp_path / "plots"))
+    names = {p.name for p in paths}
+    assert any("spectrum_of_the_embedding" in n and n.endswith(".png") for n in names)
+    assert sum(n.endswith(".svg") for n in names) == 4
+    assert all(p.stat().st_size > 1000 for p in paths)
