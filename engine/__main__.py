@@ -1,4 +1,4 @@
-"""Headless command line: ``python -m engine train|methods|runs|eval``.
+"""Headless command line: ``python -m engine train|methods|runs|eval|export``.
 
 Bad input (missing folder, no images, invalid value) exits with code 2 and a one-line
 message; a run that fails while training exits with code 1.
@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("methods", help="list the registered methods")
     r = sub.add_parser("runs", help="list runs with status and final metrics")
     r.add_argument("--runs-dir")
+
+    x = sub.add_parser("export", help="export a run's encoder, embeddings or config")
+    x.add_argument("run", help="a run folder, or a run id under --runs-dir")
+    x.add_argument("what", choices=("encoder", "embeddings", "config"))
+    x.add_argument("--out", required=True, help="folder to write into (created if needed)")
+    x.add_argument("--runs-dir", help="where run ids are looked up")
 
     e = sub.add_parser("eval", help="evaluate a run's encoder beside its random-init baseline")
     e.add_argument("run", help="a run folder, or a run id under --runs-dir")
@@ -230,11 +236,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine import export
+    from engine.evaluate import resolve_run
+
+    run = resolve_run(args.run, args.runs_dir)
+    fn = {"encoder": export.export_encoder, "embeddings": export.export_embeddings,
+          "config": export.export_config}[args.what]
+    for name, path in fn(run, args.out).items():
+        print(f"{name}: {path}")
+    if args.what == "config":
+        print(f"rerun with: {export.rerun_command(args.out)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"train": cmd_train, "methods": cmd_methods, "runs": cmd_runs,
-                "eval": cmd_eval}[args.command](args)
+                "eval": cmd_eval, "export": cmd_export}[args.command](args)
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

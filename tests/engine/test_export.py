@@ -89,3 +89,13 @@ def test_bad_folders_are_refused_with_their_name(tmp_path):
     RunFolder(rd).last_checkpoint.write_bytes(b"torn")
     with pytest.raises(UserInputError, match="cannot read checkpoint"):
         export_encoder(rd, tmp_path / "x")
+
+
+def test_cli_export(tmp_path, capsys):
+    from engine.__main__ import main
+
+    rd = run_dir(tmp_path)
+    assert main(["export", rd, "config", "--out", str(tmp_path / "c")]) == 0
+    assert "rerun with: python -m engine train" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "nope"), "encoder", "--out", str(tmp_path)]) == 2
+    assert "run not found" in capsys.readouterr().err
