@@ -623,7 +623,7 @@ class MainWindow(QMainWindow):
             self.run_finished.emit(e)
 
     def _explain(self, verdict: str) -> str:
-        from engine.monitor import VERDICT_TEXT, explain_collapse
+        from engine.verdict import VERDICT_TEXT, explain_collapse
 
         if self.trainer is None:
             return VERDICT_TEXT[verdict]
@@ -631,7 +631,7 @@ class MainWindow(QMainWindow):
 
     def _show_verdict(self, e: ev.MonitorReport) -> None:
         """Traffic light in the status bar; a banner with causes and fixes on a change."""
-        from engine.monitor import explain_collapse
+        from engine.verdict import explain_collapse
 
         colors = {"healthy": "#2ca02c", "dimensional": "#e69500", "complete": "#d62728"}
         names = {"healthy": "healthy", "dimensional": "dimensional collapse",

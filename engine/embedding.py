@@ -97,12 +97,14 @@ def umap_layout(
     n_neighbors: int = 15,
     min_dist: float = 0.1,
     seed: int = 0,
-    warm_epochs: int = 100,
+    warm_epochs: int = 50,
+    warm_learning_rate: float = 0.25,
 ) -> np.ndarray:
     """UMAP of ``features`` (cosine metric), warm-started from ``init`` when given.
 
     With ``init`` (the previous layout of the same points) UMAP runs ``warm_epochs``
-    epochs from there; otherwise it starts from a spectral embedding with the default
+    epochs from there at a quarter of its usual learning rate, refining the layout rather
+    than re-making it; otherwise it starts from a spectral embedding with the default
     schedule. The result is aligned to ``init`` (or centred and scaled) and is float32
     ``(N, 2)``. Degenerate inputs (collapsed embeddings, fewer than 4 points) fall back to
     PCA, since UMAP's neighbour graph is meaningless for them.
@@ -118,11 +120,16 @@ def umap_layout(
         return align_to(pca_layout(x), init)
     k = max(2, min(n_neighbors, n - 1))
     knn = (*exact_knn(x, k), None)
+    unstretch = np.ones(2)
     if init is not None and init.shape == (n, 2) and np.all(np.isfinite(init)):
-        start = init - init.mean(axis=0)
-        start = 10.0 * start / max(float(np.abs(start).max()), 1e-12)  # UMAP's init scale
+        # UMAP min-max scales each axis of ``init`` to [0, 10] on its own, which stretches
+        # a non-square layout and makes every point move; the output is squeezed back.
+        extent = np.maximum(np.ptp(init, axis=0), 1e-12)
+        start = 10.0 * (init - init.min(axis=0)) / extent
+        unstretch = extent / extent.max()
         reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, metric="cosine",
                             init=start.astype(np.float32), n_epochs=warm_epochs,
+                            learning_rate=warm_learning_rate,
                             random_state=seed, n_jobs=1, precomputed_knn=knn)
     else:
         reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, metric="cosine",
@@ -132,8 +139,8 @@ def umap_layout(
         # no NN-descent index is kept: this layout never transforms new points
         warnings.filterwarnings("ignore", message=".*knn_search_index.*")
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")
-        y = reducer.fit_transform(x)
-    return align_to(np.asarray(y), init)
+        y = np.asarray(reducer.fit_transform(x))
+    return align_to(y * unstretch, init)
 
 
 def kmeans_labels(features: np.ndarray, k: int = 10, seed: int = 0) -> np.ndarray:

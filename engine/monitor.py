@@ -11,6 +11,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+from engine.verdict import (  # noqa: F401  (re-exported; torch-free for the GUI)
+    COMPLETE_STD_FRACTION,
+    DIMENSIONAL_RANK_FRACTION,
+    METHOD_ADVICE,
+    VERDICT_TEXT,
+    collapse_verdict,
+    explain_collapse,
+)
+
 
 def collapse_std(z: torch.Tensor) -> float:
     """Mean per-dimension std of L2-normalised embeddings.
@@ -120,79 +129,3 @@ def knn_accuracy(
         votes.scatter_add_(1, labels[top_idx], weights)
         correct += int((votes.argmax(1) == labels[start : start + q.shape[0]]).sum())
     return correct / n
-
-
-# --------------------------------------------------------------------------- verdicts
-
-#: below this fraction of 1/sqrt(d), the per-dim std says every input maps to (nearly)
-#: the same point: complete collapse
-COMPLETE_STD_FRACTION = 0.2
-#: below this fraction of min(n, d), the effective rank says the embedding uses only a
-#: few directions even if its std looks fine: dimensional collapse (Jing et al. 2022)
-DIMENSIONAL_RANK_FRACTION = 0.1
-
-VERDICT_TEXT = {
-    "healthy": "Healthy: the embedding is spread out and uses many directions.",
-    "dimensional": "Dimensional collapse: the embedding uses only a few directions "
-    "(low effective rank), even though its spread looks fine.",
-    "complete": "Complete collapse: every image maps to nearly the same point (per-dim "
-    "std near 0); the loss can still look fine.",
-}
-
-
-def collapse_verdict(std: float, std_reference: float, rank: float, dim: int, n: int) -> str:
-    """'healthy', 'dimensional' or 'complete', from the per-dim std and the effective rank.
-
-    Thresholds: complete if ``std < 0.2 / sqrt(d)``; dimensional if the effective rank is
-    below 10 % of ``min(n, d)`` (the most it can be for n samples in d dimensions).
-    """
-    if std < COMPLETE_STD_FRACTION * std_reference:
-        return "complete"
-    if rank < max(1.5, DIMENSIONAL_RANK_FRACTION * min(n, dim)):
-        return "dimensional"
-    return "healthy"
-
-
-def explain_collapse(verdict: str, cfg: object) -> str:
-    """The verdict in plain words, naming the run's collapse switches that are turned on
-    (settings marked ``collapse=`` that differ from the method's defaults) as the likely
-    cause, with the fix."""
-    from engine.config import default_config
-
-    text = VERDICT_TEXT[verdict]
-    if verdict == "healthy":
-        return text
-    defaults = default_config(cfg.method_name)  # type: ignore[attr-defined]
-    causes = []
-    for spec in cfg.specs():  # type: ignore[attr-defined]
-        if spec.collapse and cfg.get(spec.key) != defaults.get(spec.key):  # type: ignore
-            causes.append(f"{spec.key} = {cfg.get(spec.key)} (default "  # type: ignore
-                          f"{defaults.get(spec.key)}): {spec.collapse}")
-    if causes:
-        text += " Likely cause: " + " ".join(causes) + " Fix: restore the default."
-    else:
-        advice = METHOD_ADVICE.get(cfg.method_name, "")  # type: ignore[attr-defined]
-        text += (" No collapse switch is on. " + (advice + " " if advice else "") +
-                 "In general: a lower learning rate, more warm-up, stronger augmentation "
-                 "or a larger batch.")
-    return text
-
-
-#: Likely causes and fixes per method when collapse happens with every switch at its default.
-METHOD_ADVICE = {
-    "simclr": "SimCLR needs negatives: a very small batch or a temperature far from 0.1-0.5 "
-    "weakens them.",
-    "moco": "Check the temperature (0.1-0.2) and that the queue is large compared with the "
-    "batch; a key momentum near 1 with few steps leaves the keys random.",
-    "byol": "BYOL relies on the predictor learning faster than the target moves: keep the "
-    "base momentum high (0.99-0.996) and do not lower the predictor's width.",
-    "simsiam": "SimSiam is sensitive to the learning rate (the paper keeps the predictor's "
-    "fixed) and to weight decay; lower optim.lr first.",
-    "barlow_twins": "Lower lambda (off-diagonal weight) if the on-diagonal term never falls; "
-    "a wider projector helps.",
-    "vicreg": "Raise the variance weight (25 in the paper) relative to invariance.",
-    "dino": "Balance centering and sharpening: a teacher temperature too high makes the "
-    "outputs uniform, too low one-hot; a slower teacher (momentum closer to 1) stabilises.",
-    "triplet": "Hard negatives early in training collapse triplet losses: use random "
-    "negatives or a smaller margin.",
-}

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWi
 
 from app.panels.training_plots import Series
 from engine.events import MonitorReport, RunStarted
-from engine.monitor import COMPLETE_STD_FRACTION, DIMENSIONAL_RANK_FRACTION, VERDICT_TEXT
+from engine.verdict import COMPLETE_STD_FRACTION, DIMENSIONAL_RANK_FRACTION, VERDICT_TEXT
 
 COLOURS = {"healthy": "#2ca02c", "dimensional": "#e69500", "complete": "#d62728"}
 NAMES = {"healthy": "Healthy", "dimensional": "Dimensional collapse",

