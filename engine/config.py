@@ -235,11 +235,27 @@ class BackboneConfig:
 
     name: str = param(
         "auto",
-        "Encoder network. 'auto' picks the small CNN on CPU and ResNet-18 on a GPU.",
-        choices=("auto", "small_cnn", "resnet18"),
+        "Encoder network. 'auto' picks the small CNN on CPU and ResNet-18 on a GPU; 'vit' is "
+        "a small Vision Transformer (needed by MAE, usable by every method).",
+        choices=("auto", "small_cnn", "resnet18", "vit"),
     )
     width: int = param(16, "Base channel width of the small CNN (features are 8x this).",
                        min=4, max=256, advanced=True)
+    patch_size: int = param(
+        4, "ViT: side of the square patches in pixels; must divide data.resolution (4 at "
+        "32 px gives 8x8 = 64 tokens, as 16 at 224 px gives ViT's 14x14).",
+        min=1, max=64, advanced=True)
+    vit_dim: int = param(
+        128, "ViT: token width, also the feature dimension (a multiple of 4 and of the heads; "
+        "ViT-Tiny has 192, ViT-S 384; 128 keeps CPU runs to minutes).", min=16, max=2048,
+        advanced=True)
+    vit_depth: int = param(4, "ViT: number of transformer blocks (12 in ViT-Tiny and ViT-S).",
+                           min=1, max=48, advanced=True)
+    vit_heads: int = param(4, "ViT: attention heads per block (must divide the token width).",
+                           min=1, max=32, advanced=True)
+    vit_mlp_ratio: float = param(4.0, "ViT: hidden width of each block's MLP, as a multiple "
+                                 "of the token width (4 in ViT and MAE).", min=0.5, max=8.0,
+                                 advanced=True)
 
 
 @dataclass

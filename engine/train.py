@@ -94,7 +94,11 @@ def build_model(cfg: Config, device: torch.device) -> tuple[SSLMethod, str]:
     """The method (backbone + heads) for a config, on ``device``."""
     info = get_method_info(cfg.method_name)
     backbone_name = resolve_backbone_name(cfg.backbone.name, device)
-    backbone, dim = build_backbone(backbone_name, cfg.data.resolution, cfg.backbone.width)
+    backbone, dim = build_backbone(
+        backbone_name, cfg.data.resolution, cfg.backbone.width,
+        patch_size=cfg.backbone.patch_size, vit_dim=cfg.backbone.vit_dim,
+        vit_depth=cfg.backbone.vit_depth, vit_heads=cfg.backbone.vit_heads,
+        vit_mlp_ratio=cfg.backbone.vit_mlp_ratio)
     model: SSLMethod = info.cls(cfg, backbone, dim)
     return model.to(device), backbone_name
 
