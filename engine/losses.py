@@ -192,3 +192,111 @@ def dino_center_update(
     """
     batch_center = teacher_out.detach().float().mean(dim=0)
     return center * momentum + batch_center.reshape(center.shape) * (1.0 - momentum)
+
+
+# ----------------------------------------------------------------- reconstruction losses
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the masked pixels only.
+
+    The context encoder's reconstruction loss (Pathak et al., "Context Encoders: Feature
+    Learning by Inpainting", CVPR 2016, eq. 1), normalised by the masked area:
+    ``L = sum(M * (pred - target)^2) / (C * sum(M))`` for ``(B, C, H, W)`` images and a
+    mask ``M`` of shape ``(B, 1, H, W)`` (1 / True where the loss counts; any shape that
+    broadcasts). Pixels outside the mask change neither the value nor the gradient; an
+    empty mask gives 0.
+    """
+    m = mask.to(torch.float32).expand_as(pred)
+    diff2 = (pred.float() - target.float()) ** 2
+    return (diff2 * m).sum() / m.sum().clamp(min=1.0)
+
+
+def ab_regression_loss(
+    pred_ab: torch.Tensor, target_ab: torch.Tensor, pixel_weights: torch.Tensor | None = None,
+    beta: float = 1.0,
+) -> torch.Tensor:
+    """Colorization by regression: smooth L1 (Huber) on the ab channels, in ab units.
+
+    The regression baseline of Zhang, Isola, Efros, "Colorful Image Colorization" (ECCV
+    2016, section 2.1, with a Huber instead of their L2 penalty, as in Larsson et al.
+    2016's robust regression): ``L = mean_p v_p * sum_{c in a,b} huber_beta(pred - target)``
+    for ``(B, 2, H, W)`` inputs, with optional per-pixel weights ``v`` ``(B, H, W)`` (class
+    rebalancing, eq. 4). The mean of the colours minimises it: multimodal colours regress
+    to grey, which is why the paper classifies instead.
+    """
+    per_pixel = F.smooth_l1_loss(pred_ab.float(), target_ab.float(), reduction="none",
+                                 beta=beta).sum(1)
+    if pixel_weights is not None:
+        per_pixel = per_pixel * pixel_weights.float()
+    return per_pixel.mean()
+
+
+def colorization_ce(
+    logits: torch.Tensor, bins: torch.Tensor, bin_weights: torch.Tensor,
+    pixel_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Colorization by classification over quantised ab bins (Zhang et al. 2016, eq. 2).
+
+    ``L = -mean_p v_p sum_q Z_pq log softmax(logits_p)_q`` (the paper sums over pixels;
+    the mean keeps the value independent of resolution). ``logits`` is ``(B, Q, H, W)``;
+    the soft target ``Z`` of pixel ``p`` (pixels in (b, h, w) order) is given sparsely as
+    ``bins`` ``(B*H*W, k)`` bin indices with weights ``bin_weights`` summing to 1 (the
+    soft encoding on the 5 nearest bins, or the nearest bin with k = 1); ``v``
+    ``(B*H*W,)`` are the optional class-rebalancing weights (eq. 3-4).
+    """
+    q = logits.shape[1]
+    logp = F.log_softmax(logits.float().permute(0, 2, 3, 1).reshape(-1, q), dim=1)
+    per_pixel = -(logp.gather(1, bins) * bin_weights.float()).sum(1)
+    if pixel_weights is not None:
+        per_pixel = per_pixel * pixel_weights.float()
+    return per_pixel.mean()
+
+
+# ------------------------------------------------------------------------------ MAE
+
+
+def mae_targets(patches: torch.Tensor, norm_pix: bool = False, eps: float = 1e-6
+                ) -> torch.Tensor:
+    """MAE's reconstruction targets from patchified images ``(B, N, P)``.
+
+    With ``norm_pix`` each patch is normalised by its own pixels (He et al., "Masked
+    Autoencoders Are Scalable Vision Learners", CVPR 2022, section 3 "Reconstruction
+    target"): ``t = (x - mean(x)) / sqrt(var(x) + eps)`` over the ``P`` values of the patch
+    (unbiased variance, as the official code), which the paper finds improves the
+    representation by enhancing local contrast. Otherwise the pixels themselves.
+    """
+    t = patches.float()
+    if not norm_pix:
+        return t
+    mean = t.mean(dim=-1, keepdim=True)
+    var = t.var(dim=-1, keepdim=True)
+    return (t - mean) / (var + eps) ** 0.5
+
+
+def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MAE's loss: the per-patch MSE averaged over the masked patches only.
+
+    He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022, section 3:
+    ``L = sum_i m_i * mean_p (pred_ip - target_ip)^2 / sum_i m_i`` for predictions and
+    targets ``(B, N, P)`` (``P`` pixel values per patch, targets from :func:`mae_targets`)
+    and a mask ``m`` ``(B, N)`` that is 1 on removed patches. Visible patches change
+    neither the value nor the gradient ("computing the loss only on masked patches"); an
+    empty mask gives 0. Passing ``1 - m`` gives the error on the visible patches.
+    """
+    per_patch = ((pred.float() - target.float()) ** 2).mean(dim=-1)
+    m = mask.to(per_patch.dtype)
+    return (per_patch * m).sum() / m.sum().clamp(min=1.0)
+
+
+def pretext_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a pretext classification: the loss of rotation prediction
+    (Gidaris et al. 2018, eq. 2-3: four rotation classes), jigsaw puzzles (Noroozi & Favaro
+    2016: one class per permutation of the tile set) and relative patch location (Doersch
+    et al. 2015: eight neighbour positions).
+
+    For logits ``s`` ``(N, K)`` and labels ``y`` ``(N,)`` built by the pretext
+    transformation, ``L = -1/N sum_i log( exp(s_{i, y_i}) / sum_k exp(s_{i, k}) )``;
+    ``log K`` for uniform logits, the loss of guessing. Computed in float32 (AMP-safe).
+    """
+    return F.cross_entropy(logits.float(), labels)
