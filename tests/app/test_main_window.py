@@ -265,3 +265,33 @@ def test_divergence_pauses_explains_and_resumes_with_a_new_learning_rate(window,
     assert isinstance(blocker.args[0], ev.Finished) and blocker.args[0].status == "finished"
     assert load_toml(Path(win.run_dir) / "config.toml").optim.lr == 1e-4
     assert win.plots.point_count("loss") == 12  # the curves went back to step 5, then on
+
+
+def test_reconstruction_method_runs_from_the_window_and_fills_the_preview(window, qtbot):
+    win = window
+    win.method_combo.setCurrentIndex(win.method_combo.findData("inpainting"))
+    set_fields(win, {**FAST, "optim.max_steps": 12})
+    assert win.start_run()
+    qtbot.waitUntil(lambda: not win.running, timeout=180_000)
+    panel = win.preview
+    assert len(panel.snapshots) >= 2  # the step-0 snapshot and later ones
+    snap = panel.current()
+    assert snap is not None and snap.kind == "reconstruction"
+    assert snap.outputs.shape == snap.originals.shape == snap.inputs.shape
+    assert "Step 12" in panel.title.text()
+    assert panel.acc_plot.isHidden()  # no pretext accuracy for reconstruction
+
+
+def test_pretext_method_shows_accuracy_against_chance_in_the_window(window, qtbot):
+    win = window
+    win.method_combo.setCurrentIndex(win.method_combo.findData("rotation"))
+    set_fields(win, {**FAST, "optim.max_steps": 10})
+    assert win.start_run()
+    win.tabs.setCurrentWidget(win.preview)
+    qtbot.waitUntil(lambda: not win.running, timeout=180_000)
+    panel = win.preview
+    assert panel.chance == 0.25 and not panel.acc_plot.isHidden()
+    assert len(panel.accuracy.x) == 10
+    snap = panel.current()
+    assert snap.kind == "classification" and len(snap.predicted) == len(snap.true) > 0
+    assert "correctly predicted" in panel.title.text()
