@@ -120,13 +120,11 @@ def umap_layout(
         return align_to(pca_layout(x), init)
     k = max(2, min(n_neighbors, n - 1))
     knn = (*exact_knn(x, k), None)
-    unstretch = np.ones(2)
     if init is not None and init.shape == (n, 2) and np.all(np.isfinite(init)):
-        # UMAP min-max scales each axis of ``init`` to [0, 10] on its own, which stretches
-        # a non-square layout and makes every point move; the output is squeezed back.
-        extent = np.maximum(np.ptp(init, axis=0), 1e-12)
-        start = 10.0 * (init - init.min(axis=0)) / extent
-        unstretch = extent / extent.max()
+        # UMAP min-max scales each axis of ``init`` to [0, 10] on its own. Squeezing the
+        # result back would compound refresh after refresh (the layout relaxes in the
+        # stretched space) and flatten it to a line, so layouts settle to a square box.
+        start = 10.0 * (init - init.min(axis=0)) / np.maximum(np.ptp(init, axis=0), 1e-12)
         reducer = umap.UMAP(n_neighbors=k, min_dist=min_dist, metric="cosine",
                             init=start.astype(np.float32), n_epochs=warm_epochs,
                             learning_rate=warm_learning_rate,
@@ -140,7 +138,7 @@ def umap_layout(
         warnings.filterwarnings("ignore", message=".*knn_search_index.*")
         warnings.filterwarnings("ignore", message=".*n_jobs value.*")
         y = np.asarray(reducer.fit_transform(x))
-    return align_to(y * unstretch, init)
+    return align_to(y, init)
 
 
 def kmeans_labels(features: np.ndarray, k: int = 10, seed: int = 0) -> np.ndarray:
