@@ -617,6 +617,7 @@ class MainWindow(QMainWindow):
             if knn is not None and base is not None:
                 text += f" kNN accuracy {knn:.1%} (random init {base:.1%})."
             self.statusBar().showMessage(text)
+            self.plots.refresh()  # the last points now, not at the next timer tick
             self.run_finished.emit(e)
         elif isinstance(e, ev.Failed):
             self.message_bar.show_message(f"The run failed: {e.message}")
