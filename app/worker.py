@@ -13,7 +13,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+import shiboken6
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 
 def lower_thread_priority(niceness: int = 10) -> None:
@@ -67,6 +68,39 @@ class TrainingWorker(QObject):
         self.trainer.request_stop()
 
 
+class _Dispatcher(QObject):
+    """Lives on the GUI thread; runs the callables posted to it there, in order."""
+
+    post = Signal(object, object, tuple)  # owner, callable, arguments
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.post.connect(self._call)  # emitted from worker threads: queued
+
+    def _call(self, owner: QObject, fn: Callable[..., Any], args: tuple) -> None:
+        if shiboken6.isValid(owner):  # the panel that asked may have been closed since
+            fn(*args)
+
+
+_dispatcher: _Dispatcher | None = None
+
+
+def on_gui_thread(signal: Any, fn: Callable[..., Any], owner: QObject) -> None:
+    """Connect a worker's ``signal`` to ``fn`` so that ``fn`` runs on the GUI thread.
+
+    PySide6 calls a lambda or plain function connected to a signal on the thread that
+    emits it, so a lambda touching widgets from a worker thread races the GUI thread and
+    crashes Qt. Here the worker thread only emits a signal of an object living on the GUI
+    thread, which queues ``fn`` there; ``fn`` is skipped if ``owner`` has been deleted.
+    Call this on the GUI thread.
+    """
+    global _dispatcher
+    if _dispatcher is None:
+        _dispatcher = _Dispatcher()
+    post = _dispatcher.post
+    signal.connect(lambda *args: post.emit(owner, fn, args))
+
+
 class FunctionWorker(QObject):
     """Runs one callable off the GUI thread; emits its result or the error text."""
 
@@ -90,25 +124,47 @@ class FunctionWorker(QObject):
             self.done.emit()
 
 
+# Each worker started by start_in_thread with its thread and owner, kept referenced by
+# Python until the thread has ended: a worker or QThread collected while its thread still
+# runs would be deleted under it.
+_alive: dict[int, tuple[QThread, QObject, QObject]] = {}
+
+
 def start_in_thread(worker: QObject, parent: QObject) -> QThread:
-    """Move ``worker`` to a new thread, run its ``run`` slot, and clean up when done."""
-    thread = QThread(parent)
+    """Move ``worker`` to a new thread and run its ``run`` slot there.
+
+    Worker and thread stay owned by Python and are released on the GUI thread only after
+    the thread has ended; nothing is deleted with ``deleteLater`` from the worker's thread,
+    which would race the GUI thread dropping its references.
+    """
+    thread = QThread()
     worker.moveToThread(thread)
     thread.started.connect(worker.run)
-    worker.done.connect(thread.quit)
-    thread.finished.connect(worker.deleteLater)
-    thread.finished.connect(thread.deleteLater)
+    worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+    key = id(thread)
+    _alive[key] = (thread, worker, parent)
+
+    def release() -> None:
+        thread.wait()
+        _alive.pop(key, None)
+
+    on_gui_thread(thread.finished, release, thread)
     thread.start()
     return thread
 
 
 def wait_for_threads(owner: QObject, timeout_ms: int = 30_000) -> None:
-    """Let every background thread owned by ``owner`` finish (at shutdown), so none is
-    destroyed while running."""
-    for thread in owner.findChildren(QThread):
-        try:
-            if thread.isRunning():
-                thread.quit()
-                thread.wait(timeout_ms)
-        except RuntimeError:  # already deleted on the C++ side
-            continue
+    """Let every background thread started for ``owner`` or one of its descendants finish
+    (at shutdown), so none is destroyed while running."""
+    for thread, _worker, parent in list(_alive.values()):
+        if _descends_from(parent, owner) and thread.isRunning():
+            thread.quit()
+            thread.wait(timeout_ms)
+
+
+def _descends_from(obj: QObject | None, ancestor: QObject) -> bool:
+    while obj is not None and shiboken6.isValid(obj):
+        if obj is ancestor:
+            return True
+        obj = obj.parent()
+    return False
