@@ -34,13 +34,7 @@ from app.panels.evaluate import EvaluatePanel
 from app.panels.preview import PreviewPanel
 from app.panels.runs import RunsPanel
 from app.panels.training_plots import TrainingPlots
-from app.worker import (
-    FunctionWorker,
-    TrainingWorker,
-    on_gui_thread,
-    start_in_thread,
-    wait_for_threads,
-)
+from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
 from engine import events as ev
 
 FAMILY_TITLES = {
@@ -265,8 +259,8 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Loading the training engine…")
         self._loader = FunctionWorker(_load_engine)
         self._loader.result.connect(self._on_engine_loaded)
-        on_gui_thread(self._loader.error, lambda msg, _tb: self.message_bar.show_message(
-            f"The engine failed to load: {msg}"), self)
+        self._loader.error.connect(
+            lambda msg, _tb: self.message_bar.show_message(f"The engine failed to load: {msg}"))
         start_in_thread(self._loader, self)
 
     def _on_engine_loaded(self, info: dict[str, Any]) -> None:
@@ -499,11 +493,11 @@ class MainWindow(QMainWindow):
         target = str(out_dir)
         self.statusBar().showMessage(f"Exporting the {what}…")
         self._exporter = FunctionWorker(lambda: fn(run_dir, target))
-        on_gui_thread(self._exporter.result, lambda files: self.message_bar.show_message(
+        self._exporter.result.connect(lambda files: self.message_bar.show_message(
             f"Exported the {what} of {Path(run_dir).name}: "
-            + ", ".join(str(p) for p in files.values()), "info"), self)
-        on_gui_thread(self._exporter.error, lambda msg, _tb: self.message_bar.show_message(
-            f"Export failed: {msg}"), self)
+            + ", ".join(str(p) for p in files.values()), "info"))
+        self._exporter.error.connect(lambda msg, _tb: self.message_bar.show_message(
+            f"Export failed: {msg}"))
         start_in_thread(self._exporter, self)
 
     def export_plots(self, folder: str | None = None) -> list[Path]:

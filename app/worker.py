@@ -68,41 +68,13 @@ class TrainingWorker(QObject):
         self.trainer.request_stop()
 
 
-class _Dispatcher(QObject):
-    """Lives on the GUI thread; runs the callables posted to it there, in order."""
-
-    post = Signal(object, object, tuple)  # owner, callable, arguments
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.post.connect(self._call)  # emitted from worker threads: queued
-
-    def _call(self, owner: QObject, fn: Callable[..., Any], args: tuple) -> None:
-        if shiboken6.isValid(owner):  # the panel that asked may have been closed since
-            fn(*args)
-
-
-_dispatcher: _Dispatcher | None = None
-
-
-def on_gui_thread(signal: Any, fn: Callable[..., Any], owner: QObject) -> None:
-    """Connect a worker's ``signal`` to ``fn`` so that ``fn`` runs on the GUI thread.
-
-    PySide6 calls a lambda or plain function connected to a signal on the thread that
-    emits it, so a lambda touching widgets from a worker thread races the GUI thread and
-    crashes Qt. Here the worker thread only emits a signal of an object living on the GUI
-    thread, which queues ``fn`` there; ``fn`` is skipped if ``owner`` has been deleted.
-    Call this on the GUI thread.
-    """
-    global _dispatcher
-    if _dispatcher is None:
-        _dispatcher = _Dispatcher()
-    post = _dispatcher.post
-    signal.connect(lambda *args: post.emit(owner, fn, args))
-
-
 class FunctionWorker(QObject):
-    """Runs one callable off the GUI thread; emits its result or the error text."""
+    """Runs one callable off the GUI thread; emits its result or the error text.
+
+    The worker object stays on the GUI thread while ``run`` executes on another (see
+    :func:`start_in_thread`), so every slot connected to its signals, lambdas included,
+    runs on the GUI thread.
+    """
 
     result = Signal(object)
     error = Signal(str, str)  # message, traceback
@@ -131,15 +103,16 @@ _alive: dict[int, tuple[QThread, QObject, QObject]] = {}
 
 
 def start_in_thread(worker: QObject, parent: QObject) -> QThread:
-    """Move ``worker`` to a new thread and run its ``run`` slot there.
+    """Run ``worker.run`` on a new thread; the worker object itself stays on the GUI thread.
 
-    Worker and thread stay owned by Python and are released on the GUI thread only after
-    the thread has ended; nothing is deleted with ``deleteLater`` from the worker's thread,
-    which would race the GUI thread dropping its references.
+    A slot connected without a receiver object (a lambda) runs on the thread of the object
+    that emits the signal. Were the worker moved to its thread, lambdas connected to its
+    signals would update widgets from that thread and crash Qt; kept on the GUI thread,
+    every connection to it is queued there. Worker and thread stay referenced by Python
+    until the thread has ended and are then released on the GUI thread.
     """
     thread = QThread()
-    worker.moveToThread(thread)
-    thread.started.connect(worker.run)
+    thread.started.connect(worker.run, Qt.ConnectionType.DirectConnection)
     worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
     key = id(thread)
     _alive[key] = (thread, worker, parent)
@@ -148,7 +121,7 @@ def start_in_thread(worker: QObject, parent: QObject) -> QThread:
         thread.wait()
         _alive.pop(key, None)
 
-    on_gui_thread(thread.finished, release, thread)
+    thread.finished.connect(release)  # the thread object lives on the GUI thread: queued
     thread.start()
     return thread
 

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.worker import FunctionWorker, on_gui_thread, start_in_thread
+from app.worker import FunctionWorker, start_in_thread
 
 BUILTINS = {
     "shapes": ("Shapes (built-in)", "6 procedurally drawn shape classes on random colours"),
@@ -111,8 +111,8 @@ class DatasetChooser(QWidget):
         self.dataset = None
         self.skipped.hide()
         worker = FunctionWorker(lambda: load_dataset(source, res, shapes_count=count))
-        on_gui_thread(worker.result, lambda ds: self._on_scanned(scan_id, ds), self)
-        on_gui_thread(worker.error, lambda msg, _tb: self._on_error(scan_id, msg), self)
+        worker.result.connect(lambda ds: self._on_scanned(scan_id, ds))
+        worker.error.connect(lambda msg, _tb: self._on_error(scan_id, msg))
         start_in_thread(worker, self)
 
     def _on_scanned(self, scan_id: int, ds: Any) -> None:
