@@ -366,8 +366,11 @@ class MainWindow(QMainWindow):
         if ds is not None and not (ds.resolution == cfg.data.resolution and
                                    ds.name == source and len(ds) > 0):
             ds = None
-        if source == "shapes" and ds is not None and len(ds) != cfg.data.shapes_count:
-            ds = None
+        chooser = self.dataset_chooser
+        if source == "shapes" and (cfg.data.shapes_count, cfg.data.seed,
+                                   cfg.data.shapes_orientation) != (
+                chooser.shapes_count, chooser.shapes_seed, chooser.shapes_orientation):
+            ds = None  # the run asks for another generated set than the one shown
         self.message_bar.hide()
         self.plots.clear()
         self.preview.clear()

@@ -199,6 +199,11 @@ class DataConfig:
                               min=100, max=200_000, advanced=True)
     seed: int = param(0, "Seed for generating the built-in shapes set.", min=0,
                       max=2**31 - 1, advanced=True)
+    shapes_orientation: str = param(
+        "upright", "Pose of the built-in shapes: 'upright' scenes have an up direction "
+        "(shapes near their upright pose, shadows below), as photos do; 'any' turns shapes "
+        "and light at random, so rotation prediction cannot work.",
+        choices=("upright", "any"), label="Shapes orientation", advanced=True)
     disk_cache: bool = param(True, "Cache decoded folders on disk so reopening is instant.",
                                 label="Disk cache", advanced=True)
 

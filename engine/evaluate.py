@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from engine.augment import ViewAugment, eval_transform
 from engine.config import AugmentConfig, Config, check, coerce, field_specs, load_toml, param
-from engine.data import ImageDataset, load_dataset
+from engine.data import ImageDataset, load_configured
 from engine.errors import ConfigError, UserInputError
 from engine.methods._base import SSLMethod
 from engine.runs import RunFolder
@@ -663,8 +663,7 @@ def evaluate_run(
     device = pick_device(options.device)
     if dataset is None:
         d = cfg.data
-        dataset = load_dataset(d.dataset, d.resolution, shapes_count=d.shapes_count,
-                               seed=d.seed, cache_dir=cache_dir, use_cache=d.disk_cache)
+        dataset = load_configured(d, cache_dir)
     require_labels(dataset)
     say = progress or (lambda _msg: None)
     say("loading the checkpoint")

@@ -121,14 +121,13 @@ def export_embeddings(run_dir: str | Path, out_dir: str | Path, *,
                       cache_dir: str | Path | None = None) -> dict[str, Path]:
     """Backbone features of the run's whole dataset: ``embeddings.npy`` (N, D) float32 and
     ``embeddings.csv`` (index, file, label), rows in the same order."""
-    from engine.data import load_dataset
+    from engine.data import load_configured
     from engine.evaluate import extract_features, load_run_model
     from engine.train import pick_device
 
     run, cfg, _ = _load(run_dir)
     d = cfg.data
-    ds = load_dataset(d.dataset, d.resolution, shapes_count=d.shapes_count, seed=d.seed,
-                      cache_dir=cache_dir, use_cache=d.disk_cache)
+    ds = load_configured(d, cache_dir)
     device = pick_device("auto")
     model, _, _ = load_run_model(run, cfg, device)
     feats = extract_features(model, ds.images, device, resolution=d.resolution).numpy()

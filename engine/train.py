@@ -22,7 +22,7 @@ import torch
 from engine.augment import ViewAugment, eval_transform
 from engine.backbones import build_backbone, resolve_backbone_name
 from engine.config import Config, load_toml
-from engine.data import ImageDataset, load_dataset
+from engine.data import ImageDataset, load_configured
 from engine.errors import TrainingDiverged, UserInputError
 from engine.events import (
     CheckpointSaved,
@@ -289,14 +289,7 @@ class Trainer:
 
         ds = self._dataset
         if ds is None:
-            ds = load_dataset(
-                cfg.data.dataset,
-                cfg.data.resolution,
-                shapes_count=cfg.data.shapes_count,
-                seed=cfg.data.seed,
-                cache_dir=self.cache_dir,
-                use_cache=cfg.data.disk_cache,
-            )
+            ds = load_configured(cfg.data, self.cache_dir)
         counts = ds.class_counts()
         yield DatasetReady(
             name=ds.name,

@@ -64,7 +64,10 @@ class DatasetChooser(QWidget):
         lay.addWidget(self.skipped)
         self.source = "shapes"
         self.resolution = 32
+        # The generated set the chooser shows; a run with other shapes settings makes its own.
         self.shapes_count = 6000
+        self.shapes_seed = 0
+        self.shapes_orientation = "upright"
         self.dataset: Any = None
         self._scan_id = 0
         self.engine_ready = False
@@ -106,11 +109,13 @@ class DatasetChooser(QWidget):
 
         self._scan_id += 1
         scan_id = self._scan_id
-        source, res, count = self.source, self.resolution, self.shapes_count
+        source, res = self.source, self.resolution
+        shapes = {"shapes_count": self.shapes_count, "seed": self.shapes_seed,
+                  "shapes_orientation": self.shapes_orientation}
         self.info.setText(f"Scanning {source}…")
         self.dataset = None
         self.skipped.hide()
-        worker = FunctionWorker(lambda: load_dataset(source, res, shapes_count=count))
+        worker = FunctionWorker(lambda: load_dataset(source, res, **shapes))
         worker.result.connect(lambda ds: self._on_scanned(scan_id, ds))
         worker.error.connect(lambda msg, _tb: self._on_error(scan_id, msg))
         start_in_thread(worker, self)

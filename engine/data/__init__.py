@@ -9,13 +9,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.config import DataConfig
 from engine.data import cache
-from engine.data.builtin import BUILTIN_DATASETS, SHAPES_VERSION, load_digits, make_shapes
+from engine.data.builtin import (
+    BUILTIN_DATASETS,
+    SHAPE_ORIENTATIONS,
+    SHAPES_VERSION,
+    load_digits,
+    make_shapes,
+)
 from engine.data.dataset import ImageDataset
 from engine.data.folders import load_folder
 from engine.errors import DatasetError
 
-__all__ = ["BUILTIN_DATASETS", "ImageDataset", "load_dataset"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "SHAPE_ORIENTATIONS",
+    "ImageDataset",
+    "load_configured",
+    "load_dataset",
+]
 
 
 def load_dataset(
@@ -24,6 +37,7 @@ def load_dataset(
     *,
     shapes_count: int = 6000,
     seed: int = 0,
+    shapes_orientation: str = "upright",
     cache_dir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     use_cache: bool = True,
@@ -31,7 +45,8 @@ def load_dataset(
     """Load a built-in dataset by name ("shapes", "digits") or an image folder by path.
 
     A built-in name wins over a folder of the same name in the working directory (pass
-    "./shapes" for the folder). ``cache_dir`` defaults to the per-user cache folder;
+    "./shapes" for the folder); ``shapes_count``, ``seed`` and ``shapes_orientation``
+    describe the generated shapes set. ``cache_dir`` defaults to the per-user cache folder;
     ``use_cache=False`` neither reads nor writes it. ``progress(done, total)`` is called
     from the calling thread while images are decoded or generated; it may raise to abort.
     """
@@ -46,9 +61,28 @@ def load_dataset(
             progress(len(ds), len(ds))
         return ds
     if name == "shapes":
-        return _load_shapes(shapes_count, resolution, seed, cache_dir, use_cache, progress)
+        return _load_shapes(shapes_count, resolution, seed, shapes_orientation, cache_dir,
+                            use_cache, progress)
     return load_folder(
         source, resolution, cache_dir=cache_dir, use_cache=use_cache, progress=progress
+    )
+
+
+def load_configured(
+    data: DataConfig,
+    cache_dir: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImageDataset:
+    """The dataset a run's ``[data]`` section describes."""
+    return load_dataset(
+        data.dataset,
+        data.resolution,
+        shapes_count=data.shapes_count,
+        seed=data.seed,
+        shapes_orientation=data.shapes_orientation,
+        cache_dir=cache_dir,
+        progress=progress,
+        use_cache=data.disk_cache,
     )
 
 
@@ -56,16 +90,17 @@ def _load_shapes(
     count: int,
     resolution: int,
     seed: int,
+    orientation: str,
     cache_dir: str | Path | None,
     use_cache: bool,
     progress: Callable[[int, int], None] | None,
 ) -> ImageDataset:
     if not use_cache:
-        return make_shapes(count, resolution, seed, progress)
+        return make_shapes(count, resolution, seed, progress, orientation)
     entry = cache.entry_path(
         cache_dir if cache_dir is not None else cache.default_cache_dir(),
         stem="shapes",
-        group=("shapes", count, seed, resolution, SHAPES_VERSION),
+        group=("shapes", count, seed, resolution, orientation, SHAPES_VERSION),
         detail="0" * 16,
     )
     hit = cache.read(entry, "shapes", resolution)
@@ -73,6 +108,6 @@ def _load_shapes(
         if progress is not None:
             progress(len(hit), len(hit))
         return hit
-    ds = make_shapes(count, resolution, seed, progress)
+    ds = make_shapes(count, resolution, seed, progress, orientation)
     cache.write(entry, ds)
     return ds

@@ -1,8 +1,15 @@
 """Built-in datasets that need no download: procedural shapes and scikit-learn's digits.
 
 ``shapes`` is designed so that only the outline tells the classes apart: background and
-fill colours, size, position and rotation are drawn independently of the class, so a
-method that learns colour statistics alone scores near chance on it.
+fill colours, size, position and pose are drawn independently of the class, so a method
+that learns colour statistics alone scores near chance on it.
+
+Like photographs, the default ("upright") scenes have an up direction: each shape stands
+near its canonical pose (triangle and star pointing up, square and cross level, within
+±15°) and casts a shadow downwards, as under light from above. Pretext tasks such as
+rotation prediction (Gidaris et al. 2018) rely on exactly this. With orientation "any"
+the pose and the light direction are uniform, so no image has an up and the rotation of
+an image cannot be told: a demonstration of what the rotation task needs.
 """
 
 from __future__ import annotations
@@ -23,9 +30,17 @@ BUILTIN_DATASETS: dict[str, str] = {
 }
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
+SHAPE_ORIENTATIONS = ("upright", "any")
 
 # Bump when generation changes, so cached copies of the old images are not served.
-SHAPES_VERSION = 1
+SHAPES_VERSION = 2
+
+# Pose of each class that looks upright: the angle turning its drawn vertices so the
+# triangle and the star point up (image y grows downwards); the others are level at 0.
+_UPRIGHT_ANGLE = {"triangle": -math.pi / 2, "star": -math.pi / 2}
+_UPRIGHT_JITTER = math.radians(15)  # below the star's 36° half-symmetry, so up stays up
+_SHADOW_OFFSET = 0.25  # shadow shift as a fraction of the shape's radius
+_SHADOW_DARKEN = 0.55  # background brightness kept under the shadow
 
 _SIZE_RANGE = (0.35, 0.85)  # circumscribed-circle diameter as a fraction of the side
 _MIN_COLOUR_DIST = 110.0  # RGB distance of the fill from every background colour
@@ -36,11 +51,24 @@ Progress = Callable[[int, int], None]
 
 
 def make_shapes(
-    count: int, resolution: int, seed: int = 0, progress: Progress | None = None
+    count: int,
+    resolution: int,
+    seed: int = 0,
+    progress: Progress | None = None,
+    orientation: str = "upright",
 ) -> ImageDataset:
-    """``count`` labelled shape images, identical for the same (count, resolution, seed)."""
+    """``count`` labelled shape images, identical for the same arguments.
+
+    ``orientation`` "upright" gives every scene an up direction (shape pose and shadow);
+    "any" draws both uniformly, so the scenes have none.
+    """
     if count < 1:
         raise ValueError(f"shapes_count must be at least 1, got {count}")
+    if orientation not in SHAPE_ORIENTATIONS:
+        raise ValueError(
+            f"shapes orientation must be one of {', '.join(SHAPE_ORIENTATIONS)}, "
+            f"got {orientation!r}"
+        )
     rng = np.random.default_rng(seed)
     n, r_px = count, resolution
     k = len(SHAPE_CLASSES)
@@ -51,7 +79,9 @@ def make_shapes(
     radius = rng.uniform(*_SIZE_RANGE, n) * r_px / 2
     cx = rng.uniform(radius, r_px - radius)
     cy = rng.uniform(radius, r_px - radius)
-    angle = rng.uniform(0.0, 2 * math.pi, n)
+    angle, light = shape_poses(rng, labels, orientation)
+    shadow_dx = _SHADOW_OFFSET * radius * np.cos(light)
+    shadow_dy = _SHADOW_OFFSET * radius * np.sin(light)
 
     # Background: a solid colour or a linear gradient towards a related colour,
     # sometimes with a light per-pixel noise texture.
@@ -63,17 +93,22 @@ def make_shapes(
     fill = _contrasting_fill(rng, c0, c1)
     noise_seed = int(rng.integers(2**63))
 
-    # Shape masks: drawn at ss× and box-reduced for antialiased edges.
+    # Shape and shadow masks: drawn at ss× and box-reduced for antialiased edges.
     ss = 4 if r_px <= 64 else 2 if r_px <= 256 else 1
     masks = np.empty((n, r_px, r_px), dtype=np.uint8)
+    shadows = np.empty((n, r_px, r_px), dtype=np.uint8)
     step = max(1, n // 20)
     for i in range(n):
-        masks[i] = _draw_mask(SHAPE_CLASSES[labels[i]], r_px, ss, cx[i], cy[i], radius[i], angle[i])
+        shape = SHAPE_CLASSES[labels[i]]
+        masks[i] = _draw_mask(shape, r_px, ss, cx[i], cy[i], radius[i], angle[i])
+        shadows[i] = _draw_mask(shape, r_px, ss, cx[i] + shadow_dx[i], cy[i] + shadow_dy[i],
+                                radius[i], angle[i])
         if progress is not None and (i + 1) % step == 0:
             progress(i + 1, n)
 
     # Composite in cache-sized chunks with in-place numpy ops (memory-bound work):
-    # background gradient, light noise on some, then the fill through the antialiased mask.
+    # background gradient, light noise on some, the shadow darkening the background, then
+    # the fill through the antialiased mask.
     images = np.empty((n, 3, r_px, r_px), dtype=np.uint8)
     coords = (np.arange(r_px, dtype=np.float32) + 0.5) / r_px - 0.5
     noise_rng = np.random.default_rng(noise_seed)
@@ -94,6 +129,10 @@ def make_shapes(
             noise = noise_rng.standard_normal((noisy.size, 1, r_px, r_px), dtype=np.float32)
             noise *= noise_std[s:e][noisy].astype(np.float32)[:, None, None, None]
             bg[noisy] += noise
+        sh = shadows[s:e, None].astype(np.float32)
+        sh *= (_SHADOW_DARKEN - 1.0) / 255.0
+        sh += 1.0
+        bg *= sh
         m = masks[s:e, None].astype(np.float32)
         m *= 1.0 / 255.0
         delta = fill[s:e, :, None, None].astype(np.float32) - bg
@@ -113,6 +152,25 @@ def make_shapes(
         files=[f"shapes/{SHAPE_CLASSES[c]}/{i:06d}" for i, c in enumerate(labels)],
         skipped=[],
     )
+
+
+def shape_poses(
+    rng: np.random.Generator, labels: np.ndarray, orientation: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: the angle the shape is turned by, and the direction its shadow falls.
+
+    Both in radians in image coordinates (y down, so pi/2 points down). Upright: near the
+    class's upright pose, shadow below; any: both uniform.
+    """
+    n = len(labels)
+    if orientation == "upright":
+        canonical = np.array([_UPRIGHT_ANGLE.get(c, 0.0) for c in SHAPE_CLASSES])
+        angle = canonical[labels] + rng.uniform(-_UPRIGHT_JITTER, _UPRIGHT_JITTER, n)
+        light = math.pi / 2 + rng.uniform(-_UPRIGHT_JITTER, _UPRIGHT_JITTER, n)
+    else:
+        angle = rng.uniform(0.0, 2 * math.pi, n)
+        light = rng.uniform(0.0, 2 * math.pi, n)
+    return angle, light
 
 
 def _contrasting_fill(rng: np.random.Generator, c0: np.ndarray, c1: np.ndarray) -> np.ndarray:

@@ -24,11 +24,11 @@ Details of this implementation:
   the paper's eq. 2-3); ``pretext_accuracy`` is streamed at every step (chance 1/4).
 * ``embed`` is the backbone on the whole, unrotated image, as for every other method.
 
-Rotation prediction needs images that have an upright orientation (photos, digits). On a
-dataset whose images are equally likely in every orientation the four rotated copies are
-indistinguishable in distribution and the accuracy stays near chance by construction: the
-built-in ``shapes`` set draws each shape's angle, its position and its background gradient
-uniformly, so there the task carries (almost) no signal; use ``digits`` or photos.
+Rotation prediction needs images that have an upright orientation (photos, digits, the
+built-in ``shapes`` in their default "upright" pose, where shapes stand near their upright
+pose and cast shadows downwards). On a dataset whose images are equally likely in every
+orientation the four rotated copies are indistinguishable in distribution and the accuracy
+stays at chance by construction: ``data.shapes_orientation = "any"`` shows this.
 """
 
 from __future__ import annotations

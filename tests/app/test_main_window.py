@@ -295,3 +295,16 @@ def test_pretext_method_shows_accuracy_against_chance_in_the_window(window, qtbo
     snap = panel.current()
     assert snap.kind == "classification" and len(snap.predicted) == len(snap.true) > 0
     assert "correctly predicted" in panel.title.text()
+
+
+def test_a_run_reuses_the_shown_shapes_only_when_it_asks_for_the_same_set(window, qtbot):
+    win = window
+    chooser = win.dataset_chooser
+    qtbot.waitUntil(lambda: chooser.dataset is not None, timeout=120_000)
+    set_fields(win, {**FAST, "data.shapes_count": chooser.shapes_count})
+    for orientation, reused in (("upright", True), ("any", False)):
+        set_fields(win, {"data.shapes_orientation": orientation})
+        assert win.start_run()
+        assert (win.trainer._dataset is chooser.dataset) is reused, orientation
+        win.stop_run()
+        qtbot.waitUntil(lambda: not win.running, timeout=60_000)

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from engine.data import BUILTIN_DATASETS, ImageDataset, load_dataset
+from engine.data.builtin import SHAPE_CLASSES, shape_poses
 from engine.errors import DatasetError
 
 R = 16
@@ -328,3 +329,32 @@ def test_digits() -> None:
 def test_dataset_validates_shapes() -> None:
     with pytest.raises(ValueError):
         ImageDataset("x", torch.zeros(2, 3, 4, 5, dtype=torch.uint8), None, [], ["a", "b"], [])
+
+
+def test_upright_poses_point_up_with_the_shadow_below_and_any_poses_do_not() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(SHAPE_CLASSES)), 500)
+    angle, light = shape_poses(rng, labels, "upright")
+    assert np.all(np.abs(light - np.pi / 2) <= np.radians(15))  # shadows fall downwards
+    for c, name in enumerate(SHAPE_CLASSES):
+        a = angle[labels == c]
+        # The drawn triangle and star have a vertex at angle 0: turned by -90°, it points up.
+        up = -np.pi / 2 if name in ("triangle", "star") else 0.0
+        assert np.all(np.abs(a - up) <= np.radians(15)), name
+        assert a.std() > np.radians(5), name  # jittered, not all identical
+    angle, light = shape_poses(rng, labels, "any")
+    for x in (angle, light):  # spread round the whole circle: no direction is "up"
+        hist = np.histogram(np.mod(x, 2 * np.pi), bins=4, range=(0, 2 * np.pi))[0]
+        assert hist.min() > 0.2 * len(x), hist
+
+
+def test_shapes_orientation_is_a_separate_cached_set_and_is_validated(tmp_path: Path) -> None:
+    kw = {"shapes_count": 120, "seed": 2, "cache_dir": tmp_path}
+    upright = load_dataset("shapes", 32, **kw)
+    anyway = load_dataset("shapes", 32, shapes_orientation="any", **kw)
+    assert not anyway.from_cache and not torch.equal(upright.images, anyway.images)
+    assert torch.equal(upright.labels, anyway.labels)  # the same classes, posed differently
+    again = load_dataset("shapes", 32, shapes_orientation="any", **kw)
+    assert again.from_cache and torch.equal(again.images, anyway.images)
+    with pytest.raises(ValueError, match="orientation must be one of upright, any"):
+        load_dataset("shapes", 32, shapes_orientation="sideways", **kw)
