@@ -103,19 +103,46 @@ def build_model(cfg: Config, device: torch.device) -> tuple[SSLMethod, str]:
     return model.to(device), backbone_name
 
 
-def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """SGD or AdamW; biases and norm parameters get no weight decay."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+def build_optimizer(model: SSLMethod, cfg: Config) -> torch.optim.Optimizer:
+    """SGD or AdamW; biases and norm parameters get no weight decay.
+
+    Each group carries ``lr_mult`` (from :meth:`SSLMethod.lr_multipliers`; the training
+    loop sets its learning rate to the schedule's times it) and ``decays`` (whether the
+    weight-decay setting applies to it).
+    """
+    mults = model.lr_multipliers()
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.optim.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+            mult = next((m for pre, m in mults.items() if name.startswith(pre)), 1.0)
+            groups.setdefault((p.ndim > 1, mult), []).append(p)
+    param_groups = [
+        {"params": params, "weight_decay": cfg.optim.weight_decay if decays else 0.0,
+         "decays": decays, "lr_mult": mult}
+        for (decays, mult), params in sorted(groups.items(), key=lambda kv: (not kv[0][0],
+                                                                              kv[0][1]))
     ]
     if cfg.optim.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+        return torch.optim.SGD(param_groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    return torch.optim.AdamW(param_groups, lr=cfg.optim.lr)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> bool:
+    """Restore a checkpoint's optimiser state; False if it does not fit (kept fresh then).
+
+    The group settings (``lr_mult``, ``decays``) are what the method asks for now, so a
+    checkpoint saved before they existed resumes too. A checkpoint whose parameters were
+    grouped differently (saved before a method split off a group of its own) cannot be
+    mapped onto the groups: the weights still resume, the optimiser moments start afresh.
+    """
+    own = [(g["lr_mult"], g["decays"]) for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError:
+        return False
+    for g, (mult, decays) in zip(optimizer.param_groups, own, strict=True):
+        g["lr_mult"], g["decays"] = mult, decays
+    return True
 
 
 def monitor_set(ds: ImageDataset, indices: torch.Tensor, thumb: int = 64) -> MonitorSet:
@@ -333,12 +360,13 @@ class Trainer:
 
         start_step = 0
         elapsed_before = 0.0
+        optimizer_resumed = True
         resume_order: tuple[torch.Tensor, int] | None = None
         if self._resume_dir is not None:
             run = RunFolder(self._resume_dir)
             ckpt = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
             model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            optimizer_resumed = load_optimizer_state(optimizer, ckpt["optimizer"])
             if "scaler" in ckpt and ckpt["scaler"]:
                 scaler.load_state_dict(ckpt["scaler"])
             start_step = int(ckpt["step"])
@@ -388,6 +416,12 @@ class Trainer:
             config=cfg.to_dict(),
             pretext_chance=model.pretext_chance,
         )
+        if not optimizer_resumed:
+            yield RunWarning(
+                "The checkpoint's optimiser state was saved with other parameter groups (an "
+                "older version of this method); the weights resumed, the optimiser's moments "
+                "start afresh."
+            )
         mon_set = monitor_set(ds, mon_idx)
         if start_step == 0:
             run.save_monitor_set(mon_set)
@@ -468,7 +502,7 @@ class Trainer:
             nonlocal order, pos
             ckpt = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
             model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            load_optimizer_state(optimizer, ckpt["optimizer"])  # saved by this run: fits
             if ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
             gen.set_state(ckpt["rng"]["augment"])
@@ -484,8 +518,10 @@ class Trainer:
                 old_value = cfg.get(key)
                 cfg.set(key, value)
                 parts.append(f"{key} = {value} (was {old_value})")
-            if "optim.weight_decay" in changes:  # group 0 decays; norms and biases never
-                optimizer.param_groups[0]["weight_decay"] = cfg.optim.weight_decay
+            if "optim.weight_decay" in changes:  # norms and biases never decay
+                for g in optimizer.param_groups:
+                    if g["decays"]:
+                        g["weight_decay"] = cfg.optim.weight_decay
             use_amp = cfg.run.amp and device.type == "cuda"
             cfg.save(run.config_path)
             run.update_summary(total_steps=cfg.optim.max_steps)
@@ -535,7 +571,7 @@ class Trainer:
                 batch = batch.to(device, non_blocking=True)
             lr = lr_at(step, cfg)
             for g in optimizer.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g["lr_mult"]
             autocast = (torch.autocast("cuda", dtype=amp_dtype) if use_amp else nullcontext())
             with autocast:
                 out = model.training_step(batch, augment, gen)

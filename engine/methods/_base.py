@@ -80,6 +80,14 @@ class SSLMethod(nn.Module):
         """
         return None
 
+    def lr_multipliers(self) -> dict[str, float]:
+        """Learning-rate factors by parameter-name prefix (e.g. ``{"predictor.": 10.0}``).
+
+        The optimiser gives the parameters under each prefix the schedule's learning rate
+        times the factor; all others get it unchanged.
+        """
+        return {}
+
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Hook after the optimiser step (EMA updates); returns extra metrics."""
         return {}

@@ -147,3 +147,73 @@ def test_gpu_preset_builds_and_runs(tmp_path):
     events = list(Trainer(cfg, tmp_path).run())
     assert isinstance(events[-1], ev.Finished), events[-1]
     assert [e.step for e in events if isinstance(e, ev.StepMetrics)] == [1, 2]
+
+
+def test_predictor_learning_rate_multiplier_moves_only_the_predictor_faster(tmp_path):
+    """One AdamW step moves each weight by about lr x its group's multiplier."""
+    def after_one_step(mult: float) -> dict[str, torch.Tensor]:
+        cfg = small_config(1, **{"optim.warmup_steps": 0, "optim.weight_decay": 0.0,
+                                 "method.predictor_lr_mult": mult})
+        events = list(Trainer(cfg, tmp_path / str(mult)).run())
+        assert isinstance(events[-1], ev.Finished), events[-1]
+        return torch.load(RunFolder(events[-1].run_dir).last_checkpoint,
+                          weights_only=True)["model"]
+
+    slow, fast = after_one_step(1.0), after_one_step(10.0)
+    lr = small_config().optim.lr
+    moved = {k: (fast[k].float() - slow[k].float()).abs().max().item() for k in slow}
+    for key, diff in moved.items():
+        if key.startswith("predictor.") and key.endswith("weight") and slow[key].ndim > 1:
+            assert 5 * lr < diff < 10 * lr, (key, diff)  # (10 - 1) x lr at most
+        elif not key.startswith("predictor."):
+            assert diff == 0.0, key  # the encoder's first step does not see the multiplier
+
+
+def test_optimizer_groups_carry_the_multiplier_and_weight_decay(tmp_path):
+    from engine.train import build_optimizer
+
+    cfg = small_config(**{"method.predictor_lr_mult": 4.0, "optim.weight_decay": 0.05})
+    model, _ = build_model(cfg, torch.device("cpu"))
+    opt = build_optimizer(model, cfg)
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = []
+    for g in opt.param_groups:
+        assert g["weight_decay"] == (0.05 if g["decays"] else 0.0)
+        for p in g["params"]:
+            name = names[id(p)]
+            seen.append(name)
+            assert g["lr_mult"] == (4.0 if name.startswith("predictor.") else 1.0), name
+            assert g["decays"] == (p.ndim > 1), name
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(seen) == sorted(trainable)  # every trainable parameter exactly once
+
+
+def test_checkpoint_optimizer_state_from_before_group_settings_still_loads():
+    from engine.train import build_optimizer, load_optimizer_state
+
+    cfg = small_config(**{"method.predictor_lr_mult": 1.0})  # the two groups of old
+    model, _ = build_model(cfg, torch.device("cpu"))
+    state = build_optimizer(model, cfg).state_dict()
+    for g in state["param_groups"]:  # as saved before groups had these settings
+        del g["lr_mult"], g["decays"]
+    opt = build_optimizer(model, cfg)
+    assert load_optimizer_state(opt, state)
+    assert [(g["lr_mult"], g["decays"]) for g in opt.param_groups] == [(1.0, True), (1.0, False)]
+
+
+def test_resuming_a_run_saved_with_other_groups_warns_and_continues(tmp_path):
+    """A run saved with one group for all weights, resumed with the predictor split off
+    (as a run saved before the multiplier existed, with a default above 1)."""
+    from engine.config import load_toml
+
+    events = list(Trainer(small_config(3, **{"method.predictor_lr_mult": 1.0}),
+                          tmp_path).run())
+    run = RunFolder(events[-1].run_dir)
+    cfg = load_toml(run.config_path)
+    cfg.set("method.predictor_lr_mult", 10.0)
+    cfg.save(run.config_path)
+    events = list(Trainer.resume(run.path, max_steps=6).run())
+    assert isinstance(events[-1], ev.Finished), events[-1]
+    warnings = [e.message for e in events if isinstance(e, ev.RunWarning)]
+    assert any("optimiser's moments start afresh" in w for w in warnings), warnings
+    assert [e.step for e in events if isinstance(e, ev.StepMetrics)] == [4, 5, 6]
