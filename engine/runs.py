@@ -4,7 +4,9 @@
 <runs dir>/<run id>/
   config.toml     the full config
   metrics.jsonl   one JSON object per line, append-only, flushed as written
-  summary.json    status, final metrics, evaluation results (rewritten atomically)
+  summary.json    status, final metrics, evaluation results (rewritten atomically;
+                  updates hold .summary.lock, so training and evaluation never lose
+                  each other's changes)
   checkpoints/    last.pt (atomic: temp file + rename)
   snapshots/      embeddings and reconstruction grids for reopening the run later
 ```
@@ -17,11 +19,16 @@ import math
 import os
 import re
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 RUNS_DIR_ENV = "SELFSUP_RUNS_DIR"
 APP_NAME = "selfsup-workbench"
@@ -282,10 +289,30 @@ class RunFolder:
         atomic_write_bytes(self.summary_path, data)
 
     def update_summary(self, **changes: Any) -> dict[str, Any]:
-        summary = self.read_summary()
-        summary.update(changes)
-        self.write_summary(summary)
+        """Read, change and rewrite summary.json as one step.
+
+        A training thread and an evaluation (another thread, or the CLI in another
+        process) both update the summary of a running run: without the lock one of them
+        could rewrite the file from a copy read before the other's change.
+        """
+        with _summary_lock(self.path):
+            summary = self.read_summary()
+            summary.update(changes)
+            self.write_summary(summary)
         return summary
+
+
+_thread_locks: dict[Path, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@contextmanager
+def _summary_lock(run_path: Path) -> Iterator[None]:
+    """This process's threads, then other processes (an OS file lock beside the summary)."""
+    with _thread_locks_guard:
+        thread_lock = _thread_locks.setdefault(run_path.resolve(), threading.Lock())
+    with thread_lock, FileLock(run_path / ".summary.lock", timeout=30):
+        yield
 
 
 @dataclass(frozen=True)
