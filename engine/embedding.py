@@ -141,13 +141,46 @@ def umap_layout(
     return align_to(y, init)
 
 
-def kmeans_labels(features: np.ndarray, k: int = 10, seed: int = 0) -> np.ndarray:
-    """Cluster ids for colouring points when the dataset has no labels (scikit-learn)."""
+def kmeans_labels(
+    features: np.ndarray, k: int = 10, seed: int = 0, previous: np.ndarray | None = None
+) -> np.ndarray:
+    """Cluster ids for colouring points when the dataset has no labels (scikit-learn).
+
+    k-means numbers its clusters arbitrarily, so each new snapshot would repaint the same
+    group in another colour; with the ``previous`` ids of the same points the clusters
+    are renumbered to agree with them as far as possible (:func:`match_labels`).
+    """
     from sklearn.cluster import KMeans
 
     x = _normalise(features)
     k = max(1, min(k, x.shape[0]))
-    return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(x).astype(np.int64)
+    ids = KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(x).astype(np.int64)
+    if previous is not None and len(previous) == len(ids):
+        ids = match_labels(ids, previous)
+    return ids
+
+
+def match_labels(ids: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """Renumber ``ids`` so that as many points as possible keep their ``previous`` id.
+
+    The one-to-one matching of new to old ids with the largest overlap (Hungarian
+    algorithm on the contingency table); new ids left without a partner take the unused
+    numbers in order.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    ids = np.asarray(ids, np.int64)
+    previous = np.asarray(previous, np.int64)
+    k_new, k_old = int(ids.max()) + 1, int(previous.max()) + 1
+    overlap = np.zeros((k_new, k_old), np.int64)
+    np.add.at(overlap, (ids, previous), 1)
+    rows, cols = linear_sum_assignment(overlap, maximize=True)
+    mapping = np.full(k_new, -1, np.int64)
+    mapping[rows] = cols
+    spare = iter(sorted(set(range(max(k_new, k_old))) - set(cols.tolist())))
+    for i in np.flatnonzero(mapping < 0):
+        mapping[i] = next(spare)
+    return mapping[ids]
 
 
 def nearest_neighbours(features: np.ndarray, index: int, k: int = 10) -> np.ndarray:

@@ -54,6 +54,7 @@ class EmbeddingPanel(QWidget):
         self.layouts: dict[tuple[int, str], np.ndarray] = {}  # UMAP, by (step, features)
         self.colour_ids: np.ndarray | None = None
         self.colour_names: list[str] = []
+        self._kmeans_ids: np.ndarray | None = None  # the last clustering, to keep colours
         self.shown: np.ndarray | None = None  # the layout on screen
         self.shown_key: tuple[int, str] | None = None
         self.shown_is_umap = False
@@ -135,6 +136,7 @@ class EmbeddingPanel(QWidget):
     def set_monitor_set(self, ms: MonitorSet) -> None:
         self.monitor = ms
         self.colour_ids = None
+        self._kmeans_ids = None
         if ms.labels is not None and len(ms.class_names) > 1:
             self.colour_ids = ms.labels.astype(np.int64)
             self.colour_names = list(ms.class_names)
@@ -177,6 +179,7 @@ class EmbeddingPanel(QWidget):
         self.layouts.clear()
         self.colour_ids = None
         self.colour_names = []
+        self._kmeans_ids = None
         self.shown = None
         self.shown_key = None
         self.selected = None
@@ -259,7 +262,13 @@ class EmbeddingPanel(QWidget):
                 names = ["(no labels)"]
             else:
                 k = min(10, max(1, len(ms.indices) // 20))
-                ids = kmeans_labels(np.asarray(snap.features, np.float32), k)
+                previous = self._kmeans_ids
+                if previous is not None and (len(previous) != len(ms.indices)
+                                             or previous.max() >= k):
+                    previous = None
+                ids = kmeans_labels(np.asarray(snap.features, np.float32), k,
+                                    previous=previous)  # a group keeps its colour
+                self._kmeans_ids = ids
                 names = [f"cluster {i + 1}" for i in range(k)]
         colours = label_colours(max(1, len(names)))
         self._brushes = [pg.mkBrush(*colours[i], 200) for i in range(len(colours))]

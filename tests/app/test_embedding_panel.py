@@ -178,3 +178,26 @@ def test_without_labels_points_are_coloured_by_kmeans(qtbot):
     panel.add_event(EmbeddingSnapshot(step=0, features=x, projections=x))
     assert len(set(panel._ids.tolist())) > 1
     assert "cluster" in panel.describe(0)
+
+
+def test_kmeans_colours_stay_with_their_groups_across_snapshots(qtbot, monkeypatch):
+    """k-means numbers clusters arbitrarily; the panel keeps each group's colour."""
+    import app.panels.embedding as panel_module
+
+    panel = EmbeddingPanel(worker=FakeWorker())
+    qtbot.addWidget(panel)
+    x, _ = clusters(200, k=10, noise=0.05)  # the panel asks for 10 clusters
+    ms = MonitorSet(indices=np.arange(200), labels=None, class_names=(),
+                    files=tuple(f"f{i}" for i in range(200)),
+                    thumbnails=np.zeros((200, 8, 8, 3), np.uint8))
+    panel.add_event(ms)
+    panel.add_event(EmbeddingSnapshot(step=0, features=x, projections=x))
+    first = panel._ids.copy()
+    # each clustering numbers the groups anew (here: another k-means seed per call)
+    real = panel_module.kmeans_labels
+    seeds = iter(range(1, 100))
+    monkeypatch.setattr(panel_module, "kmeans_labels", lambda f, k, previous=None: real(
+        f, k, seed=next(seeds), previous=previous))
+    for step in (10, 20, 30):
+        panel.add_event(EmbeddingSnapshot(step=step, features=x, projections=x))
+        assert (panel._ids == first).all(), step

@@ -9,6 +9,7 @@ from engine.embedding import (
     align_to,
     exact_knn,
     kmeans_labels,
+    match_labels,
     nearest_neighbours,
     pca_layout,
     umap_layout,
@@ -103,3 +104,22 @@ def test_trainer_streams_and_saves_embedding_snapshots(tmp_path):
     loaded = run.load_monitor_set()
     assert loaded is not None and loaded.files == ms.files
     assert np.array_equal(loaded.thumbnails, ms.thumbnails)
+
+
+def test_match_labels_renumbers_clusters_to_agree_with_the_previous_ones():
+    previous = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    renamed = np.array([2, 2, 2, 0, 0, 1, 1, 1])  # the same grouping, numbered otherwise
+    assert match_labels(renamed, previous).tolist() == previous.tolist()
+    moved = np.array([1, 1, 0, 0, 0, 2, 2, 2])  # one point changed group
+    assert match_labels(moved, previous).tolist() == [0, 0, 1, 1, 1, 2, 2, 2]
+    # more new clusters than before: the extra one takes the unused number
+    assert match_labels(np.array([0, 0, 1, 1, 2, 3]), np.array([1, 1, 0, 0, 0, 0])).tolist() \
+        == [1, 1, 0, 0, 2, 3]
+
+
+def test_kmeans_keeps_cluster_numbers_across_snapshots():
+    x, y = clusters(300, k=4, noise=0.1)
+    first = kmeans_labels(x, k=4, seed=0)
+    later = x + 0.01 * np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
+    again = kmeans_labels(later, k=4, seed=5, previous=first)  # another seed: other numbers
+    assert (again == first).mean() > 0.95
