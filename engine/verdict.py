@@ -66,7 +66,8 @@ METHOD_ADVICE = {
     "moco": "Check the temperature (0.1-0.2) and that the queue is large compared with the "
     "batch; a key momentum near 1 with few steps leaves the keys random.",
     "byol": "BYOL relies on the predictor learning faster than the target moves: keep the "
-    "base momentum high (0.99-0.996) and do not lower the predictor's width.",
+    "base momentum high (0.99-0.996), the predictor's learning-rate multiplier "
+    "(method.predictor_lr_mult) near 10, and do not lower the predictor's width.",
     "simsiam": "SimSiam is sensitive to the learning rate (the paper keeps the predictor's "
     "fixed) and to weight decay; lower optim.lr first.",
     "barlow_twins": "Lower lambda (off-diagonal weight) if the on-diagonal term never falls; "
@@ -76,4 +77,19 @@ METHOD_ADVICE = {
     "outputs uniform, too low one-hot; a slower teacher (momentum closer to 1) stabilises.",
     "triplet": "Hard negatives early in training collapse triplet losses: use random "
     "negatives or a smaller margin.",
+    "rotation": "Rotation prediction has no signal on images without an upright "
+    "orientation (built-in shapes with data.shapes_orientation = any): check that the "
+    "pretext accuracy rises above chance.",
+    "mae": "No loss term spreads MAE's features: a low effective rank of the pooled "
+    "features is common early in MAE training and not by itself a failure (He et al. 2022 "
+    "report they need long training or fine-tuning to become linearly separable); judge "
+    "the run by its reconstructions, and train longer.",
+    "inpainting": "No loss term spreads a reconstruction method's features; a low rank "
+    "early is common. Judge the run by its reconstructions, and train longer.",
+    "denoising": "No loss term spreads a reconstruction method's features; a low rank "
+    "early is common. Judge the run by its reconstructions; stronger noise makes the "
+    "task less trivial.",
+    "colorization": "No loss term spreads a reconstruction method's features; a low rank "
+    "early is common. Judge the run by its colours; class rebalancing counters greyish "
+    "output.",
 }

@@ -68,3 +68,21 @@ def test_alignment_and_uniformity_match_their_definitions():
     assert abs(uniformity(torch.eye(2)) - (-4.0)) < 1e-9
     assert uniformity(torch.ones(50, 8)) == 0.0  # complete collapse
     assert uniformity(z) < -3.0  # spread out in 32-d
+
+
+def test_collapse_explanations_name_switches_or_give_the_methods_advice():
+    from engine.config import default_config
+    from engine.registry import available_methods
+    from engine.verdict import METHOD_ADVICE, explain_collapse
+
+    cfg = default_config("simclr")
+    assert explain_collapse("healthy", cfg).startswith("Healthy")
+    cfg.set("method.temperature", 0.005)
+    text = explain_collapse("complete", cfg)
+    assert "Likely cause: method.temperature = 0.005 (default" in text
+    assert "restore the default" in text
+    # no switch on: the method's own advice, e.g. MAE's low rank is judged by reconstructions
+    text = explain_collapse("dimensional", default_config("mae"))
+    assert "No collapse switch is on" in text and "reconstructions" in text
+    assert "predictor_lr_mult" in explain_collapse("dimensional", default_config("byol"))
+    assert set(METHOD_ADVICE) <= {m.name for m in available_methods()}  # no stale names
