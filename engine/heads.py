@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+
+from engine.config import param
+
+
+def predictor_lr_mult_param(default: float = 10.0) -> Any:
+    """The config field for a predictor's learning-rate multiplier (BYOL, SimSiam).
+
+    A predictor that learns faster than the encoder keeps tracking its moving target, which
+    short runs need (Tian, Chen, Ganguli 2021, "Understanding self-supervised learning
+    dynamics without contrastive pairs"). Each method's docstring gives its measured effect.
+    """
+    return param(
+        default,
+        "The predictor's learning rate as a multiple of the schedule's (1 in BYOL; SimSiam "
+        "keeps it from decaying instead). A faster predictor keeps up with its moving "
+        "target, which short runs need (Tian et al. 2021).",
+        min=0.1,
+        max=100.0,
+        label="Predictor LR ×",
+    )
 
 
 def mlp_head(

@@ -45,7 +45,7 @@ from torch import nn
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
 from engine.ema import cosine_momentum, ema_update, make_target
-from engine.heads import mlp_head
+from engine.heads import mlp_head, predictor_lr_mult_param
 from engine.losses import byol_loss
 from engine.methods._base import SSLMethod, StepOutput
 from engine.monitor import output_std
@@ -70,16 +70,7 @@ class BYOLConfig(MethodConfig):
         collapse="Without the predictor BYOL collapses (paper, Table 5b): the online "
         "network can then match the target by mapping everything to one point.",
     )
-    predictor_lr_mult: float = param(
-        10.0,
-        "The predictor's learning rate as a multiple of the schedule's (1 in the paper). "
-        "A faster predictor keeps up with the slowly moving target, which short runs need "
-        "(Tian et al. 2021; SimSiam keeps its predictor's rate from decaying for the same "
-        "reason).",
-        min=0.1,
-        max=100.0,
-        label="Predictor LR ×",
-    )
+    predictor_lr_mult: float = predictor_lr_mult_param()
     proj_hidden_dim: int = param(
         1024, "Hidden width of the projector MLP (4096 in the paper).", min=16, max=16384
     )

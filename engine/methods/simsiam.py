@@ -18,7 +18,10 @@ Details of this implementation:
   ImageNet; smaller here for CPU runs).
 * The paper trains with SGD (lr 0.05 * batch / 256) and keeps the predictor's learning
   rate fixed instead of decaying it; the CPU preset uses the workbench's AdamW schedule,
-  which learns on the built-in data (see the preset).
+  which learns on the built-in data (see the preset), with the predictor's rate 20 times
+  the schedule's (``predictor_lr_mult``), which serves the same purpose: on *shapes* in
+  120 s of CPU, kNN accuracy 28.7 % at x1, 33.9 % at x5, 34.4 % at x10, 38.7 % at x20
+  and 36.1 % at x50 (random init 22.0 %).
 * ``output_std``: the mean over dimensions of the batch std of the L2-normalised
   projection ``z / |z|`` of view 1 (paper, Fig. 2): about ``1/sqrt(d)`` when healthy,
   0 when collapsed.
@@ -33,7 +36,7 @@ from torch import nn
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
-from engine.heads import mlp_head
+from engine.heads import mlp_head, predictor_lr_mult_param
 from engine.losses import simsiam_loss
 from engine.methods._base import SSLMethod, StepOutput
 from engine.monitor import output_std
@@ -53,6 +56,7 @@ class SimSiamConfig(MethodConfig):
         "Put the predictor MLP on top of the projector (as in the paper).",
         collapse="Without the predictor SimSiam collapses (paper, Table 1a).",
     )
+    predictor_lr_mult: float = predictor_lr_mult_param(20.0)
     proj_hidden_dim: int = param(
         512, "Hidden width of the 3-layer projector (2048 in the paper).", min=16, max=16384
     )
@@ -87,6 +91,7 @@ class SimSiam(SSLMethod):
         super().__init__(cfg, backbone, feature_dim)
         m: SimSiamConfig = cfg.method  # type: ignore[assignment]
         self.stop_gradient = m.stop_gradient
+        self.predictor_lr_mult = m.predictor_lr_mult
         self.projector = mlp_head(feature_dim, m.proj_hidden_dim, m.proj_dim, layers=3,
                                   last_bn=True)
         self.predictor: nn.Module = (
@@ -96,6 +101,9 @@ class SimSiam(SSLMethod):
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         return self.projector(features)
+
+    def lr_multipliers(self) -> dict[str, float]:
+        return {"predictor.": self.predictor_lr_mult}
 
     def training_step(
         self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator

@@ -132,3 +132,22 @@ def test_gpu_preset_builds_and_runs(tmp_path):
     events = list(Trainer(cfg, tmp_path).run())
     assert isinstance(events[-1], ev.Finished), events[-1]
     assert [e.step for e in events if isinstance(e, ev.StepMetrics)] == [1, 2]
+
+
+def test_predictor_learns_faster_by_default_and_the_multiplier_is_a_setting():
+    """The predictor's parameters form their own optimiser groups at 20x the schedule's
+    rate (method.predictor_lr_mult); everything else stays at 1x."""
+    from engine.train import build_model, build_optimizer
+
+    for mult in (20.0, 3.0):
+        cfg = small_config()
+        if mult != 20.0:
+            cfg.set("method.predictor_lr_mult", mult)
+        model, _ = build_model(cfg, torch.device("cpu"))
+        names = {id(p): n for n, p in model.named_parameters()}
+        groups = build_optimizer(model, cfg).param_groups
+        for g in groups:
+            for p in g["params"]:
+                expected = mult if names[id(p)].startswith("predictor.") else 1.0
+                assert g["lr_mult"] == expected, names[id(p)]
+        assert any(g["lr_mult"] == mult for g in groups)
