@@ -69,7 +69,8 @@ METHOD_ADVICE = {
     "base momentum high (0.99-0.996), the predictor's learning-rate multiplier "
     "(method.predictor_lr_mult) near 10, and do not lower the predictor's width.",
     "simsiam": "SimSiam is sensitive to the learning rate (the paper keeps the predictor's "
-    "fixed) and to weight decay; lower optim.lr first.",
+    "fixed) and to weight decay; lower optim.lr first, and keep the predictor learning "
+    "faster than the encoder (method.predictor_lr_mult, 20 by default).",
     "barlow_twins": "Lower lambda (off-diagonal weight) if the on-diagonal term never falls; "
     "a wider projector helps.",
     "vicreg": "Raise the variance weight (25 in the paper) relative to invariance.",

@@ -84,5 +84,6 @@ def test_collapse_explanations_name_switches_or_give_the_methods_advice():
     # no switch on: the method's own advice, e.g. MAE's low rank is judged by reconstructions
     text = explain_collapse("dimensional", default_config("mae"))
     assert "No collapse switch is on" in text and "reconstructions" in text
-    assert "predictor_lr_mult" in explain_collapse("dimensional", default_config("byol"))
+    for name in ("byol", "simsiam"):
+        assert "predictor_lr_mult" in explain_collapse("dimensional", default_config(name))
     assert set(METHOD_ADVICE) <= {m.name for m in available_methods()}  # no stale names
