@@ -22,9 +22,9 @@ def final_report(tmp_path, **overrides) -> ev.MonitorReport:
 @pytest.mark.slow
 def test_extreme_temperature_collapses_the_embedding(tmp_path):
     """Measured on this 2-core CPU (100 steps, batch 64, width 8, 300 monitor images):
-    temperature 0.2 keeps per-dim std 0.082 and effective rank about 30 of 128; temperature
-    20 keeps the std (0.081) but the rank falls to about 8 (dimensional collapse);
-    temperature 0.005 drops the std to about 0.011 (near-complete collapse)."""
+    temperature 0.2 keeps per-dim std 0.083 and effective rank 34.7 of 128; temperature
+    20 keeps the std (0.081) but the rank falls to 9.0 (dimensional collapse);
+    temperature 0.005 drops the std to 0.0105 (near-complete collapse)."""
     healthy = final_report(tmp_path / "a", **{"method.temperature": 0.2})
     hot = final_report(tmp_path / "b", **{"method.temperature": 20})
     cold = final_report(tmp_path / "c", **{"method.temperature": 0.005})
