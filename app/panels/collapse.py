@@ -150,7 +150,8 @@ class CollapsePanel(QWidget):
         if e.verdict != self.verdict:
             self.verdict = e.verdict
             self._set_light(e.verdict)
-            self.verdict_label.setText(f"<b>{NAMES[e.verdict]}</b> (step {e.step})")
+            # the step the verdict changed; the numbers below follow every monitor step
+            self.verdict_label.setText(f"<b>{NAMES[e.verdict]}</b> (since step {e.step})")
             text = VERDICT_TEXT[e.verdict]
             if self.explainer is not None:
                 try:

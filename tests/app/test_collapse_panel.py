@@ -44,6 +44,12 @@ def test_verdicts_turn_the_light_and_explain(qtbot):
     assert seen == ["healthy", "dimensional", "complete"]
     assert "% of d = 64" in panel.numbers["rank"].text()
     assert panel.numbers["uniformity"].text() != "–"
+    # the header keeps the step the verdict changed; the numbers follow the latest report
+    collapsed = torch.ones(500, 64) + 1e-3 * torch.randn(500, 64, generator=g)
+    before = panel.numbers["std"].text()
+    panel.add_report(report(75, collapsed))
+    assert "since step 50" in panel.verdict_label.text()
+    assert panel.numbers["std"].text() != before
 
 
 def test_spectra_fade_and_curves_fill(qtbot):
