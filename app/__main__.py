@@ -39,6 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="when to take the screenshot(s); the app quits after the last")
     args = parser.parse_args(argv)
 
+    # before Qt: without its xcb libraries or a screen it aborts with a generic message
+    from app.platform_check import check_platform
+
+    problem = check_platform()
+    if problem:
+        print(problem, file=sys.stderr)
+        raise SystemExit(2)
+
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
