@@ -1,7 +1,7 @@
 """Hyperparameter forms generated from the config dataclasses' field metadata.
 
 Every widget, range, tooltip and error message comes from ``engine.config``; the GUI holds
-no default of its own (DESIGN.md, convention 1).
+no default of its own (docs/ARCHITECTURE.md, convention 1).
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ def _load_engine() -> dict[str, Any]:
     """Runs in a worker thread: import torch and the methods, find the device."""
     import torch
 
+    from engine.model import pick_device
     from engine.registry import available_methods
-    from engine.train import pick_device
 
     device = pick_device("auto")
     if device.type == "cuda":
@@ -318,7 +318,7 @@ class MainWindow(QMainWindow):
         name = self.method_combo.currentData()
         if not name or name not in self.methods:
             return
-        from engine.config import default_config
+        from engine.presets import default_config
 
         info = self.methods[name]
         cfg = default_config(name, self.accelerator)
@@ -394,7 +394,6 @@ class MainWindow(QMainWindow):
     def resume_run(self, run_dir: str | Path, max_steps: int | None = None) -> bool:
         """Continue a run from its last checkpoint; its curves continue where they ended."""
         from engine.errors import UserInputError
-        from engine.runs import RunFolder
         from engine.train import Trainer
 
         if self.running or not self.methods:
@@ -405,17 +404,28 @@ class MainWindow(QMainWindow):
             self.message_bar.show_message(f"Cannot resume: {e}")
             return False
         self.message_bar.hide()
-        rows = RunFolder(run_dir).read_metrics()
-        self.plots.clear()
-        self.plots.load_rows(rows)
-        self.preview.load_run(str(run_dir), rows)
-        self.embedding.load_run(str(run_dir))
-        self.collapse.clear()
-        self.collapse.load_rows(rows)
+        self.show_run(run_dir)
         self.trainer = trainer
         self._start_worker(trainer)
         self.run_label.setText(f"Resuming {Path(run_dir).name}…")
         return True
+
+    def show_run(self, run_dir: str | Path) -> None:
+        """Replay a run folder into every view: curves, collapse, embeddings, previews.
+
+        The one path for reopening a run, resuming it and going back after divergence,
+        so the views always agree with what the run folder holds.
+        """
+        from engine.runs import RunFolder
+
+        rows = RunFolder(run_dir).read_metrics()
+        self.plots.clear()
+        self.plots.load_rows(rows)
+        self.plots.refresh()
+        self.collapse.clear()
+        self.collapse.load_rows(rows)
+        self.embedding.load_run(str(run_dir))
+        self.preview.load_run(str(run_dir), rows)
 
     # run history -------------------------------------------------------------------------
     def _on_tab_changed(self, _index: int) -> None:
@@ -431,16 +441,9 @@ class MainWindow(QMainWindow):
                                           "(the plots show the run in progress).", "warning")
             return False
         run = RunFolder(run_dir)
-        rows = run.read_metrics()
         summary = run.read_summary()
         self.message_bar.hide()
-        self.plots.clear()
-        self.plots.load_rows(rows)
-        self.plots.refresh()
-        self.collapse.clear()
-        self.collapse.load_rows(rows)
-        self.embedding.load_run(run_dir)
-        self.preview.load_run(run_dir, rows)
+        self.show_run(run_dir)
         self.evaluate.set_run(run_dir)
         self.run_dir = run_dir
         knn = (summary.get("final") or {}).get("knn_accuracy")
@@ -599,17 +602,12 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Resumed", 2000)
             self._set_buttons()
         elif isinstance(e, ev.Diverged):
-            from engine.runs import RunFolder
 
             self.message_bar.show_message(
                 f"{e.message} You can change {', '.join(e.settings)} in the form now.",
                 "error")
-            if self.run_dir:  # the curves go back to the restored step too
-                rows = RunFolder(self.run_dir).read_metrics()
-                self.plots.clear()
-                self.plots.load_rows(rows)
-                self.collapse.clear()
-                self.collapse.load_rows(rows)
+            if self.run_dir:  # the views go back to the restored step too
+                self.show_run(self.run_dir)
         elif isinstance(e, ev.RunWarning):
             level = "info" if e.message.startswith("Resumed at step") else "warning"
             self.message_bar.show_message(e.message, level)
@@ -627,7 +625,8 @@ class MainWindow(QMainWindow):
             self.run_finished.emit(e)
 
     def _explain(self, verdict: str) -> str:
-        from engine.verdict import VERDICT_TEXT, explain_collapse
+        from engine.advice import explain_collapse
+        from engine.verdict import VERDICT_TEXT
 
         if self.trainer is None:
             return VERDICT_TEXT[verdict]
@@ -635,7 +634,7 @@ class MainWindow(QMainWindow):
 
     def _show_verdict(self, e: ev.MonitorReport) -> None:
         """Traffic light in the status bar; a banner with causes and fixes on a change."""
-        from engine.verdict import explain_collapse
+        from engine.advice import explain_collapse
 
         colors = {"healthy": "#2ca02c", "dimensional": "#e69500", "complete": "#d62728"}
         names = {"healthy": "healthy", "dimensional": "dimensional collapse",

@@ -27,9 +27,11 @@ import time
 import torch
 
 from engine import events as ev
-from engine.config import Config, default_config
+from engine.config import Config
+from engine.model import has_accelerator
+from engine.presets import default_config
 from engine.registry import available_methods
-from engine.train import Trainer, has_accelerator
+from engine.train import Trainer
 
 
 def config(name: str, dataset: str, overrides: list[str]) -> Config:

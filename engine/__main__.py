@@ -85,8 +85,9 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_config(args: argparse.Namespace):  # noqa: ANN202 - Config, imported lazily
-    from engine.config import default_config, load_toml, parse_override
-    from engine.train import has_accelerator
+    from engine.config import parse_override
+    from engine.model import has_accelerator
+    from engine.presets import default_config, load_toml
 
     method = args.method
     accel = has_accelerator()
@@ -161,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             if e.baseline:
                 text = "random-init baseline: " + text
             elif e.verdict != verdict:
-                from engine.monitor import explain_collapse
+                from engine.advice import explain_collapse
 
                 text += "\n  " + explain_collapse(e.verdict, trainer.cfg)
             verdict = e.verdict
@@ -201,12 +202,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs in {runs_dir}")
         return 0
-    print(f"{'run':<44} {'status':<9} {'method':<10} {'dataset':<10} {'steps':>11} "
+    print(f"{'run':<44} {'status':<11} {'method':<10} {'dataset':<10} {'steps':>11} "
           f"{'kNN':>7} {'baseline':>8}  started")
     for r in runs:
         started = datetime.fromtimestamp(r.started).strftime("%Y-%m-%d %H:%M") if r.started \
             else "-"
-        print(f"{r.id:<44} {r.status:<9} {r.method:<10} {r.dataset[:10]:<10} "
+        print(f"{r.id:<44} {r.status:<11} {r.method:<10} {r.dataset[:10]:<10} "
               f"{f'{r.step}/{r.total_steps}':>11} {_fmt(r.knn_accuracy, True):>7} "
               f"{_fmt(r.baseline_knn, True):>8}  {started}")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -53,7 +55,7 @@ def resnet18_small(resolution: int) -> nn.Module:
         net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
     net.fc = nn.Identity()
-    net.out_dim = 512  # type: ignore[assignment]
+    net.out_dim = 512
     return net
 
 
@@ -135,6 +137,8 @@ class ViT(nn.Module):
     encoder sees only the visible 25% of the tokens, which is what makes it cheap.
     """
 
+    pos_embed: torch.Tensor
+
     def __init__(self, resolution: int, patch_size: int = 4, dim: int = 128, depth: int = 4,
                  heads: int = 4, mlp_ratio: float = 4.0) -> None:
         super().__init__()
@@ -164,6 +168,7 @@ class ViT(nn.Module):
         # MAE initialises the patch projection like a linear layer (xavier on the flat view).
         w = self.patch_embed.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        assert self.patch_embed.bias is not None  # nn.Conv2d's default bias=True
         nn.init.zeros_(self.patch_embed.bias)
 
     def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
@@ -244,4 +249,5 @@ def build_backbone(
         net = ViT(resolution, patch_size, vit_dim, vit_depth, vit_heads, vit_mlp_ratio)
     else:
         raise ValueError(f"unknown backbone {name!r}")
-    return net, int(net.out_dim)
+    # each backbone above sets an int ``out_dim``; nn.Module's __getattr__ cannot say so
+    return net, int(cast(int, net.out_dim))

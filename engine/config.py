@@ -12,9 +12,9 @@ before the heavy libraries have loaded.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +91,7 @@ class FieldSpec:
             return f"{_fmt(lo)} {lo_op} value ≤ {_fmt(hi)}"
         if lo is not None:
             return f"value {'>' if self.min_exclusive else '≥'} {_fmt(lo)}"
+        assert hi is not None  # both None returned above
         return f"value ≤ {_fmt(hi)}"
 
 
@@ -293,6 +294,10 @@ class MonitorConfig:
                                    min=0.001, max=10.0)
     checkpoint_every: int = param(250, "Save last.pt every N steps.", min=1,
                                   max=10_000_000)
+    checkpoint_seconds: float = param(
+        60.0, "Also save last.pt when this many seconds of training have passed since the "
+        "last save, so a killed run loses at most that much (0: by steps only).", min=0.0,
+        max=86_400.0, advanced=True)
     preview_count: int = param(
         8, "Monitor images shown in the reconstruction / pretext preview at each monitor "
         "step (pretext and reconstruction methods).", min=1, max=64, advanced=True)
@@ -315,6 +320,9 @@ class MethodConfig:
     """Base class of each method's hyperparameters; subclasses live beside the method."""
 
 
+#: the method a new run uses unless told otherwise
+DEFAULT_METHOD = "simclr"
+
 SECTIONS = ("data", "augment", "backbone", "method", "optim", "monitor", "run")
 
 
@@ -322,7 +330,7 @@ SECTIONS = ("data", "augment", "backbone", "method", "optim", "monitor", "run")
 class Config:
     """A complete run description: enough to reproduce the run."""
 
-    method_name: str = "simclr"
+    method_name: str = DEFAULT_METHOD
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -368,11 +376,17 @@ class Config:
                 "augment.crop_min_scale must not exceed augment.crop_max_scale "
                 f"({self.augment.crop_min_scale:g} > {self.augment.crop_max_scale:g})"
             )
-        if self.optim.warmup_steps >= self.optim.max_steps and self.optim.warmup_steps > 0:
-            raise ConfigError(
-                f"optim.warmup_steps ({self.optim.warmup_steps}) must be smaller than "
-                f"optim.max_steps ({self.optim.max_steps})"
-            )
+
+    def fit_schedule(self) -> str | None:
+        """Shorten a warm-up that does not fit in the run (``--max-steps 10`` with the
+        default 30 warm-up steps): a tenth of the run instead. Returns the one line that
+        says so, or None when nothing changed."""
+        o = self.optim
+        if o.warmup_steps == 0 or o.warmup_steps < o.max_steps:
+            return None
+        old, o.warmup_steps = o.warmup_steps, o.max_steps // 10
+        return (f"optim.warmup_steps = {old} does not fit in optim.max_steps = "
+                f"{o.max_steps}; warming up for {o.warmup_steps} steps instead")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -390,62 +404,7 @@ class Config:
         Path(path).write_text(self.to_toml(), encoding="utf-8")
 
     def copy(self) -> Config:
-        return from_dict(self.to_dict())
-
-
-def method_config_class(method_name: str) -> type[MethodConfig]:
-    """The hyperparameter dataclass of a registered method (imports the method modules)."""
-    from engine.registry import get_method_info
-
-    return get_method_info(method_name).config_cls
-
-
-def default_config(method_name: str = "simclr", accelerator: bool = False) -> Config:
-    """The defaults for a method, with its preset applied (and its GPU preset on top when
-    ``accelerator`` is true)."""
-    from engine.registry import get_method_info
-
-    info = get_method_info(method_name)
-    cfg = Config(method_name=method_name, method=info.config_cls())
-    presets = [info.preset, info.gpu_preset] if accelerator else [info.preset]
-    for preset in presets:
-        for key, value in preset.items():
-            cfg.set(key, value)
-    return cfg
-
-
-def from_dict(d: dict[str, Any]) -> Config:
-    """Build a config from nested dicts (as read from TOML), rejecting unknown keys."""
-    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
-    unknown = set(d) - set(SECTIONS)
-    if unknown:
-        raise ConfigError(
-            f"unknown section(s) {', '.join(sorted(unknown))} (allowed: {', '.join(SECTIONS)})"
-        )
-    method_name = str(d.get("method", {}).pop("name", "simclr"))
-    cfg = default_config(method_name)
-    for section, values in d.items():
-        if not isinstance(values, dict):
-            raise ConfigError(f"[{section}] must be a table of settings")
-        for name, value in values.items():
-            cfg.set(f"{section}.{name}", value)
-    cfg.validate()
-    return cfg
-
-
-def load_toml(path: str | Path) -> Config:
-    """Read a config file; errors name the file and the problem."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid TOML ({e})") from None
-    try:
-        return from_dict(data)
-    except ConfigError as e:
-        raise ConfigError(f"{p}: {e}") from None
+        return copy.deepcopy(self)
 
 
 def parse_override(text: str) -> tuple[str, str]:

@@ -29,8 +29,8 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     buffers (BatchNorm statistics) are copied from the online network."""
     for t, o in zip(target.parameters(), online.parameters(), strict=True):
         t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
-    for t, o in zip(target.buffers(), online.buffers(), strict=True):
-        t.copy_(o)
+    for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
+        tb.copy_(ob)
 
 
 def cosine_momentum(base: float, step: int, total_steps: int) -> float:
@@ -45,6 +45,9 @@ class MemoryQueue(nn.Module):
     The oldest keys are overwritten first; the pointer wraps around. Kept as buffers so
     checkpoints save and restore it.
     """
+
+    keys: torch.Tensor
+    ptr: torch.Tensor
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()

@@ -3,6 +3,11 @@
 The trainer yields these small frozen dataclasses holding plain CPU data (floats,
 numpy arrays, dicts), never live tensors, so any client can consume them: the CLI
 prints them, the GUI worker forwards them as Qt signals, tests assert on them.
+
+The events that are logged to ``metrics.jsonl`` (:class:`StepMetrics`,
+:class:`MonitorReport`) each have one ``to_row`` / ``from_row`` pair: training writes
+through it and every reader (the GUI replaying a run, outside tools) reads through it,
+so a field cannot be written under one name and read back under another.
 """
 
 from __future__ import annotations
@@ -61,6 +66,29 @@ class StepMetrics(Event):
     images_per_sec: float
     extra: dict[str, float] = field(default_factory=dict)
 
+    ROW_KEYS = ("step", "epoch", "time", "loss", "lr", "images_per_sec")
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``metrics.jsonl`` row: the fixed keys, then the method's own metrics."""
+        return {"step": self.step, "epoch": self.epoch, "time": self.time, "loss": self.loss,
+                "lr": self.lr, "images_per_sec": self.images_per_sec, **self.extra}
+
+    @staticmethod
+    def is_row(row: dict[str, Any]) -> bool:
+        return row.get("loss") is not None and "std" not in row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> StepMetrics:
+        """A logged step (a NaN loss is written as null and read back as NaN)."""
+        extra = {k: float(v) for k, v in row.items() if k not in cls.ROW_KEYS
+                 and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        loss = row.get("loss")
+        return cls(step=int(row.get("step", 0)), epoch=float(row.get("epoch") or 0.0),
+                   time=float(row.get("time") or 0.0),
+                   loss=float("nan") if loss is None else float(loss),
+                   lr=float(row.get("lr") or 0.0),
+                   images_per_sec=float(row.get("images_per_sec") or 0.0), extra=extra)
+
 
 @dataclass(frozen=True)
 class MonitorReport(Event):
@@ -85,6 +113,60 @@ class MonitorReport(Event):
     spectrum: tuple[float, ...] = ()  # log10 covariance eigenvalues, largest first
     alignment: float | None = None  # Wang & Isola 2020, on two views of monitor images
     uniformity: float | None = None
+
+    ROW_KEYS = ("step", "epoch", "time", "baseline", "knn_accuracy", "std", "std_reference",
+                "effective_rank", "dim", "backbone_rank", "backbone_dim", "verdict",
+                "alignment", "uniformity", "spectrum")
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``metrics.jsonl`` row (``baseline`` only on the random-init row)."""
+        row: dict[str, Any] = {
+            "step": self.step, "epoch": self.epoch, "knn_accuracy": self.knn_accuracy,
+            "std": self.std, "std_reference": self.std_reference,
+            "effective_rank": self.effective_rank, "dim": self.dim,
+            "backbone_rank": self.backbone_rank, "backbone_dim": self.backbone_dim,
+            "verdict": self.verdict, "alignment": self.alignment,
+            "uniformity": self.uniformity, "spectrum": [round(v, 3) for v in self.spectrum],
+            **self.extra}
+        if self.baseline:
+            row["baseline"] = True
+        return row
+
+    @staticmethod
+    def is_row(row: dict[str, Any]) -> bool:
+        return row.get("std") is not None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> MonitorReport:
+        """A logged report. Rows written before ``dim`` was logged recover it from the
+        std reference, which is exactly 1/sqrt(dim)."""
+        ref = float(row.get("std_reference") or 0.0)
+        dim = row.get("dim")
+        if dim is None:
+            dim = round(1.0 / ref**2) if ref > 0 else len(row.get("spectrum") or [])
+        extra = {k: float(v) for k, v in row.items() if k not in cls.ROW_KEYS
+                 and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return cls(
+            step=int(row.get("step", 0)), epoch=float(row.get("epoch") or 0.0),
+            baseline=bool(row.get("baseline")), knn_accuracy=row.get("knn_accuracy"),
+            std=float(row["std"]), std_reference=ref,
+            effective_rank=float(row.get("effective_rank") or 0.0), dim=int(dim),
+            backbone_rank=float(row.get("backbone_rank") or 0.0),
+            backbone_dim=int(row.get("backbone_dim") or 0), extra=extra,
+            verdict=str(row.get("verdict") or "healthy"),
+            spectrum=tuple(float(v) for v in row.get("spectrum") or ()),
+            alignment=row.get("alignment"), uniformity=row.get("uniformity"))
+
+
+def replay(rows: list[dict[str, Any]]) -> list[Event]:
+    """The logged events of a run's ``metrics.jsonl`` rows, in order."""
+    out: list[Event] = []
+    for r in rows:
+        if MonitorReport.is_row(r):
+            out.append(MonitorReport.from_row(r))
+        elif StepMetrics.is_row(r):
+            out.append(StepMetrics.from_row(r))
+    return out
 
 
 @dataclass(frozen=True)

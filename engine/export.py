@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.config import load_toml
+from engine import checkpoint as ckpt_io
 from engine.errors import UserInputError
+from engine.presets import load_toml
 from engine.runs import RunFolder
 
 LOADER_RESNET = '''"""Load the encoder exported by SelfSup Workbench into torchvision's ResNet."""
@@ -52,23 +53,13 @@ print(net(torch.rand(1, 3, {res}, {res})).shape)
 '''
 
 
-def _load(run_dir: str | Path) -> tuple[RunFolder, Any, dict[str, Any]]:
+def _load(run_dir: str | Path) -> tuple[RunFolder, Any, ckpt_io.Checkpoint]:
     run = RunFolder(run_dir)
     if not run.config_path.is_file():
         raise UserInputError(f"not a run folder (no config.toml): {run.path}")
     if not run.last_checkpoint.is_file():
         raise UserInputError(f"no checkpoint in {run.path} (checkpoints/last.pt is missing)")
-    try:
-        ckpt = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)
-    except Exception as e:  # a torn or foreign file: say which
-        raise UserInputError(f"cannot read checkpoint {run.last_checkpoint}: {e}") from None
-    return run, load_toml(run.config_path), ckpt
-
-
-def backbone_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The encoder's weights: the ``backbone.`` entries of the method's state_dict."""
-    prefix = "backbone."
-    return {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    return run, load_toml(run.config_path), ckpt_io.load(run.last_checkpoint)
 
 
 def export_encoder(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
@@ -79,14 +70,14 @@ def export_encoder(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     run, cfg, ckpt = _load(run_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = str(ckpt.get("backbone") or cfg.backbone.name)
-    state = backbone_state(ckpt)
+    name = ckpt.backbone or cfg.backbone.name
+    state = ckpt_io.backbone_state(ckpt)
     res = cfg.data.resolution
     net, dim = build_backbone(name, res, cfg.backbone.width, **_backbone_kwargs(cfg, name))
     net.load_state_dict(state)  # proves the state_dict is complete before writing it
     torch.save(state, out / "encoder.pt")
     meta = {"run_id": run.id, "method": cfg.method_name, "backbone": name,
-            "feature_dim": dim, "resolution": res, "step": int(ckpt.get("step", 0)),
+            "feature_dim": dim, "resolution": res, "step": ckpt.step,
             "normalise": {"mean": list(MEAN), "std": list(STD)}}
     (out / "encoder.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     if name == "resnet18":
@@ -121,16 +112,16 @@ def export_embeddings(run_dir: str | Path, out_dir: str | Path, *,
                       cache_dir: str | Path | None = None) -> dict[str, Path]:
     """Backbone features of the run's whole dataset: ``embeddings.npy`` (N, D) float32 and
     ``embeddings.csv`` (index, file, label), rows in the same order."""
+    from engine.checkpoint import load_run_model
     from engine.data import load_configured
-    from engine.evaluate import extract_features, load_run_model
-    from engine.train import pick_device
+    from engine.model import extract_features, pick_device
 
     run, cfg, _ = _load(run_dir)
     d = cfg.data
     ds = load_configured(d, cache_dir)
     device = pick_device("auto")
     model, _, _ = load_run_model(run, cfg, device)
-    feats = extract_features(model, ds.images, device, resolution=d.resolution).numpy()
+    feats = extract_features(model, ds.inputs, device, resolution=d.resolution).numpy()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "embeddings.npy", feats.astype(np.float32))

@@ -1,6 +1,6 @@
 """Representation health measured on a fixed monitor subset: collapse scores and kNN.
 
-Formulas follow DESIGN.md section 4. All functions take plain tensors and return floats,
+Formulas: docs/ARCHITECTURE.md section 6. All functions take plain tensors and return floats,
 so they are tested on constructed embeddings where the answer is known.
 """
 
@@ -11,13 +11,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from engine.knn import knn_accuracy  # noqa: F401  (re-exported)
 from engine.verdict import (  # noqa: F401  (re-exported; torch-free for the GUI)
     COMPLETE_STD_FRACTION,
     DIMENSIONAL_RANK_FRACTION,
-    METHOD_ADVICE,
     VERDICT_TEXT,
     collapse_verdict,
-    explain_collapse,
 )
 
 
@@ -97,35 +96,3 @@ def uniformity(z: torch.Tensor, t: float = 2.0, max_points: int = 1024) -> float
     off = ~torch.eye(n, dtype=torch.bool)
     vals = -t * d2[off]
     return float(torch.logsumexp(vals, 0) - math.log(vals.numel()))
-
-
-def knn_accuracy(
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
-    chunk: int = 1024,
-) -> float:
-    """Leave-one-out weighted kNN accuracy with cosine similarity (DINO's ``eval_knn``).
-
-    Each monitor image is classified by its k nearest other monitor images, each voting
-    for its label with weight ``exp(sim / T)``. Leaving the query out of its own bank lets
-    the whole monitor set serve as both bank and queries.
-    """
-    f = F.normalize(features.float(), dim=1)
-    labels = labels.long()
-    n = f.shape[0]
-    n_classes = int(labels.max()) + 1
-    k = min(k, n - 1)
-    correct = 0
-    for start in range(0, n, chunk):
-        q = f[start : start + chunk]
-        sim = q @ f.t()
-        idx = torch.arange(start, start + q.shape[0], device=f.device)
-        sim[torch.arange(q.shape[0], device=f.device), idx] = -math.inf
-        top_sim, top_idx = sim.topk(k, dim=1)
-        weights = (top_sim / temperature).exp()
-        votes = torch.zeros(q.shape[0], n_classes, device=f.device)
-        votes.scatter_add_(1, labels[top_idx], weights)
-        correct += int((votes.argmax(1) == labels[start : start + q.shape[0]]).sum())
-    return correct / n

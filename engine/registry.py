@@ -27,6 +27,8 @@ class MethodInfo:
     paper: str
     preset: dict[str, Any] = field(default_factory=dict)
     gpu_preset: dict[str, Any] = field(default_factory=dict)
+    #: likely causes and fixes when the method collapses with every switch at its default
+    collapse_advice: str = ""
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -42,13 +44,15 @@ def register_method(
     paper: str,
     preset: dict[str, Any] | None = None,
     gpu_preset: dict[str, Any] | None = None,
+    collapse_advice: str = "",
 ) -> Callable[[type], type]:
     """Class decorator adding a method to the registry.
 
     ``preset`` holds overrides of other sections (``{"optim.lr": 0.3}``) that the method
     needs to work well by default (on CPU: small CNN, 32 px); ``gpu_preset`` is applied on
     top of it when training on an accelerator (ResNet-18). Both are applied over the
-    section defaults.
+    section defaults. ``collapse_advice`` is what the collapse verdict tells the user to
+    try when the method collapses with no collapse switch turned on.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -65,6 +69,7 @@ def register_method(
             paper=paper,
             preset=dict(preset or {}),
             gpu_preset=dict(gpu_preset or {}),
+            collapse_advice=collapse_advice,
         )
         return cls
 

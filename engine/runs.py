@@ -1,4 +1,4 @@
-"""The run folder: a contract read by the CLI, the GUI and outside tools (DESIGN.md §3).
+"""The run folder: a contract read by the CLI, the GUI and outside tools (docs/ARCHITECTURE.md §3).
 
 ```
 <runs dir>/<run id>/
@@ -7,6 +7,9 @@
   summary.json    status, final metrics, evaluation results (rewritten atomically;
                   updates hold .summary.lock, so training and evaluation never lose
                   each other's changes)
+  owner.json      host, pid and heartbeat of the process training the run (while it
+                  does): a run is `running` only while that process lives, otherwise
+                  `interrupted` (resumable)
   checkpoints/    last.pt (atomic: temp file + rename)
   snapshots/      embeddings and reconstruction grids for reopening the run later
 ```
@@ -18,6 +21,8 @@ import json
 import math
 import os
 import re
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +36,11 @@ from typing import Any
 from filelock import FileLock
 
 RUNS_DIR_ENV = "SELFSUP_RUNS_DIR"
+#: an owner on another machine whose heartbeat is older than this is taken for dead
+REMOTE_OWNER_TIMEOUT = 300.0
+#: on this machine a live pid whose heartbeat is older than this is another process
+#: that reused the pid
+LOCAL_OWNER_TIMEOUT = 3600.0
 APP_NAME = "selfsup-workbench"
 
 
@@ -44,15 +54,38 @@ def default_runs_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "runs"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half."""
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (a zombie does not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    if sys.platform.startswith("linux"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            return stat[stat.rindex(")") + 2] != "Z"
+        except (OSError, ValueError, IndexError):
+            return True
+    return True
+
+
+def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see half
+    (``sync``: also flush to disk first, so a power cut cannot leave it empty)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,6 +131,10 @@ class RunFolder:
         return self.path / "summary.json"
 
     @property
+    def owner_path(self) -> Path:
+        return self.path / "owner.json"
+
+    @property
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
@@ -131,6 +168,59 @@ class RunFolder:
             return run
         raise RuntimeError(f"could not create a run folder under {runs_dir}")
 
+    # owner ---------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Record this process as the one training the run (host, pid, heartbeat)."""
+        now = time.time()
+        self._write_owner({"host": socket.gethostname(), "pid": os.getpid(),
+                           "started": now, "heartbeat": now})
+
+    def heartbeat(self) -> None:
+        """Say the owner is still alive (the trainer calls this every few seconds)."""
+        owner = self.read_owner()
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            self._write_owner({**owner, "heartbeat": time.time()})
+
+    def release(self) -> None:
+        """The run is no longer trained by this process."""
+        owner = self.read_owner()
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            self.owner_path.unlink(missing_ok=True)
+
+    def read_owner(self) -> dict[str, Any]:
+        try:
+            owner = json.loads(self.owner_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def owner_alive(self, now: float | None = None) -> bool:
+        """Whether a live process is training the run right now.
+
+        On this machine: its pid exists, is not a zombie, and its heartbeat is recent
+        enough that the pid was not reused. Elsewhere: its heartbeat is recent.
+        """
+        owner = self.read_owner()
+        if not owner:
+            return False
+        now = time.time() if now is None else now
+        age = now - float(owner.get("heartbeat") or 0.0)
+        if owner.get("host") != socket.gethostname():
+            return age < REMOTE_OWNER_TIMEOUT
+        return age < LOCAL_OWNER_TIMEOUT and _pid_alive(int(owner.get("pid") or 0))
+
+    def live_status(self, summary: dict[str, Any] | None = None) -> str:
+        """The run's status as every client shows it: ``running`` only while its owner
+        lives, ``interrupted`` for a run whose process died (resumable)."""
+        s = self.read_summary() if summary is None else summary
+        status = str(s.get("status", "unknown"))
+        if status == "running" and not self.owner_alive():
+            return "interrupted"
+        return status
+
+    def _write_owner(self, owner: dict[str, Any]) -> None:
+        atomic_write_bytes(self.owner_path, json.dumps(owner).encode(), sync=False)
+
     # metrics ---------------------------------------------------------------------
     def append_metrics(self, row: dict[str, Any]) -> None:
         if self._metrics_file is None:
@@ -155,6 +245,10 @@ class RunFolder:
                 except json.JSONDecodeError:
                     continue
         return rows
+
+    def has_baseline(self) -> bool:
+        """Whether the random-init measurement is logged (a resumed run does not redo it)."""
+        return any(r.get("baseline") for r in self.read_metrics())
 
     def truncate_metrics(self, max_step: int) -> None:
         """Drop rows past ``max_step`` so a resumed run's curves continue without overlap."""
@@ -343,13 +437,14 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
             continue
         if not (p / "config.toml").exists() and not (p / "summary.json").exists():
             continue
-        s = RunFolder(p).read_summary()
+        folder = RunFolder(p)
+        s = folder.read_summary()
         final = s.get("final") or {}
         out.append(
             RunInfo(
                 id=p.name,
                 path=p,
-                status=str(s.get("status", "unknown")),
+                status=folder.live_status(s),
                 method=str(s.get("method", "?")),
                 dataset=str(s.get("dataset", "?")),
                 step=int(s.get("step") or 0),

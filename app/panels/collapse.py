@@ -19,7 +19,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.panels.training_plots import Series
-from engine.events import MonitorReport, RunStarted
+from engine.events import MonitorReport, RunStarted, replay
 from engine.verdict import COMPLETE_STD_FRACTION, DIMENSIONAL_RANK_FRACTION, VERDICT_TEXT
 
 COLOURS = {"healthy": "#2ca02c", "dimensional": "#e69500", "complete": "#d62728"}
@@ -173,19 +173,9 @@ class CollapsePanel(QWidget):
 
     def load_rows(self, rows: list[dict[str, Any]]) -> None:
         """Replay a run's monitor rows from ``metrics.jsonl`` (reopen, resume)."""
-        for r in rows:
-            if r.get("std") is None:
-                continue
-            self.add_report(MonitorReport(
-                step=r.get("step", 0), epoch=r.get("epoch", 0.0),
-                baseline=bool(r.get("baseline")), knn_accuracy=r.get("knn_accuracy"),
-                std=r["std"], std_reference=r.get("std_reference") or 0.0,
-                effective_rank=r.get("effective_rank") or 0.0,
-                dim=len(r.get("spectrum") or []) or 0,
-                backbone_rank=r.get("backbone_rank") or 0.0, backbone_dim=0,
-                verdict=r.get("verdict") or "healthy",
-                spectrum=tuple(r.get("spectrum") or ()), alignment=r.get("alignment"),
-                uniformity=r.get("uniformity")))
+        for e in replay(rows):
+            if isinstance(e, MonitorReport):
+                self.add_report(e)
 
     def clear(self) -> None:
         self.verdict = None

@@ -3,7 +3,7 @@
 Each row shows method, dataset, status, date, steps, final kNN accuracy (with the
 random-init baseline) and the collapse verdict. Ticking runs overlays their curves
 (loss, kNN accuracy, effective rank) in one plot. The panel reads run folders only
-(DESIGN.md §3), so it works for runs made by the CLI or by another session.
+(docs/ARCHITECTURE.md §3), so it works for runs made by the CLI or by another session.
 """
 
 from __future__ import annotations
@@ -138,9 +138,7 @@ class RunsPanel(QWidget):
                                else Qt.CheckState.Unchecked)
             tick.setData(Qt.ItemDataRole.UserRole, str(info.path))
             self.table.setItem(r, 0, tick)
-            status = info.status
-            if status == "running" and str(info.path) != self.active_run:
-                status = "interrupted"  # no process is writing it: resumable
+            status = info.status  # 'running' only while its process lives
             knn = "–" if info.knn_accuracy is None else f"{info.knn_accuracy:.1%}"
             if info.baseline_knn is not None:
                 knn += f" ({info.baseline_knn:.1%})"

@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from engine.events import MonitorReport, StepMetrics
+from engine.events import MonitorReport, StepMetrics, replay
 
 PALETTE = {
     "loss": "#1f77b4",
@@ -211,21 +211,8 @@ class TrainingPlots(QWidget):
 
     def load_rows(self, rows: list[dict[str, Any]]) -> None:
         """Replay a run's ``metrics.jsonl`` rows (resume, reopen) into the curves."""
-        step_keys = {"step", "epoch", "time", "loss", "lr", "images_per_sec"}
-        for r in rows:
-            step = r.get("step", 0)
-            if r.get("loss") is not None:
-                self.add_step(step, r["loss"])
-                self.add_extra(step, {k: v for k, v in r.items() if k not in step_keys
-                                      and isinstance(v, (int, float))
-                                      and not isinstance(v, bool)})
-            if r.get("std") is not None:
-                self.add_monitor(MonitorReport(
-                    step=step, epoch=r.get("epoch", 0.0), baseline=bool(r.get("baseline")),
-                    knn_accuracy=r.get("knn_accuracy"), std=r["std"],
-                    std_reference=r.get("std_reference") or 0.0,
-                    effective_rank=r.get("effective_rank") or 0.0, dim=0,
-                    backbone_rank=r.get("backbone_rank") or 0.0, backbone_dim=0))
+        for e in replay(rows):
+            self.add_event(e)
 
     def refresh(self) -> None:
         """Push buffered points to the curves that changed; called by the timer at a

@@ -48,6 +48,20 @@ class ImageDataset:
         return int(self.images.shape[0])
 
     @property
+    def inputs(self) -> torch.Tensor:
+        """What a batch is cut from (the data contract every source meets): the images."""
+        return self.images
+
+    def thumbnails(self, indices: torch.Tensor, size: int = 64) -> torch.Tensor | None:
+        """uint8 ``(n, t, t, 3)`` previews (at most ``size`` px) for hover tooltips."""
+        imgs = self.images[indices]
+        if imgs.shape[-1] > size:
+            imgs = torch.nn.functional.interpolate(imgs.float(), size=(size, size),
+                                                   mode="bilinear", antialias=True)
+            imgs = imgs.round().clamp(0, 255).to(torch.uint8)
+        return imgs.permute(0, 2, 3, 1).contiguous()
+
+    @property
     def resolution(self) -> int:
         return int(self.images.shape[-1])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,7 @@ class StepOutput:
     """The loss to minimise and named metrics (scalars) to stream and plot."""
 
     loss: torch.Tensor
-    metrics: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    metrics: Mapping[str, torch.Tensor | float] = field(default_factory=dict)
 
 
 class SSLMethod(nn.Module):
@@ -61,8 +62,24 @@ class SSLMethod(nn.Module):
     def training_step(
         self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
     ) -> StepOutput:
-        """One step's loss from a uint8 batch ``(B, 3, R, R)`` already on the device."""
+        """One step's loss from a raw dataset batch already on the device (for images
+        uint8 ``(B, 3, R, R)``); ``augment`` is :meth:`train_augment`'s result."""
         raise NotImplementedError
+
+    def train_augment(self) -> ViewAugment | None:
+        """What the trainer hands to :meth:`training_step` as ``augment``, and what the
+        monitor draws two views with to measure alignment (None: no views). Image
+        methods use the configured two-view augmentation."""
+        from engine.augment import ViewAugment
+
+        return ViewAugment(self.cfg.augment, self.cfg.data.resolution)
+
+    def eval_inputs(self, batch: torch.Tensor, resolution: int) -> torch.Tensor:
+        """A raw dataset batch (on the device) as the network's evaluation input: for
+        images, uint8 resized and normalised (:func:`engine.augment.eval_transform`)."""
+        from engine.augment import eval_transform
+
+        return eval_transform(batch, resolution)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features of normalised images: what kNN and exports use."""

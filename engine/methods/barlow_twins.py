@@ -71,6 +71,10 @@ class BarlowTwinsConfig(MethodConfig):
         "optim.max_steps": 3000,
         "augment.crop_min_scale": 0.2,
     },
+    collapse_advice=(
+        "Lower lambda (off-diagonal weight) if the on-diagonal term never falls; a wider "
+        "projector helps."
+    ),
 )
 class BarlowTwins(SSLMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:

@@ -96,6 +96,11 @@ class BYOLConfig(MethodConfig):
         "method.proj_hidden_dim": 4096,
         "method.pred_hidden_dim": 4096,
     },
+    collapse_advice=(
+        "BYOL relies on the predictor learning faster than the target moves: keep the "
+        "base momentum high (0.99-0.996), the predictor's learning-rate multiplier "
+        "(method.predictor_lr_mult) near 10, and do not lower the predictor's width."
+    ),
 )
 class BYOL(SSLMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:

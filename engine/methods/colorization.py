@@ -139,8 +139,17 @@ class ColorizationConfig(MethodConfig):
     "classification over quantised colours with class rebalancing.",
     paper="Zhang, Isola & Efros 2016, Colorful Image Colorization",
     gpu_preset={"optim.batch_size": 256, "optim.max_steps": 3000},
+    collapse_advice=(
+        "No loss term spreads a reconstruction method's features; a low rank early is "
+        "common. Judge the run by its colours; class rebalancing counters greyish output."
+    ),
 )
 class Colorization(ReconstructionMethod):
+    centres: torch.Tensor
+    smoothing: torch.Tensor
+    colour_prior: torch.Tensor
+    prior_batches: torch.Tensor
+
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         m: ColorizationConfig = cfg.method  # type: ignore[assignment]
         centres = ab_bin_centres(m.grid)

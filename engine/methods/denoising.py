@@ -87,6 +87,11 @@ class DenoisingConfig(MethodConfig):
     paper="Vincent et al. 2008, Extracting and Composing Robust Features with Denoising "
     "Autoencoders",
     gpu_preset={"optim.batch_size": 256, "optim.max_steps": 3000},
+    collapse_advice=(
+        "No loss term spreads a reconstruction method's features; a low rank early is "
+        "common. Judge the run by its reconstructions; stronger noise makes the task less "
+        "trivial."
+    ),
 )
 class Denoising(ReconstructionMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:

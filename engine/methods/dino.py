@@ -139,8 +139,16 @@ class DINOConfig(MethodConfig):
         "optim.batch_size": 256,
         "optim.max_steps": 3000,
     },
+    collapse_advice=(
+        "Balance centering and sharpening: a teacher temperature too high makes the "
+        "outputs uniform, too low one-hot; a slower teacher (momentum closer to 1) "
+        "stabilises."
+    ),
 )
 class DINO(SSLMethod):
+    center: torch.Tensor
+    steps_done: torch.Tensor
+
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: DINOConfig = cfg.method  # type: ignore[assignment]

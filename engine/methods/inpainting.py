@@ -83,6 +83,10 @@ class InpaintingConfig(MethodConfig):
     "encoder, L2 loss on the hole).",
     paper="Pathak et al. 2016, Context Encoders: Feature Learning by Inpainting",
     gpu_preset={"optim.batch_size": 256, "optim.max_steps": 3000},
+    collapse_advice=(
+        "No loss term spreads a reconstruction method's features; a low rank early is "
+        "common. Judge the run by its reconstructions, and train longer."
+    ),
 )
 class Inpainting(ReconstructionMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
@@ -118,7 +122,7 @@ class Inpainting(ReconstructionMethod):
             x01 = denormalize(x).clamp_(0, 1)
             out01 = denormalize(pred.detach().float()).clamp_(0, 1)
             fill01 = denormalize(inp).clamp_(0, 1)
-            metrics = {
+            metrics: dict[str, torch.Tensor | float] = {
                 "masked_mse": hole.detach(),
                 "masked_psnr": psnr(masked_mse(out01, x01, mask)),
                 "fill_psnr": psnr(masked_mse(fill01, x01, mask)),

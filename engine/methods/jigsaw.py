@@ -123,6 +123,8 @@ class JigsawConfig(MethodConfig):
     gpu_preset={"optim.batch_size": 256, "optim.max_steps": 3000, "method.tile_size": 32},
 )
 class Jigsaw(SSLMethod):
+    permutations: torch.Tensor
+
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: JigsawConfig = cfg.method  # type: ignore[assignment]

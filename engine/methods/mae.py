@@ -156,8 +156,17 @@ class MAEConfig(MethodConfig):
         "optim.warmup_steps": 300,
         "optim.lr": 1e-3,
     },
+    collapse_advice=(
+        "No loss term spreads MAE's features: a low effective rank of the pooled features "
+        "is common early in MAE training and not by itself a failure (He et al. 2022 "
+        "report they need long training or fine-tuning to become linearly separable); "
+        "judge the run by its reconstructions, and train longer."
+    ),
 )
 class MAE(SSLMethod):
+    backbone: ViT  # checked in __init__
+    decoder_pos_embed: torch.Tensor
+
     def __init__(self, cfg: Config, backbone: nn.Module, feature_dim: int) -> None:
         if not isinstance(backbone, ViT):
             raise ConfigError(

@@ -88,6 +88,10 @@ class MoCoConfig(MethodConfig):
         "method.queue_size": 16384,
         "method.proj_hidden_dim": 2048,
     },
+    collapse_advice=(
+        "Check the temperature (0.1-0.2) and that the queue is large compared with the "
+        "batch; a key momentum near 1 with few steps leaves the keys random."
+    ),
 )
 class MoCo(SSLMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:

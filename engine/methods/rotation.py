@@ -81,6 +81,11 @@ def rotation_head(feature_dim: int, hidden_dim: int, classes: int) -> torch.nn.S
     # two-view method's 128.
     preset={"optim.batch_size": 64, "augment.crop_min_scale": 0.6},
     gpu_preset={"optim.batch_size": 256, "optim.max_steps": 3000},
+    collapse_advice=(
+        "Rotation prediction has no signal on images without an upright orientation "
+        "(built-in shapes with data.shapes_orientation = any): check that the pretext "
+        "accuracy rises above chance."
+    ),
 )
 class Rotation(SSLMethod):
     pretext_chance = 0.25

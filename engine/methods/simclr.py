@@ -41,6 +41,10 @@ class SimCLRConfig(MethodConfig):
     description="Pull two views of an image together, push other images away (NT-Xent).",
     paper="Chen et al. 2020, A Simple Framework for Contrastive Learning of Visual Representations",
     gpu_preset={"optim.batch_size": 256, "optim.max_steps": 3000, "augment.crop_min_scale": 0.2},
+    collapse_advice=(
+        "SimCLR needs negatives: a very small batch or a temperature far from 0.1-0.5 "
+        "weakens them."
+    ),
 )
 class SimCLR(SSLMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:

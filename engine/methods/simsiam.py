@@ -85,6 +85,11 @@ class SimSiamConfig(MethodConfig):
         "method.proj_dim": 2048,
         "method.pred_hidden_dim": 512,
     },
+    collapse_advice=(
+        "SimSiam is sensitive to the learning rate (the paper keeps the predictor's "
+        "fixed) and to weight decay; lower optim.lr first, and keep the predictor "
+        "learning faster than the encoder (method.predictor_lr_mult, 20 by default)."
+    ),
 )
 class SimSiam(SSLMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:

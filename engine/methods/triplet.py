@@ -71,6 +71,10 @@ class TripletConfig(MethodConfig):
     paper="Schroff et al. 2015, FaceNet: A Unified Embedding for Face Recognition and "
     "Clustering",
     gpu_preset={"optim.batch_size": 256, "optim.max_steps": 3000, "augment.crop_min_scale": 0.2},
+    collapse_advice=(
+        "Hard negatives early in training collapse triplet losses: use random negatives "
+        "or a smaller margin."
+    ),
 )
 class Triplet(SSLMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:

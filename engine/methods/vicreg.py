@@ -88,6 +88,9 @@ class VICRegConfig(MethodConfig):
         "optim.max_steps": 3000,
         "augment.crop_min_scale": 0.2,
     },
+    collapse_advice=(
+        "Raise the variance weight (25 in the paper) relative to invariance."
+    ),
 )
 class VICReg(SSLMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:

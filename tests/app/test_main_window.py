@@ -233,8 +233,8 @@ def test_method_metrics_are_plotted_for_the_chosen_method(window, qtbot):
 
 def test_divergence_pauses_explains_and_resumes_with_a_new_learning_rate(window, qtbot,
                                                                         monkeypatch):
-    from engine.config import load_toml
     from engine.methods.simclr import SimCLR
+    from engine.presets import load_toml
 
     real_step = SimCLR.training_step
     calls = {"n": 0}

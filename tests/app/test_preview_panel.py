@@ -1,4 +1,4 @@
-"""The preview panel on its own, fed fake snapshots (DESIGN.md §2.6)."""
+"""The preview panel on its own, fed fake snapshots (docs/ARCHITECTURE.md §4.6)."""
 
 from __future__ import annotations
 

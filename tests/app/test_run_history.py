@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from engine import events as ev
-from engine.config import default_config
+from engine.presets import default_config
 from engine.train import Trainer
 from tests.app.conftest import FAST, set_fields
 
@@ -101,3 +101,47 @@ def test_plots_are_saved_as_png_and_svg(window, qtbot, tmp_path):
     assert any("spectrum_of_the_embedding" in n and n.endswith(".png") for n in names)
     assert sum(n.endswith(".svg") for n in names) == 4
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_reopened_dino_run_shows_rank_as_a_fraction_of_its_1024_prototypes(window, qtbot):
+    """The spectrum is stored for at most 512 values; the rank's d comes from the logged
+    ``dim``, so a reopened DINO run reads "of d = 1024" as it did live."""
+    win = window
+    cfg = default_config("dino")
+    for k, v in {**FAST, "optim.max_steps": 2, "optim.batch_size": 16,
+                 "monitor.every_steps": 2}.items():
+        cfg.set(k, v)
+    assert cfg.method.out_dim == 1024
+    events = list(Trainer(cfg, win.runs_dir).run())
+    live = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
+    assert live.dim == 1024 and len(live.spectrum) == 512
+    run = next(e.run_dir for e in events if isinstance(e, ev.Finished))
+    assert win.open_run(run)
+    text = win.collapse.numbers["rank"].text()
+    assert "of d = 1024" in text, text
+    assert win.collapse.last is not None and win.collapse.last.dim == 1024
+
+
+def test_runs_tab_says_interrupted_for_a_dead_owner_and_running_for_a_live_one(window):
+    import json
+    import os
+    import socket
+    import time
+
+    from engine.runs import RunFolder
+
+    win = window
+    runs_dir = Path(win.runs_dir)
+    for name, pid in (("20260101-000000_simclr_dead", 2**22 + 17),
+                      ("20260101-000001_simclr_live", os.getpid())):
+        run = RunFolder(runs_dir / name)
+        run.path.mkdir(parents=True)
+        run.write_summary({"status": "running", "method": "simclr", "dataset": "shapes",
+                           "step": 3, "total_steps": 10, "started": time.time()})
+        run.owner_path.write_text(json.dumps({"host": socket.gethostname(), "pid": pid,
+                                              "heartbeat": time.time()}))
+    win.tabs.setCurrentWidget(win.runs)
+    status = {win.runs.table.item(r, 1).text(): win.runs.table.item(r, 4).text()
+              for r in range(win.runs.table.rowCount())}
+    assert status == {"20260101-000000_simclr_dead": "interrupted",
+                      "20260101-000001_simclr_live": "running"}

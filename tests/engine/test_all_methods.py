@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from engine import events as ev
-from engine.config import default_config
+from engine.presets import default_config
 from engine.registry import available_methods
 from engine.train import Trainer
 

@@ -5,8 +5,8 @@ import math
 import torch
 
 from engine import events as ev
-from engine.config import default_config
 from engine.losses import barlow_twins_loss
+from engine.presets import default_config
 from engine.train import Trainer
 
 

@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from engine import events as ev
-from engine.config import default_config
 from engine.losses import byol_loss
+from engine.model import build_model
+from engine.presets import default_config
 from engine.runs import RunFolder
-from engine.train import Trainer, build_model
+from engine.train import Trainer
 
 
 def small_config(steps: int = 6, **overrides):
@@ -170,7 +171,7 @@ def test_predictor_learning_rate_multiplier_moves_only_the_predictor_faster(tmp_
 
 
 def test_optimizer_groups_carry_the_multiplier_and_weight_decay(tmp_path):
-    from engine.train import build_optimizer
+    from engine.model import build_optimizer
 
     cfg = small_config(**{"method.predictor_lr_mult": 4.0, "optim.weight_decay": 0.05})
     model, _ = build_model(cfg, torch.device("cpu"))
@@ -189,7 +190,7 @@ def test_optimizer_groups_carry_the_multiplier_and_weight_decay(tmp_path):
 
 
 def test_checkpoint_optimizer_state_from_before_group_settings_still_loads():
-    from engine.train import build_optimizer, load_optimizer_state
+    from engine.model import build_optimizer, load_optimizer_state
 
     cfg = small_config(**{"method.predictor_lr_mult": 1.0})  # the two groups of old
     model, _ = build_model(cfg, torch.device("cpu"))
@@ -204,7 +205,7 @@ def test_checkpoint_optimizer_state_from_before_group_settings_still_loads():
 def test_resuming_a_run_saved_with_other_groups_warns_and_continues(tmp_path):
     """A run saved with one group for all weights, resumed with the predictor split off
     (as a run saved before the multiplier existed, with a default above 1)."""
-    from engine.config import load_toml
+    from engine.presets import load_toml
 
     events = list(Trainer(small_config(3, **{"method.predictor_lr_mult": 1.0}),
                           tmp_path).run())

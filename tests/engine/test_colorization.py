@@ -13,7 +13,8 @@ from engine import events as ev
 from engine.augment import ViewAugment, denormalize, eval_transform, normalize
 from engine.colour import rgb_to_grey, rgb_to_lab
 from engine.losses import ab_regression_loss, colorization_ce
-from engine.train import Trainer, build_model
+from engine.model import build_model
+from engine.train import Trainer
 from tests.engine.test_inpainting import gpu_preset_step, small_config
 
 # ------------------------------------------------------------------ losses

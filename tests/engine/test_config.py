@@ -1,7 +1,8 @@
 import pytest
 
-from engine.config import Config, default_config, from_dict, load_toml, parse_override
+from engine.config import Config, parse_override
 from engine.errors import ConfigError
+from engine.presets import default_config, from_dict, load_toml
 
 
 def test_defaults_validate_and_roundtrip_toml(tmp_path):

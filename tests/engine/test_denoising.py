@@ -11,7 +11,8 @@ import torch
 from engine import events as ev
 from engine.augment import ViewAugment
 from engine.corruption import gaussian_noise, pixel_masks, psnr
-from engine.train import Trainer, build_model
+from engine.model import build_model
+from engine.train import Trainer
 from tests.engine.test_inpainting import gpu_preset_step, small_config
 
 

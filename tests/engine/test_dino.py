@@ -7,10 +7,11 @@ import torch
 
 from engine import events as ev
 from engine.augment import ViewAugment
-from engine.config import default_config
 from engine.losses import dino_center_update, dino_loss
+from engine.model import build_model
+from engine.presets import default_config
 from engine.runs import RunFolder
-from engine.train import Trainer, build_model
+from engine.train import Trainer
 
 
 def small_config(steps: int = 6, **overrides):

@@ -9,25 +9,25 @@ import pytest
 import torch
 
 from engine.__main__ import main
-from engine.config import default_config
 from engine.data import ImageDataset
 from engine.errors import ConfigError, UserInputError
 from engine.evaluate import (
     EvalOptions,
     evaluate_model,
     evaluate_run,
-    extract_features,
     few_shot,
     few_shot_draw,
     knn_eval,
-    knn_predict,
     linear_probe,
     random_init_model,
     stratified_split,
 )
+from engine.knn import knn_predict
+from engine.model import build_model, extract_features
 from engine.monitor import knn_accuracy
+from engine.presets import default_config
 from engine.runs import RunFolder
-from engine.train import Trainer, build_model
+from engine.train import Trainer
 from tests.engine.test_trainer import small_config
 
 K = 5  # classes of the constructed features
@@ -219,7 +219,7 @@ def test_evaluate_run_writes_summary(tiny_run):
 def test_baseline_is_the_trainers_random_init(tiny_run):
     """The rebuilt baseline reproduces the trainer's step-0 monitor kNN exactly."""
     from engine.data import load_dataset
-    from engine.train import monitor_indices
+    from engine.monitoring import monitor_indices
 
     cfg = small_config(6)
     ds = load_dataset("shapes", 32, shapes_count=300)

@@ -14,10 +14,10 @@ import torchvision
 
 from engine import events as ev
 from engine.augment import eval_transform
-from engine.config import load_toml
+from engine.checkpoint import load_run_model
 from engine.errors import UserInputError
-from engine.evaluate import load_run_model
 from engine.export import export_config, export_embeddings, export_encoder, rerun_command
+from engine.presets import load_toml
 from engine.runs import RunFolder
 from engine.train import Trainer
 from tests.engine.test_trainer import small_config

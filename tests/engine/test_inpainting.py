@@ -11,14 +11,15 @@ from torch import nn
 
 from engine import events as ev
 from engine.augment import ViewAugment
-from engine.config import default_config
 from engine.corruption import box_masks, box_size
 from engine.data import load_dataset
 from engine.losses import masked_mse
 from engine.methods._base import Preview
 from engine.methods._reconstruction import upsampling_stages
 from engine.methods.inpainting import Inpainting
-from engine.train import Trainer, build_model
+from engine.model import build_model
+from engine.presets import default_config
+from engine.train import Trainer
 
 
 def small_config(steps: int = 6, method: str = "inpainting", **overrides):

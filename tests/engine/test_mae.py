@@ -10,11 +10,13 @@ import torch
 
 from engine import events as ev
 from engine.augment import ViewAugment, eval_transform
-from engine.config import AugmentConfig, default_config
+from engine.config import AugmentConfig
 from engine.errors import ConfigError
 from engine.losses import mae_loss, mae_targets
 from engine.methods.mae import MAE, num_kept, patchify, random_masking, unpatchify
-from engine.train import Trainer, build_model
+from engine.model import build_model
+from engine.presets import default_config
+from engine.train import Trainer
 
 AUG = ViewAugment(AugmentConfig(), 32)  # unused by MAE, which makes crop-and-flip views
 

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 
 from engine import events as ev
 from engine.augment import ViewAugment
-from engine.config import default_config
 from engine.losses import info_nce
+from engine.model import build_model
+from engine.presets import default_config
 from engine.runs import RunFolder
-from engine.train import Trainer, build_model
+from engine.train import Trainer
 
 
 def small_config(steps: int = 6, **overrides):

@@ -12,9 +12,10 @@ from torch import nn
 
 from engine import events as ev
 from engine.augment import ViewAugment
-from engine.config import default_config
 from engine.data import load_dataset
 from engine.errors import ConfigError
+from engine.model import build_model, build_optimizer
+from engine.presets import default_config
 from engine.pretext import (
     NEIGHBOUR_NAMES,
     NEIGHBOUR_STEPS,
@@ -34,7 +35,7 @@ from engine.pretext import (
     tile_grid,
     unshuffle_tiles,
 )
-from engine.train import Trainer, build_model, build_optimizer
+from engine.train import Trainer
 
 PRETEXT_METHODS = ("rotation", "jigsaw", "relative_patch")
 

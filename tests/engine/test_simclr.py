@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import events as ev
-from engine.config import default_config
+from engine.presets import default_config
 from engine.train import Trainer
 
 

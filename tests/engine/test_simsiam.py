@@ -7,8 +7,8 @@ import math
 import torch
 
 from engine import events as ev
-from engine.config import default_config
 from engine.losses import byol_loss, simsiam_loss
+from engine.presets import default_config
 from engine.train import Trainer
 
 
@@ -136,7 +136,7 @@ def test_gpu_preset_builds_and_runs(tmp_path):
 
 def test_predictor_learns_faster_by_default_and_the_multiplier_is_a_setting():
     """Only the predictor's parameters get the multiplier (20x by default)."""
-    from engine.train import build_model, build_optimizer
+    from engine.model import build_model, build_optimizer
 
     assert default_config("simsiam").method.predictor_lr_mult == 20.0
     cfg = small_config(**{"method.predictor_lr_mult": 3.0})

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from engine import events as ev
-from engine.config import default_config, load_toml
 from engine.errors import ConfigError
+from engine.model import schedule_lr as lr_at
+from engine.presets import default_config, load_toml
 from engine.runs import RunFolder
-from engine.train import Trainer, lr_at
+from engine.train import Trainer
 
 
 def small_config(steps: int = 50):

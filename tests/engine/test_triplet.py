@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from engine import events as ev
 from engine.augment import ViewAugment
-from engine.config import default_config
 from engine.losses import triplet_margin
-from engine.train import Trainer, build_model
+from engine.model import build_model
+from engine.presets import default_config
+from engine.train import Trainer
 
 
 def small_config(steps: int = 6, **overrides):

@@ -10,9 +10,10 @@ import torch
 
 from engine import events as ev
 from engine.backbones import ViT, build_backbone, feature_map, sincos_pos_embed_2d
-from engine.config import default_config
 from engine.errors import ConfigError
-from engine.train import Trainer, build_model
+from engine.model import build_model
+from engine.presets import default_config
+from engine.train import Trainer
 from tests.engine.test_trainer import small_config
 
 TINY = {"backbone.name": "vit", "backbone.vit_dim": 32, "backbone.vit_depth": 2,

@@ -1,0 +1,148 @@
+"""What an evaluation runs: its protocols, its options and the train/validation split."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from engine.config import AugmentConfig, check, coerce, field_specs, param
+from engine.data import ImageDataset
+from engine.errors import ConfigError, UserInputError
+
+PROTOCOLS = ("knn", "linear", "fewshot", "finetune")
+PROTOCOL_TEXT = {
+    "knn": "weighted kNN",
+    "linear": "linear probe",
+    "fewshot": "few-shot",
+    "finetune": "fine-tune",
+}
+MODELS = ("trained", "random_init")
+
+#: light augmentation for fine-tuning: random resized crop of 80-100 % of the area and a
+#: horizontal flip, no colour changes (enough to curb overfitting in a few hundred steps)
+FINETUNE_AUGMENT = AugmentConfig(crop_min_scale=0.8, crop_max_scale=1.0, flip_prob=0.5,
+                                 jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class EvalOptions:
+    """Settings of every protocol; declared like the run config so errors name the option."""
+
+    val_fraction: float = param(0.2, "Fraction of each class held out for validation.",
+                                min=0.05, max=0.5)
+    seed: int = param(0, "Seeds the split, the few-shot draws and fine-tuning.", min=0,
+                      max=2**31 - 1)
+    knn_k: int = param(20, "Neighbours that vote in weighted kNN.", min=1, max=1000)
+    knn_temperature: float = param(0.07, "Temperature of the kNN vote weights exp(sim / T).",
+                                   min=0.001, max=10.0)
+    knn_leave_one_out: bool = param(False, "kNN over all images, each query left out of the "
+                                    "bank, instead of training bank / validation queries.")
+    linear_max_iter: int = param(100, "L-BFGS iterations of the linear probe.", min=1,
+                                 max=10_000)
+    linear_weight_decay: float = param(1e-3, "L2 penalty (wd/2 * |W|^2) of the linear probe.",
+                                       min=0.0, max=10.0)
+    fewshot_shots: tuple[int, ...] = field(
+        default=(1, 5, 10),
+        metadata={"help": "Labelled images per class (each 1-1000).", "min": 1, "max": 1000})
+    fewshot_draws: int = param(10, "Random support draws averaged per shot count.", min=1,
+                               max=1000)
+    finetune_steps: int = param(100, "Fine-tuning steps (optimizer updates).", min=1,
+                                max=100_000)
+    finetune_batch_size: int = param(128, "Images per fine-tuning step.", min=2, max=4096)
+    finetune_lr: float = param(1e-3, "Peak AdamW learning rate of fine-tuning.", min=0.0,
+                               max=1.0, min_exclusive=True)
+    finetune_weight_decay: float = param(1e-4, "AdamW weight decay of fine-tuning.", min=0.0,
+                                         max=1.0)
+    batch_size: int = param(512, "Images per forward pass when extracting features.", min=1,
+                            max=8192)
+    device: str = param("auto", "Device; 'auto' picks CUDA, then MPS, then CPU.",
+                        choices=("auto", "cpu", "cuda", "mps"))
+
+    def validate(self) -> None:
+        """Coerce each option to its type (so CLI strings work) and check its range; raise
+        :class:`ConfigError` naming the option and what is allowed."""
+        for spec in field_specs(self, "eval"):
+            value = getattr(self, spec.name)
+            if spec.name == "fewshot_shots":
+                self.fewshot_shots = _coerce_shots(value)
+                continue
+            value = coerce(spec, value)
+            check(spec, value)
+            setattr(self, spec.name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["fewshot_shots"] = list(self.fewshot_shots)
+        return d
+
+
+def _coerce_shots(shots: Any) -> tuple[int, ...]:
+    bad = ConfigError(f"eval.fewshot_shots = {shots!r} is out of range (allowed: one or more "
+                      "whole numbers, each 1 ≤ value ≤ 1000)")
+    if isinstance(shots, (int, str)) and not isinstance(shots, bool):
+        shots = [shots]
+    if not isinstance(shots, (tuple, list)) or not shots:
+        raise bad
+    out = []
+    for s in shots:
+        if isinstance(s, bool) or (isinstance(s, float) and not s.is_integer()):
+            raise bad
+        try:
+            n = int(str(s).strip()) if isinstance(s, str) else int(s)
+        except (TypeError, ValueError):
+            raise bad from None
+        if not 1 <= n <= 1000:
+            raise bad
+        out.append(n)
+    return tuple(sorted(set(out)))
+
+
+def check_protocols(protocols: Iterable[str]) -> tuple[str, ...]:
+    """The requested protocols in canonical order; unknown names raise UserInputError."""
+    wanted = list(protocols)
+    bad = [p for p in wanted if p not in PROTOCOLS]
+    if bad:
+        raise UserInputError(f"unknown protocol {bad[0]!r} (allowed: {', '.join(PROTOCOLS)})")
+    if not wanted:
+        raise UserInputError(f"no protocol given (allowed: {', '.join(PROTOCOLS)})")
+    return tuple(p for p in PROTOCOLS if p in wanted)
+
+
+def require_labels(ds: ImageDataset) -> torch.Tensor:
+    """The labels, or UserInputError saying what evaluation needs."""
+    k = len(ds.class_names)
+    if ds.labels is None or k < 2:
+        found = "no labels" if ds.labels is None else f"only one class ({ds.class_names[0]})"
+        raise UserInputError(
+            f"dataset {ds.name} has {found}: evaluation needs at least two classes; put "
+            "images in one subfolder per class")
+    return ds.labels
+
+
+def stratified_split(
+    labels: torch.Tensor, val_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and validation indices (sorted): ``round(n_c * val_fraction)`` of each class
+    to validation, at least one and never all of a class with two or more images (a class
+    with one image stays in training). Deterministic for a seed."""
+    gen = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for c in range(int(labels.max()) + 1 if labels.numel() else 0):
+        idx = (labels == c).nonzero().flatten()
+        n = idx.numel()
+        if n == 0:
+            continue
+        idx = idx[torch.randperm(n, generator=gen)]
+        n_val = 0 if n < 2 else min(n - 1, max(1, round(n * val_fraction)))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    def cat(xs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(xs).sort().values if xs else torch.empty(0, dtype=torch.long)
+
+    return cat(train), cat(val)

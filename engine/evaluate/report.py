@@ -1,0 +1,62 @@
+"""An evaluation as a table: the rows the GUI shows and the text the CLI prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def table_rows(ev: dict[str, Any]) -> list[tuple[str, str, str, str, float | None]]:
+    """(protocol, trained, random init, difference, seconds) per line, as text."""
+    s = ev["settings"]
+    rows: list[tuple[str, str, str, str, float | None]] = []
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    def diff(a: float | None, b: float | None) -> str:
+        return "-" if a is None or b is None else f"{100 * (a - b):+.1f} pt"
+
+    for p, r in ev["results"].items():
+        tr, rnd, secs = r.get("trained", {}), r.get("random_init", {}), r.get("seconds")
+        if p == "fewshot":
+            for n in s["fewshot_shots"]:
+                a, b = tr.get(str(n), {}), rnd.get(str(n), {})
+
+                def ms(d: dict[str, Any]) -> str:
+                    if d.get("mean") is None:
+                        return "-"
+                    return f"{100 * d['mean']:.1f} ± {100 * d['std']:.1f}%"
+
+                rows.append((f"few-shot {n}-shot ({s['fewshot_draws']} draws)", ms(a), ms(b),
+                             diff(a.get("mean"), b.get("mean")), secs))
+                secs = None
+            continue
+        if p == "knn":
+            how = "leave-one-out" if s["knn_leave_one_out"] else "val"
+            name = f"weighted kNN (k={s['knn_k']}, T={s['knn_temperature']:g}, {how})"
+        elif p == "linear":
+            name = "linear probe (val top-1)"
+        else:
+            name = f"fine-tune ({s['finetune_steps']} steps, val top-1)"
+        a, b = tr.get("accuracy"), rnd.get("accuracy")
+        rows.append((name, pct(a), pct(b), diff(a, b), secs))
+    return rows
+
+
+def format_table(ev: dict[str, Any]) -> str:
+    """The evaluation as a plain-text table (what ``python -m engine eval`` prints)."""
+    sp = ev["split"]
+    head = (f"{ev.get('run_id', 'model')}: {ev.get('method', '?')} on {ev['dataset']}"
+            + (f", step {ev['checkpoint_step']}" if "checkpoint_step" in ev else "")
+            + f"; {ev['n_images']} images, {len(ev['classes'])} classes, split "
+            f"{sp['train']} train / {sp['val']} val (stratified, seed {sp['seed']}); "
+            f"majority class {100 * ev['chance']:.1f}% of val")
+    rows = table_rows(ev)
+    w = max([len(r[0]) for r in rows] + [8])
+    lines = [head, f"{'protocol':<{w}}  {'trained':>14}  {'random init':>14}  "
+             f"{'difference':>10}  {'time':>7}"]
+    for name, a, b, d, secs in rows:
+        t = "" if secs is None else f"{secs:.1f}s"
+        lines.append(f"{name:<{w}}  {a:>14}  {b:>14}  {d:>10}  {t:>7}")
+    lines.append(f"(feature extraction {ev['feature_seconds']:.1f}s, device {ev['device']})")
+    return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""Models from configs: device choice, building a method, optimiser groups, schedule,
+BatchNorm calibration, memory format and feature extraction.
+
+Everything that turns a :class:`~engine.config.Config` into a live network lives here,
+below the training loop, so evaluation and export build, calibrate and read models
+exactly as training does without importing the loop (docs/ARCHITECTURE.md, "Layers").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from engine.backbones import build_backbone, resolve_backbone_name
+from engine.config import Config
+from engine.errors import UserInputError
+from engine.methods._base import SSLMethod
+from engine.registry import get_method_info
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA if available, else Apple's MPS, else CPU (or exactly what was asked for)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("run.device = 'cuda' but no CUDA GPU is available (use 'auto')")
+    return torch.device(name)
+
+
+def has_accelerator() -> bool:
+    """Whether 'auto' would train on a GPU (so GPU presets apply)."""
+    return pick_device("auto").type != "cpu"
+
+
+def memory_format(backbone_name: str, device: torch.device) -> torch.memory_format:
+    """The fastest layout of a backbone's activations on a device.
+
+    channels_last (NHWC) lets oneDNN on CPU and cuDNN on CUDA run convolutions without
+    layout conversions: on a 2-core CPU the small CNN's forward+backward is about 20 %
+    faster and ResNet-18 about 33 % (bench/throughput.py). A ViT has no convolutions
+    after its patch embedding, so it keeps the default layout.
+    """
+    if backbone_name == "vit" or device.type not in ("cpu", "cuda"):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def build_model(cfg: Config, device: torch.device) -> tuple[SSLMethod, str]:
+    """The method (backbone + heads) for a config on ``device``, in its fastest memory
+    format; also the backbone name that ``backbone.name = auto`` resolved to."""
+    info = get_method_info(cfg.method_name)
+    backbone_name = resolve_backbone_name(cfg.backbone.name, device)
+    backbone, dim = build_backbone(
+        backbone_name, cfg.data.resolution, cfg.backbone.width,
+        patch_size=cfg.backbone.patch_size, vit_dim=cfg.backbone.vit_dim,
+        vit_depth=cfg.backbone.vit_depth, vit_heads=cfg.backbone.vit_heads,
+        vit_mlp_ratio=cfg.backbone.vit_mlp_ratio)
+    model: SSLMethod = info.cls(cfg, backbone, dim)
+    model = model.to(device)
+    fmt = memory_format(backbone_name, device)
+    if fmt is not torch.contiguous_format:
+        model = model.to(memory_format=fmt)
+    return model, backbone_name
+
+
+def lr_at(step: int, peak: float, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to zero at ``total_steps``
+    (Goyal et al. 2017 warm-up; Loshchilov & Hutter 2017 cosine schedule)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def schedule_lr(step: int, cfg: Config) -> float:
+    """The run's learning rate at ``step`` (``optim`` section)."""
+    o = cfg.optim
+    return lr_at(step, o.lr, o.warmup_steps, o.max_steps)
+
+
+def param_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    lr_multipliers: dict[str, float] | None = None,
+) -> list[dict]:
+    """Optimiser groups: weights decay, biases and norm parameters do not.
+
+    Each group carries ``lr_mult`` (from the parameter-name prefixes of
+    ``lr_multipliers``; the loop sets its learning rate to the schedule's times it) and
+    ``decays`` (whether the weight-decay setting applies to it).
+    """
+    mults = lr_multipliers or {}
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for name, p in named_params:
+        if p.requires_grad:
+            mult = next((m for pre, m in mults.items() if name.startswith(pre)), 1.0)
+            groups.setdefault((p.ndim > 1, mult), []).append(p)
+    return [
+        {"params": params, "weight_decay": weight_decay if decays else 0.0,
+         "decays": decays, "lr_mult": mult}
+        for (decays, mult), params in sorted(groups.items(),
+                                             key=lambda kv: (not kv[0][0], kv[0][1]))
+    ]
+
+
+def build_optimizer(model: SSLMethod, cfg: Config) -> torch.optim.Optimizer:
+    """SGD or AdamW over :func:`param_groups` of the method's parameters."""
+    groups = param_groups(model.named_parameters(), cfg.optim.weight_decay,
+                          model.lr_multipliers())
+    if cfg.optim.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.optim.lr)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's learning rate: the schedule's value times the group's multiplier."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_mult", 1.0)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> bool:
+    """Restore a checkpoint's optimiser state; False if it does not fit (kept fresh then).
+
+    The group settings (``lr_mult``, ``decays``) are what the method asks for now, so a
+    checkpoint saved before they existed resumes too. A checkpoint whose parameters were
+    grouped differently (saved before a method split off a group of its own) cannot be
+    mapped onto the groups: the weights still resume, the optimiser moments start afresh.
+    """
+    own = [(g["lr_mult"], g["decays"]) for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError:
+        return False
+    for g, (mult, decays) in zip(optimizer.param_groups, own, strict=True):
+        g["lr_mult"], g["decays"] = mult, decays
+    return True
+
+
+@torch.no_grad()
+def calibrate_batchnorm(
+    model: SSLMethod, images: torch.Tensor, device: torch.device, resolution: int
+) -> None:
+    """Estimate BatchNorm statistics of the untrained model on the monitor images.
+
+    A fresh network's running statistics are the placeholders mean 0 / variance 1, so
+    in eval mode its features are badly scaled and the random-init baseline would look
+    worse than random features really are. Averaging the batch statistics over the
+    monitor set (no gradients, no weight change) gives the honest baseline. Leaves the
+    model in train mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for i in range(0, images.shape[0], 256):
+        chunk = images[i : i + 256]
+        if chunk.shape[0] < 2:
+            break
+        x = model.eval_inputs(chunk.to(device), resolution)
+        model.project(model.embed(x))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+
+
+@torch.no_grad()
+def extract_features(
+    model: SSLMethod,
+    inputs: torch.Tensor,
+    device: torch.device | str,
+    batch: int = 512,
+    resolution: int | None = None,
+) -> torch.Tensor:
+    """Backbone features (N, D), float32 on the CPU: ``model.embed`` in eval mode.
+
+    Eval mode so BatchNorm uses its running statistics and each input's features do not
+    depend on the rest of its batch; the model's mode is restored afterwards.
+    """
+    device = torch.device(device)
+    if resolution is None:
+        cfg = getattr(model, "cfg", None)
+        resolution = cfg.data.resolution if cfg is not None else int(inputs.shape[-1])
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, inputs.shape[0], batch):
+            x = model.eval_inputs(inputs[i : i + batch].to(device), resolution)
+            out.append(model.embed(x).float().cpu())
+    finally:
+        model.train(was_training)
+    if not out:
+        return torch.empty(0, int(getattr(model, "feature_dim", 0)))
+    return torch.cat(out)

@@ -1,0 +1,139 @@
+"""The monitoring step: what the trainer measures on the fixed monitor subset.
+
+Every ``monitor.every_steps`` the trainer hands the model to :class:`Monitor`, which
+embeds the monitor inputs in eval mode and returns a :class:`~engine.events.MonitorReport`
+(kNN accuracy, collapse scores, spectrum, alignment and uniformity), the
+:class:`~engine.events.EmbeddingSnapshot` behind the embedding view, and the method's
+:class:`~engine.events.PreviewSnapshot`. Nothing here knows the data is images: inputs go
+through the method's own ``eval_inputs`` and ``train_augment``, and the monitor set's
+thumbnails come from the dataset source.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from engine.config import Config
+from engine.events import EmbeddingSnapshot, MonitorReport, MonitorSet, PreviewSnapshot
+from engine.knn import knn_accuracy
+from engine.methods._base import SSLMethod
+from engine.monitor import alignment, collapse_std, effective_rank, spectrum, uniformity
+from engine.verdict import collapse_verdict
+
+if TYPE_CHECKING:
+    from engine.augment import ViewAugment
+    from engine.data import ImageDataset
+
+#: monitor inputs embedded per forward pass
+CHUNK = 512
+#: monitor inputs whose two augmented views measure alignment
+ALIGNMENT_PAIRS = 256
+
+
+def monitor_indices(n_items: int, cfg: Config) -> torch.Tensor:
+    """The monitor subset: fixed by the data seed, so every run on a dataset shares it."""
+    gen = torch.Generator().manual_seed(12345 + cfg.data.seed)
+    n_mon = min(cfg.monitor.monitor_size, n_items)
+    return torch.randperm(n_items, generator=gen)[:n_mon]
+
+
+def monitor_set(ds: ImageDataset, indices: torch.Tensor) -> MonitorSet:
+    """The monitor subset's identity for embedding views: labels, names, thumbnails."""
+    labels = getattr(ds, "labels", None)
+    files = list(ds.files)
+    idx = indices.tolist()
+    thumbs = ds.thumbnails(indices)
+    return MonitorSet(
+        indices=indices.numpy().astype(np.int64),
+        labels=None if labels is None else labels[indices].numpy().astype(np.int64),
+        class_names=tuple(ds.class_names),
+        files=tuple(files[i] for i in idx),
+        thumbnails=thumbs.numpy() if thumbs is not None else np.zeros((len(idx), 0, 0, 3),
+                                                                       np.uint8),
+    )
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    if x.dtype != torch.uint8:
+        raise TypeError(f"preview images must be uint8, got {x.dtype}")
+    return x.detach().permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+class Monitor:
+    """Measures a model on fixed monitor inputs (CPU tensors) and labels."""
+
+    def __init__(self, cfg: Config, inputs: torch.Tensor, labels: torch.Tensor | None,
+                 device: torch.device) -> None:
+        self.cfg = cfg
+        self.inputs = inputs
+        self.labels = labels
+        self.device = device
+        self._augment: ViewAugment | None = None
+
+    @torch.no_grad()
+    def measure(self, model: SSLMethod, step: int, epoch: float, baseline: bool
+                ) -> tuple[MonitorReport, EmbeddingSnapshot]:
+        """Embed the monitor inputs in eval mode and score them."""
+        res = self.cfg.data.resolution
+        was_training = model.training
+        model.eval()
+        try:
+            feats, projs = [], []
+            for i in range(0, self.inputs.shape[0], CHUNK):
+                x = model.eval_inputs(self.inputs[i : i + CHUNK].to(self.device), res)
+                f = model.embed(x)
+                feats.append(f.float().cpu())
+                projs.append(model.project(f).float().cpu())
+            # alignment: two augmented views of the first inputs, the same draws each time
+            if self._augment is None:
+                self._augment = model.train_augment()
+            align = None
+            if self._augment is not None:
+                gen = torch.Generator().manual_seed(4242 + self.cfg.data.seed)
+                pair = self.inputs[:ALIGNMENT_PAIRS].to(self.device)
+                z1 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
+                z2 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
+                align = alignment(z1, z2)
+        finally:
+            model.train(was_training)
+        f, z = torch.cat(feats), torch.cat(projs)
+        knn = None
+        if self.labels is not None and len(set(self.labels.tolist())) > 1:
+            knn = knn_accuracy(f, self.labels, self.cfg.monitor.knn_k,
+                               self.cfg.monitor.knn_temperature)
+        std, ref, rank = collapse_std(z), 1.0 / math.sqrt(z.shape[1]), effective_rank(z)
+        report = MonitorReport(
+            step=step, epoch=epoch, baseline=baseline, knn_accuracy=knn, std=std,
+            std_reference=ref, effective_rank=rank, dim=int(z.shape[1]),
+            backbone_rank=effective_rank(f), backbone_dim=int(f.shape[1]),
+            verdict=collapse_verdict(std, ref, rank, int(z.shape[1]), int(z.shape[0])),
+            spectrum=tuple(spectrum(z)), alignment=align, uniformity=uniformity(z))
+        snap = EmbeddingSnapshot(step=step, features=f.half().numpy(),
+                                 projections=z.half().numpy())
+        return report, snap
+
+    @torch.no_grad()
+    def preview(self, model: SSLMethod, step: int) -> PreviewSnapshot | None:
+        """The method's preview of the first monitor inputs, with the same randomness
+        (masks, noise, rotations) at every call so snapshots compare like with like."""
+        n = min(self.cfg.monitor.preview_count, self.inputs.shape[0])
+        was_training = model.training
+        model.eval()
+        dev = self.device
+        gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
+        gen.manual_seed(777 + self.cfg.data.seed)
+        try:
+            p = model.preview(self.inputs[:n].to(dev), gen)
+        finally:
+            model.train(was_training)
+        if p is None:
+            return None
+        return PreviewSnapshot(
+            step=step, kind=p.kind, originals=_hwc(p.originals), inputs=_hwc(p.inputs),
+            outputs=None if p.outputs is None else _hwc(p.outputs),
+            predicted=tuple(p.predicted), true=tuple(p.true),
+            input_title=p.input_title, output_title=p.output_title)
