@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 
+from engine.config import DEFAULT_METHOD, DataConfig  # torch-free, like this module
+
 
 def load_style() -> str:
     try:
@@ -20,11 +22,11 @@ def load_style() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="selfsup", description="SelfSup Workbench")
-    parser.add_argument("--dataset", default="shapes",
-                        help="'shapes' (default), 'digits' or an image folder")
+    parser.add_argument("--dataset", default=DataConfig().dataset,
+                        help="'shapes', 'digits' or an image folder (default: %(default)s)")
     parser.add_argument("--runs-dir", help="where run folders go (default: $SELFSUP_RUNS_DIR "
                         "or the user data dir)")
-    parser.add_argument("--method", help="method to select at start (default simclr)")
+    parser.add_argument("--method", help=f"method to select at start (default {DEFAULT_METHOD})")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.FIELD=VALUE",
                         help="preset a form field, e.g. --set method.temperature=0.005")

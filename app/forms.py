@@ -44,20 +44,35 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def tooltip_text(spec: FieldSpec, default: Any) -> str:
+    """A field's tooltip: help, allowed range and ``default``.
+
+    ``default`` is passed in rather than read from ``spec.default`` because the value in
+    force is the method's preset (``default_config``), not the dataclass default.
+    """
+    tip = f"{spec.help}\nAllowed: {spec.range_text()}\nDefault: {_format(default)}"
+    if spec.collapse:
+        tip += f"\n\nCollapse switch: {spec.collapse}"
+    return tip
+
+
 class FieldEditor(QWidget):
-    """One field's widget: a checkbox, a combo box or a validated line edit."""
+    """One field's widget: a checkbox, a combo box or a validated line edit.
+
+    ``default`` is the preset's value for the field (what its tooltip names), which may
+    differ from the dataclass default.
+    """
 
     changed = Signal()
 
-    def __init__(self, spec: FieldSpec, value: Any) -> None:
+    def __init__(self, spec: FieldSpec, value: Any, default: Any) -> None:
         super().__init__()
         self.spec = spec
+        self.default = default
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(1)
-        tip = f"{spec.help}\nAllowed: {spec.range_text()}\nDefault: {_format(spec.default)}"
-        if spec.collapse:
-            tip += f"\n\nCollapse switch: {spec.collapse}"
+        tip = tooltip_text(spec, default)
         self.widget: QWidget
         if spec.type is bool:
             self.widget = QCheckBox()
@@ -145,9 +160,15 @@ class ConfigForm(QWidget):
         lay.addWidget(self.toolbox, 1)
         self._rows: list[tuple[FieldSpec, QWidget, QWidget]] = []
 
-    def set_config(self, cfg: Config) -> None:
-        """Rebuild every page for ``cfg`` (a method change swaps the method page)."""
+    def set_config(self, cfg: Config, defaults: Config | None = None) -> None:
+        """Rebuild every page for ``cfg`` (a method change swaps the method page).
+
+        ``defaults`` is the preset in force, ``default_config(method, accelerator=...)``:
+        tooltips name its values, not the dataclass defaults (a method's preset
+        overrides them). Without it ``cfg`` is taken to be that preset.
+        """
         self._cfg = cfg.copy()
+        preset = defaults if defaults is not None else cfg
         current = self.toolbox.currentIndex()
         while self.toolbox.count():
             page = self.toolbox.widget(0)
@@ -164,7 +185,7 @@ class ConfigForm(QWidget):
             form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
             form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
             for spec in specs:
-                editor = FieldEditor(spec, cfg.get(spec.key))
+                editor = FieldEditor(spec, cfg.get(spec.key), preset.get(spec.key))
                 editor.changed.connect(self.changed)
                 label = QLabel(("⚠ " if spec.collapse else "") + spec.label)
                 label.setToolTip(editor.widget.toolTip())

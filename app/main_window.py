@@ -36,6 +36,7 @@ from app.panels.runs import RunsPanel
 from app.panels.training_plots import TrainingPlots
 from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
 from engine import events as ev
+from engine.config import DEFAULT_METHOD, DataConfig
 
 FAMILY_TITLES = {
     "contrastive": "Contrastive",
@@ -46,9 +47,12 @@ FAMILY_TITLES = {
 
 
 def _load_engine() -> dict[str, Any]:
-    """Runs in a worker thread: import torch and the methods, find the device."""
+    """Runs in a worker thread: import torch and the methods, find the device, and read
+    the evaluation options' declarations (their class lives beside torch)."""
     import torch
 
+    from engine.config import field_specs
+    from engine.evaluate import EvalOptions
     from engine.model import pick_device
     from engine.registry import available_methods
 
@@ -59,7 +63,8 @@ def _load_engine() -> dict[str, Any]:
         text = "GPU: Apple MPS"
     else:
         text = f"CPU ({torch.get_num_threads()} threads)"
-    return {"methods": available_methods(), "device": text, "accelerator": device.type != "cpu"}
+    return {"methods": available_methods(), "device": text, "accelerator": device.type != "cpu",
+            "eval_specs": field_specs(EvalOptions(), "eval")}
 
 
 class MessageBar(QLabel):
@@ -87,13 +92,13 @@ class MainWindow(QMainWindow):
 
     def __init__(
         self,
-        dataset: str = "shapes",
+        dataset: str | None = None,
         runs_dir: str | Path | None = None,
         method: str | None = None,
         overrides: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self._initial_method = method or "simclr"
+        self._initial_method = method or DEFAULT_METHOD
         self._initial_overrides = list(overrides or [])
         self.setWindowTitle("SelfSup Workbench")
         self.resize(1400, 860)
@@ -145,7 +150,7 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self._build_status_bar()
-        self.dataset_chooser.set_source(dataset)
+        self.dataset_chooser.set_source(dataset if dataset is not None else DataConfig().dataset)
 
         self.status_timer = QTimer(self)
         self.status_timer.setInterval(250)
@@ -266,6 +271,7 @@ class MainWindow(QMainWindow):
     def _on_engine_loaded(self, info: dict[str, Any]) -> None:
         self.device_label.setText(f"Device: {info['device']}")
         self.accelerator = info["accelerator"]
+        self.evaluate.set_option_specs(info["eval_specs"])
         self.methods = {m.name: m for m in info["methods"]}
         self.method_combo.blockSignals(True)
         self.method_combo.clear()
@@ -283,8 +289,8 @@ class MainWindow(QMainWindow):
         if index < 0:
             self.message_bar.show_message(
                 f"Unknown method '{self._initial_method}' (available: "
-                f"{', '.join(self.methods)}); using simclr.", "warning")
-            index = self.method_combo.findData("simclr")
+                f"{', '.join(self.methods)}); using {DEFAULT_METHOD}.", "warning")
+            index = self.method_combo.findData(DEFAULT_METHOD)
         self.method_combo.setCurrentIndex(index)
         self._on_method_changed()
         self._apply_overrides(self._initial_overrides)
@@ -321,6 +327,7 @@ class MainWindow(QMainWindow):
         from engine.presets import default_config
 
         info = self.methods[name]
+        # the preset in force on this device: the form's values and its tooltips' defaults
         cfg = default_config(name, self.accelerator)
         text = f"<b>{info.name}</b>: {info.description}<br><i>{info.paper}</i>"
         switches = [spec.label for spec in cfg.specs() if spec.collapse]
@@ -328,7 +335,7 @@ class MainWindow(QMainWindow):
             text += ("<br><span style='color:#b35c00'>⚠ Collapse switches (Method page): "
                      f"{', '.join(switches)}</span>")
         self.method_desc.setText(text)
-        self.form.set_config(cfg)
+        self.form.set_config(cfg, defaults=cfg)
 
     # run control ------------------------------------------------------------------
     def _set_buttons(self) -> None:

@@ -1,6 +1,8 @@
 """Dataset chooser: a built-in set or a folder, scanned off the GUI thread.
 
-Shows the image count, the label summary and the files that could not be decoded.
+Shows the image count, the label summary and the files that could not be decoded. The
+dataset, resolution and shapes settings it starts with are :class:`engine.config.DataConfig`'s
+defaults, so a run with the default config reuses the set it shows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.worker import FunctionWorker, start_in_thread
+from engine.config import DataConfig
 
 BUILTINS = {
     "shapes": ("Shapes (built-in)", "6 procedurally drawn shape classes on random colours"),
@@ -62,12 +65,13 @@ class DatasetChooser(QWidget):
         self.skipped.setMaximumHeight(80)
         self.skipped.hide()
         lay.addWidget(self.skipped)
-        self.source = "shapes"
-        self.resolution = 32
+        defaults = DataConfig()
+        self.source = defaults.dataset
+        self.resolution = defaults.resolution
         # The generated set the chooser shows; a run with other shapes settings makes its own.
-        self.shapes_count = 6000
-        self.shapes_seed = 0
-        self.shapes_orientation = "upright"
+        self.shapes_count = defaults.shapes_count
+        self.shapes_seed = defaults.seed
+        self.shapes_orientation = defaults.shapes_orientation
         self.dataset: Any = None
         self._scan_id = 0
         self.engine_ready = False

@@ -4,6 +4,11 @@ always beside the random-init baseline, computed off the GUI thread.
 Results are written to the run's ``summary.json`` by :func:`engine.evaluate.evaluate_run`
 and shown in a table; opening a run shows its saved results. Without labels the tab says
 what it would need (one subfolder per class).
+
+The option spin boxes are built from :class:`engine.evaluate.EvalOptions`' field metadata
+(default, range, help), so the tab holds no default of its own (docs/ARCHITECTURE.md,
+convention 1). That class lives beside torch, so the boxes appear once the engine has
+loaded (:meth:`EvaluatePanel.set_option_specs`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
+    QDoubleSpinBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -25,11 +31,42 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.forms import tooltip_text
 from app.worker import FunctionWorker, start_in_thread
+from engine.config import FieldSpec
 
 PROTOCOL_TITLES = {"knn": "Weighted kNN", "linear": "Linear probe",
                    "fewshot": "Few-shot (1 / 5 / 10 labels per class)",
                    "finetune": "Fine-tuning"}
+
+#: the EvalOptions fields the tab lets one change, with their short labels; every other
+#: option keeps EvalOptions' default
+EDITABLE_OPTIONS = {"knn_k": "kNN k", "finetune_steps": "fine-tune steps"}
+
+_INT_LIMIT = 2**31 - 1  # QSpinBox holds a C int
+_DECIMALS = 4
+
+
+def option_spin_box(spec: FieldSpec) -> QSpinBox | QDoubleSpinBox:
+    """A spin box whose value, range and tooltip are the option's declaration."""
+    box: QSpinBox | QDoubleSpinBox
+    if spec.type is int:
+        box = QSpinBox()
+        box.setRange(int(spec.min) if spec.min is not None else -_INT_LIMIT,
+                     int(spec.max) if spec.max is not None else _INT_LIMIT)
+    elif spec.type is float:
+        box = QDoubleSpinBox()
+        box.setDecimals(_DECIMALS)
+        lo = spec.min if spec.min is not None else -float(_INT_LIMIT)
+        if spec.min_exclusive:
+            lo += 10.0**-_DECIMALS
+        box.setRange(lo, spec.max if spec.max is not None else float(_INT_LIMIT))
+    else:
+        raise TypeError(f"eval.{spec.name}: only int and float options get a spin box")
+    box.setValue(spec.default)
+    box.setToolTip(tooltip_text(spec, spec.default))
+    box.setObjectName(f"option:{spec.name}")
+    return box
 
 
 class EvaluatePanel(QWidget):
@@ -55,18 +92,11 @@ class EvaluatePanel(QWidget):
             self.checks[key] = box
             row.addWidget(box)
         row.addStretch(1)
-        self.knn_k = QSpinBox()
-        self.knn_k.setRange(1, 1000)
-        self.knn_k.setValue(20)
-        self.knn_k.setToolTip("Neighbours of the weighted kNN vote")
-        self.finetune_steps = QSpinBox()
-        self.finetune_steps.setRange(1, 100_000)
-        self.finetune_steps.setValue(100)
+        # filled by set_option_specs once the engine (and EvalOptions) has loaded
+        self.spins: dict[str, QSpinBox | QDoubleSpinBox] = {}
+        self._spin_row = QHBoxLayout()
         opts = QHBoxLayout()
-        opts.addWidget(QLabel("kNN k"))
-        opts.addWidget(self.knn_k)
-        opts.addWidget(QLabel("fine-tune steps"))
-        opts.addWidget(self.finetune_steps)
+        opts.addLayout(self._spin_row)
         opts.addStretch(1)
         self.run_button = QPushButton("Evaluate")
         self.run_button.setEnabled(False)
@@ -93,6 +123,30 @@ class EvaluatePanel(QWidget):
         lay.addWidget(self.table, 1)
         lay.addWidget(self.notes)
 
+    def set_option_specs(self, specs: list[FieldSpec]) -> None:
+        """Build the option spin boxes from EvalOptions' field specs
+        (``field_specs(EvalOptions(), "eval")``); called once the engine has loaded."""
+        if self.spins:
+            return
+        by_name = {s.name: s for s in specs}
+        for name, label in EDITABLE_OPTIONS.items():
+            box = option_spin_box(by_name[name])
+            self._spin_row.addWidget(QLabel(label))
+            self._spin_row.addWidget(box)
+            self.spins[name] = box
+
+    def _ensure_option_specs(self) -> None:
+        """The spin boxes, even when a run is evaluated before the engine has loaded."""
+        if not self.spins:
+            from engine.config import field_specs
+            from engine.evaluate import EvalOptions
+
+            self.set_option_specs(field_specs(EvalOptions(), "eval"))
+
+    def option_values(self) -> dict[str, Any]:
+        """The options set in the tab, as EvalOptions keyword arguments."""
+        return {name: box.value() for name, box in self.spins.items()}
+
     def set_run(self, run_dir: str | None) -> None:
         """The run to evaluate; shows the results already in its summary."""
         from engine.runs import RunFolder
@@ -115,8 +169,8 @@ class EvaluatePanel(QWidget):
         if not protocols:
             self.status.setText("Tick at least one protocol.")
             return
-        options = EvalOptions(knn_k=self.knn_k.value(),
-                              finetune_steps=self.finetune_steps.value())
+        self._ensure_option_specs()
+        options = EvalOptions(**self.option_values())
         run_dir = self.run_dir
         self.busy = True
         self.run_button.setEnabled(False)
@@ -162,5 +216,5 @@ class EvaluatePanel(QWidget):
         text = f"Checkpoint step {ev.get('checkpoint_step', '?')}."
         if split:
             text += (f" Split: {split.get('train')} training / {split.get('val')} validation "
-                     f"images, stratified by class (seed {s.get('seed', 0)}).")
+                     f"images, stratified by class (seed {s.get('seed', '?')}).")
         self.notes.setText(text)
