@@ -107,6 +107,12 @@ def _as_rgb(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
+#: light augmentation for fine-tuning: random resized crop of 80-100 % of the area and a
+#: horizontal flip, no colour changes (enough to curb overfitting in a few hundred steps)
+FINETUNE_AUGMENT = AugmentConfig(crop_min_scale=0.8, crop_max_scale=1.0, flip_prob=0.5,
+                                 jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
+
+
 def eval_transform(images: torch.Tensor, out_size: int) -> torch.Tensor:
     """Deterministic: uint8 batch -> resized (if needed) normalised float; used for monitoring.
 

@@ -319,6 +319,11 @@ class RunSettings:
 class MethodConfig:
     """Base class of each method's hyperparameters; subclasses live beside the method."""
 
+    def validate(self, cfg: Config) -> None:
+        """Rules that span fields, of this section or of others (the resolution, the
+        backbone): raise :class:`ConfigError` naming the fields. Called by
+        :meth:`Config.validate`, so the form rejects such values before Start."""
+
 
 #: the method a new run uses unless told otherwise
 DEFAULT_METHOD = "simclr"
@@ -376,6 +381,7 @@ class Config:
                 "augment.crop_min_scale must not exceed augment.crop_max_scale "
                 f"({self.augment.crop_min_scale:g} > {self.augment.crop_max_scale:g})"
             )
+        self.method.validate(self)
 
     def fit_schedule(self) -> str | None:
         """Shorten a warm-up that does not fit in the run (``--max-steps 10`` with the

@@ -181,7 +181,7 @@ class MonitorSet(Event):
     labels: np.ndarray | None
     class_names: tuple[str, ...]
     files: tuple[str, ...]
-    thumbnails: np.ndarray
+    thumbnails: np.ndarray | None  # None: the source has no pictures (e.g. text)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ def knn_predict(
     bank: torch.Tensor,
     bank_labels: torch.Tensor,
     queries: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
+    k: int,
+    temperature: float,
     chunk: int = 1024,
     leave_one_out: bool = False,
 ) -> torch.Tensor:
@@ -49,8 +49,8 @@ def knn_predict(
 def knn_accuracy(
     features: torch.Tensor,
     labels: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
+    k: int,
+    temperature: float,
     chunk: int = 1024,
 ) -> float:
     """Leave-one-out weighted kNN accuracy: each item classified by its k nearest others,

@@ -1,4 +1,8 @@
-"""SSL losses as pure functions of tensors, each citing its paper."""
+"""SSL losses as pure functions of tensors, each citing its paper.
+
+Hyperparameters (temperatures, weights, margins) have no defaults here: the method
+passes its config's values, so no default can disagree with the one the form shows.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """Normalised temperature-scaled cross entropy (SimCLR; Chen et al. 2020, eq. 1).
 
     For 2N embeddings of N positive pairs, with cosine similarity s and temperature t,
@@ -22,7 +26,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
 
 
 def info_nce(
-    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """InfoNCE with a queue of negatives (MoCo; He et al. 2020, eq. 1).
 
@@ -53,7 +57,7 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2.0 - 2.0 * F.cosine_similarity(p.float(), z.float(), dim=1)).mean()
 
 
-def simsiam_loss(p: torch.Tensor, z: torch.Tensor, stop_gradient: bool = True) -> torch.Tensor:
+def simsiam_loss(p: torch.Tensor, z: torch.Tensor, stop_gradient: bool) -> torch.Tensor:
     """SimSiam's negative cosine similarity ``D(p, z) = -cos(p, stopgrad(z))``
     (Chen & He 2021, eq. 1 and 3), averaged over the batch; between -1 and 1.
 
@@ -67,7 +71,7 @@ def simsiam_loss(p: torch.Tensor, z: torch.Tensor, stop_gradient: bool = True) -
 
 
 def triplet_margin(
-    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.5
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float
 ) -> torch.Tensor:
     """Triplet loss with a margin (FaceNet; Schroff et al. 2015, eq. 1-2).
 
@@ -83,7 +87,7 @@ def triplet_margin(
 
 
 def barlow_twins_loss(
-    z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, eps: float = 1e-5
+    z1: torch.Tensor, z2: torch.Tensor, lambd: float, eps: float = 1e-5
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Redundancy-reduction loss (Barlow Twins; Zbontar et al. 2021, eq. 1-2).
 
@@ -110,11 +114,11 @@ def barlow_twins_loss(
 def vicreg_loss(
     z1: torch.Tensor,
     z2: torch.Tensor,
-    sim_w: float = 25.0,
-    var_w: float = 25.0,
-    cov_w: float = 1.0,
-    gamma: float = 1.0,
-    eps: float = 1e-4,
+    sim_w: float,
+    var_w: float,
+    cov_w: float,
+    gamma: float,
+    eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Variance-invariance-covariance loss (VICReg; Bardes, Ponce, LeCun 2022, eq. 1-6).
 
@@ -152,8 +156,8 @@ def dino_loss(
     student_out: list[torch.Tensor],
     teacher_out: list[torch.Tensor],
     center: torch.Tensor,
-    student_temp: float = 0.1,
-    teacher_temp: float = 0.04,
+    student_temp: float,
+    teacher_temp: float,
 ) -> torch.Tensor:
     """Self-distillation cross-entropy (DINO; Caron et al. 2021, eq. 1-3 and Algorithm 1).
 
@@ -182,7 +186,7 @@ def dino_loss(
 
 @torch.no_grad()
 def dino_center_update(
-    center: torch.Tensor, teacher_out: torch.Tensor, momentum: float = 0.9
+    center: torch.Tensor, teacher_out: torch.Tensor, momentum: float
 ) -> torch.Tensor:
     """DINO's centre update (Caron et al. 2021, eq. 4): ``C <- m C + (1 - m) mean_b t_b``.
 
@@ -213,8 +217,8 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def ab_regression_loss(
-    pred_ab: torch.Tensor, target_ab: torch.Tensor, pixel_weights: torch.Tensor | None = None,
-    beta: float = 1.0,
+    pred_ab: torch.Tensor, target_ab: torch.Tensor, pixel_weights: torch.Tensor | None,
+    beta: float,
 ) -> torch.Tensor:
     """Colorization by regression: smooth L1 (Huber) on the ab channels, in ab units.
 
@@ -256,7 +260,7 @@ def colorization_ce(
 # ------------------------------------------------------------------------------ MAE
 
 
-def mae_targets(patches: torch.Tensor, norm_pix: bool = False, eps: float = 1e-6
+def mae_targets(patches: torch.Tensor, norm_pix: bool, eps: float = 1e-6
                 ) -> torch.Tensor:
     """MAE's reconstruction targets from patchified images ``(B, N, P)``.
 

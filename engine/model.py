@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
 
-from engine.backbones import build_backbone, resolve_backbone_name
 from engine.config import Config
 from engine.errors import UserInputError
 from engine.methods._base import SSLMethod
@@ -57,13 +57,9 @@ def build_model(cfg: Config, device: torch.device) -> tuple[SSLMethod, str]:
     """The method (backbone + heads) for a config on ``device``, in its fastest memory
     format; also the backbone name that ``backbone.name = auto`` resolved to."""
     info = get_method_info(cfg.method_name)
-    backbone_name = resolve_backbone_name(cfg.backbone.name, device)
-    backbone, dim = build_backbone(
-        backbone_name, cfg.data.resolution, cfg.backbone.width,
-        patch_size=cfg.backbone.patch_size, vit_dim=cfg.backbone.vit_dim,
-        vit_depth=cfg.backbone.vit_depth, vit_heads=cfg.backbone.vit_heads,
-        vit_mlp_ratio=cfg.backbone.vit_mlp_ratio)
-    model: SSLMethod = info.cls(cfg, backbone, dim)
+    cls = cast(type[SSLMethod], info.cls)
+    backbone, dim, backbone_name = cls.make_backbone(cfg, device)
+    model = cls(cfg, backbone, dim)
     model = model.to(device)
     fmt = memory_format(backbone_name, device)
     if fmt is not torch.contiguous_format:

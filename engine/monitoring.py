@@ -52,8 +52,7 @@ def monitor_set(ds: ImageDataset, indices: torch.Tensor) -> MonitorSet:
         labels=None if labels is None else labels[indices].numpy().astype(np.int64),
         class_names=tuple(ds.class_names),
         files=tuple(files[i] for i in idx),
-        thumbnails=thumbs.numpy() if thumbs is not None else np.zeros((len(idx), 0, 0, 3),
-                                                                       np.uint8),
+        thumbnails=None if thumbs is None else thumbs.numpy(),
     )
 
 

@@ -311,7 +311,9 @@ class RunFolder:
         import numpy as np
 
         buf = io.BytesIO()
-        arrays = {"indices": ms.indices, "thumbnails": ms.thumbnails}
+        arrays = {"indices": ms.indices}
+        if ms.thumbnails is not None:
+            arrays["thumbnails"] = ms.thumbnails
         if ms.labels is not None:
             arrays["labels"] = ms.labels
         meta = {"class_names": list(ms.class_names), "files": list(ms.files)}
@@ -332,7 +334,9 @@ class RunFolder:
                 return MonitorSet(indices=z["indices"],
                                   labels=z["labels"] if "labels" in z.files else None,
                                   class_names=tuple(meta["class_names"]),
-                                  files=tuple(meta["files"]), thumbnails=z["thumbnails"])
+                                  files=tuple(meta["files"]),
+                                  thumbnails=z["thumbnails"] if "thumbnails" in z.files
+                                  else None)
         except (OSError, ValueError, KeyError):
             return None
 

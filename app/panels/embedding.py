@@ -366,7 +366,7 @@ class EmbeddingPanel(QWidget):
             text += (f"<hr>selected: {ms.files[self.selected]}<br>nearest neighbours{same}:"
                      f"<br><small>{names}</small>")
         self.info.setText(text)
-        if ms is not None:
+        if ms is not None and ms.thumbnails is not None:
             img: QImage = to_qimage(ms.thumbnails[i])
             self.thumb.setPixmap(QPixmap.fromImage(img).scaled(
                 124, 124, Qt.AspectRatioMode.KeepAspectRatio,

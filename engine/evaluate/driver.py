@@ -89,7 +89,7 @@ def evaluate_models(
     if set(protocols) - {"finetune"}:
         for name, m in models.items():
             say(f"extracting features ({name.replace('_', ' ')})")
-            feats[name] = extract_features(m, dataset.images, device, options.batch_size, res)
+            feats[name] = extract_features(m, dataset.inputs, device, options.batch_size, res)
     feature_seconds = time.perf_counter() - t0
     val_counts = torch.bincount(labels[val_idx], minlength=n_classes)
     results: dict[str, Any] = {}
@@ -119,7 +119,7 @@ def evaluate_models(
                 r[name] = few_shot(f, labels, options.fewshot_shots, options.fewshot_draws,
                                    options.seed, dataset.class_names)
             else:
-                r[name] = fine_tune(m, dataset.images, labels, train_idx, val_idx,
+                r[name] = fine_tune(m, dataset.inputs, labels, train_idx, val_idx,
                                     n_classes, options, device, res)
         r["seconds"] = time.perf_counter() - t0
         results[p] = r
@@ -161,7 +161,7 @@ def evaluate_model(
     cfg: Config = model.cfg
     device = next(model.parameters()).device
     name = resolve_backbone_name(cfg.backbone.name, device)
-    calib = dataset.images[monitor_indices(len(dataset), cfg)]
+    calib = dataset.inputs[monitor_indices(len(dataset), cfg)]
     base = random_init_model(cfg, name, calib, device)
     return evaluate_models({"trained": model, "random_init": base}, dataset, protocols,
                            options, device=device, progress=progress)
@@ -215,7 +215,7 @@ def evaluate_run(
     say = progress or (lambda _msg: None)
     say("loading the checkpoint")
     trained, backbone_name, step = load_run_model(run, cfg, device)
-    calib = dataset.images[monitor_indices(len(dataset), cfg)]
+    calib = dataset.inputs[monitor_indices(len(dataset), cfg)]
     baseline = random_init_model(cfg, backbone_name, calib, device)
     ev = evaluate_models({"trained": trained, "random_init": baseline}, dataset, protocols,
                          options, device=device, resolution=cfg.data.resolution,

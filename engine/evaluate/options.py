@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from engine.config import AugmentConfig, check, coerce, field_specs, param
+from engine.augment import FINETUNE_AUGMENT  # noqa: F401  (re-exported)
+from engine.config import check, coerce, field_specs, param
 from engine.data import ImageDataset
 from engine.errors import ConfigError, UserInputError
 
@@ -21,11 +22,6 @@ PROTOCOL_TEXT = {
     "finetune": "fine-tune",
 }
 MODELS = ("trained", "random_init")
-
-#: light augmentation for fine-tuning: random resized crop of 80-100 % of the area and a
-#: horizontal flip, no colour changes (enough to curb overfitting in a few hundred steps)
-FINETUNE_AUGMENT = AugmentConfig(crop_min_scale=0.8, crop_max_scale=1.0, flip_prob=0.5,
-                                 jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0)
 
 Progress = Callable[[str], None]
 

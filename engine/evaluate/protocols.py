@@ -12,9 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.augment import ViewAugment
 from engine.errors import UserInputError
-from engine.evaluate.options import FINETUNE_AUGMENT, EvalOptions
+from engine.evaluate.options import EvalOptions
 from engine.knn import knn_predict
 from engine.methods._base import SSLMethod
 from engine.model import extract_features, lr_at, param_groups, set_lr
@@ -25,8 +24,8 @@ def knn_eval(
     train_y: torch.Tensor,
     val_f: torch.Tensor,
     val_y: torch.Tensor,
-    k: int = 20,
-    temperature: float = 0.07,
+    k: int,
+    temperature: float,
 ) -> dict[str, float]:
     """Top-1 of weighted kNN with the training split as bank and validation as queries."""
     pred = knn_predict(train_f, train_y, val_f, k, temperature)
@@ -154,7 +153,8 @@ def fine_tune(
     Recipe: AdamW (lr ``finetune_lr``, linear warm-up over the first 10 % of steps, then
     cosine decay to 0; weight decay on weights only) for ``finetune_steps`` steps of
     ``finetune_batch_size`` training images (reshuffled each epoch), cross-entropy,
-    BatchNorm in train mode, views from :data:`FINETUNE_AUGMENT`. The head is initialised
+    BatchNorm in train mode, inputs from the method's ``finetune_augment`` (for images
+    :data:`engine.augment.FINETUNE_AUGMENT`; none: its ``eval_inputs``). The head is initialised
     and batches drawn from ``options.seed``. Returns validation and training top-1 in
     eval mode on un-augmented images, and the mean loss of the last 10 steps.
     """
@@ -168,7 +168,7 @@ def fine_tune(
     named = [*net.named_parameters(), *(("head." + n, p) for n, p in head.named_parameters())]
     opt = torch.optim.AdamW(param_groups(named, options.finetune_weight_decay),
                             lr=options.finetune_lr)
-    augment = ViewAugment(FINETUNE_AUGMENT, res)
+    augment = net.finetune_augment()
     gen = torch.Generator().manual_seed(options.seed + 1)
     y_all = labels.long()
     bs = min(options.finetune_batch_size, train_idx.numel())
@@ -186,7 +186,8 @@ def fine_tune(
         idx = order[pos : pos + bs]
         pos += bs
         set_lr(opt, lr_at(step, options.finetune_lr, warm, total))
-        x = augment(images[idx].to(device), gen)
+        batch = images[idx].to(device)
+        x = augment(batch, gen) if augment is not None else net.eval_inputs(batch, res)
         loss = F.cross_entropy(head(net.embed(x)), y_all[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -74,6 +74,28 @@ class SSLMethod(nn.Module):
 
         return ViewAugment(self.cfg.augment, self.cfg.data.resolution)
 
+    def finetune_augment(self) -> ViewAugment | None:
+        """The light augmentation of the fine-tuning protocol (None: none, the inputs go
+        through :meth:`eval_inputs`)."""
+        from engine.augment import FINETUNE_AUGMENT, ViewAugment
+
+        return ViewAugment(FINETUNE_AUGMENT, self.cfg.data.resolution)
+
+    @classmethod
+    def make_backbone(cls, cfg: Config, device: torch.device) -> tuple[nn.Module, int, str]:
+        """The encoder this method trains, its feature dimension and its name. Image
+        methods build the configured image backbone (``backbone.name``, 'auto' resolved
+        by device); a method for other data builds its own encoder here."""
+        from engine.backbones import build_backbone, resolve_backbone_name
+
+        name = resolve_backbone_name(cfg.backbone.name, device)
+        b = cfg.backbone
+        net, dim = build_backbone(name, cfg.data.resolution, b.width,
+                                  patch_size=b.patch_size, vit_dim=b.vit_dim,
+                                  vit_depth=b.vit_depth, vit_heads=b.vit_heads,
+                                  vit_mlp_ratio=b.vit_mlp_ratio)
+        return net, dim, name
+
     def eval_inputs(self, batch: torch.Tensor, resolution: int) -> torch.Tensor:
         """A raw dataset batch (on the device) as the network's evaluation input: for
         images, uint8 resized and normalised (:func:`engine.augment.eval_transform`)."""

@@ -23,7 +23,8 @@ from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
 from engine.heads import mlp_head
 from engine.losses import barlow_twins_loss
-from engine.methods._base import SSLMethod, StepOutput
+from engine.methods._base import StepOutput
+from engine.methods._joint import TwoViewMethod
 from engine.registry import register_method
 
 
@@ -76,7 +77,7 @@ class BarlowTwinsConfig(MethodConfig):
         "projector helps."
     ),
 )
-class BarlowTwins(SSLMethod):
+class BarlowTwins(TwoViewMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: BarlowTwinsConfig = cfg.method  # type: ignore[assignment]
@@ -85,14 +86,11 @@ class BarlowTwins(SSLMethod):
         # standardises the output along the batch (the paper's affine-free BatchNorm).
         self.projector = mlp_head(feature_dim, m.proj_hidden_dim, m.proj_dim, layers=3)
 
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        return self.projector(features)
-
     def training_step(
         self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
     ) -> StepOutput:
         n = images.shape[0]
-        views = torch.cat([augment(images, generator), augment(images, generator)])
+        views = self.two_views(images, augment, generator)
         z = self.projector(self.backbone(views))
         loss, on_diag, off_diag = barlow_twins_loss(z[:n], z[n:], self.lambd)
         return StepOutput(loss, {"on_diag": on_diag.detach(), "off_diag": off_diag.detach()})

@@ -44,10 +44,10 @@ from torch import nn
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
-from engine.ema import cosine_momentum, ema_update, make_target
 from engine.heads import mlp_head, predictor_lr_mult_param
 from engine.losses import byol_loss
-from engine.methods._base import SSLMethod, StepOutput
+from engine.methods._base import StepOutput
+from engine.methods._joint import MomentumMethod
 from engine.monitor import output_std
 from engine.registry import register_method
 
@@ -102,7 +102,9 @@ class BYOLConfig(MethodConfig):
         "(method.predictor_lr_mult) near 10, and do not lower the predictor's width."
     ),
 )
-class BYOL(SSLMethod):
+class BYOL(MomentumMethod):
+    target_backbone: torch.nn.Module  # EMA target (MomentumMethod.add_target)
+    target_projector: torch.nn.Module  # EMA target (MomentumMethod.add_target)
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: BYOLConfig = cfg.method  # type: ignore[assignment]
@@ -114,11 +116,8 @@ class BYOL(SSLMethod):
             if m.use_predictor
             else nn.Identity()
         )
-        self.target_backbone = make_target(self.backbone)
-        self.target_projector = make_target(self.projector)
-
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        return self.projector(features)
+        self.add_target("backbone", "target_backbone")
+        self.add_target("projector", "target_projector")
 
     def lr_multipliers(self) -> dict[str, float]:
         return {"predictor.": self.predictor_lr_mult}
@@ -127,22 +126,16 @@ class BYOL(SSLMethod):
         """Cosine schedule from ``base_momentum`` to 1; exactly 0 throughout when base is 0."""
         if self.base_momentum == 0.0:
             return 0.0
-        return cosine_momentum(self.base_momentum, step, total_steps)
+        return super().momentum_at(step, total_steps)
 
     def training_step(
         self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
     ) -> StepOutput:
         n = images.shape[0]
-        views = torch.cat([augment(images, generator), augment(images, generator)])
+        views = self.two_views(images, augment, generator)
         z = self.projector(self.backbone(views))
         p = self.predictor(z)
         with torch.no_grad():
             zt = self.target_projector(self.target_backbone(views))
         loss = byol_loss(p[:n], zt[n:]) + byol_loss(p[n:], zt[:n])
         return StepOutput(loss, {"output_std": output_std(z[:n])})
-
-    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
-        m = self.momentum_at(step, total_steps)
-        ema_update(self.target_backbone, self.backbone, m)
-        ema_update(self.target_projector, self.projector, m)
-        return {"target_momentum": m}

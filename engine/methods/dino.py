@@ -29,11 +29,11 @@ import torch.nn.functional as F
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
-from engine.ema import cosine_momentum, ema_update, make_target
 from engine.errors import ConfigError
 from engine.heads import DINOHead
 from engine.losses import dino_center_update, dino_loss
-from engine.methods._base import SSLMethod, StepOutput
+from engine.methods._base import StepOutput
+from engine.methods._joint import MomentumMethod
 from engine.registry import register_method
 
 
@@ -119,6 +119,14 @@ class DINOConfig(MethodConfig):
     )
 
 
+    def validate(self, cfg: Config) -> None:
+        """The local crops' scale range must not be empty."""
+        if self.local_crop_min_scale > self.local_crop_max_scale:
+            raise ConfigError(
+                "method.local_crop_min_scale must not exceed method.local_crop_max_scale "
+                f"({self.local_crop_min_scale:g} > {self.local_crop_max_scale:g})")
+
+
 @register_method(
     "dino",
     config=DINOConfig,
@@ -145,25 +153,24 @@ class DINOConfig(MethodConfig):
         "stabilises."
     ),
 )
-class DINO(SSLMethod):
+class DINO(MomentumMethod):
+    teacher_backbone: torch.nn.Module  # EMA target (MomentumMethod.add_target)
+    teacher_head: torch.nn.Module  # EMA target (MomentumMethod.add_target)
     center: torch.Tensor
     steps_done: torch.Tensor
 
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: DINOConfig = cfg.method  # type: ignore[assignment]
-        if m.local_crop_min_scale > m.local_crop_max_scale:
-            raise ConfigError(
-                "method.local_crop_min_scale must not exceed method.local_crop_max_scale "
-                f"({m.local_crop_min_scale:g} > {m.local_crop_max_scale:g})"
-            )
+        m.validate(cfg)
         self.m = m
         self.head = DINOHead(
             feature_dim, m.out_dim, m.head_hidden_dim, m.bottleneck_dim,
             batch_norm=m.head_batch_norm,
         )
-        self.teacher_backbone = make_target(backbone)
-        self.teacher_head = make_target(self.head)
+        self.base_momentum = m.momentum_teacher
+        self.add_target("backbone", "teacher_backbone")
+        self.add_target("head", "teacher_head")
         self.register_buffer("center", torch.zeros(1, m.out_dim))
         # Steps done so far, kept in the checkpoint so the temperature warm-up resumes.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
@@ -195,7 +202,7 @@ class DINO(SSLMethod):
         self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
     ) -> StepOutput:
         m = self.m
-        views = torch.cat([augment(images, generator), augment(images, generator)])
+        views = self.two_views(images, augment, generator)
         student_out = list(self.head(self.backbone(views)).chunk(2))
         if self.local_augment is not None:
             local = torch.cat(
@@ -218,8 +225,5 @@ class DINO(SSLMethod):
         return StepOutput(loss, {"teacher_entropy": entropy, "kl": kl})
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
-        momentum = cosine_momentum(self.m.momentum_teacher, step, total_steps)
-        ema_update(self.teacher_backbone, self.backbone, momentum)
-        ema_update(self.teacher_head, self.head, momentum)
         self.steps_done.fill_(step + 1)
-        return {"target_momentum": momentum}
+        return super().after_step(step, total_steps)

@@ -111,6 +111,18 @@ class JigsawConfig(MethodConfig):
     )
 
 
+    def validate(self, cfg: Config) -> None:
+        """The grid must fit the resolution, and there are only so many tile orders."""
+        try:
+            grid = tile_grid(cfg.data.resolution, self.grid, self.gap)
+        except ValueError as e:
+            raise ConfigError(f"method.grid = {self.grid}: {e}") from None
+        if self.n_permutations > max_permutations(grid.n_tiles):
+            raise ConfigError(
+                f"method.n_permutations = {self.n_permutations} is more than the "
+                f"{max_permutations(grid.n_tiles)} orders of a {self.grid}x{self.grid} grid")
+
+
 @register_method(
     "jigsaw",
     config=JigsawConfig,
@@ -129,15 +141,9 @@ class Jigsaw(SSLMethod):
         super().__init__(cfg, backbone, feature_dim)
         m: JigsawConfig = cfg.method  # type: ignore[assignment]
         self.resolution = cfg.data.resolution
-        try:
-            self.grid = tile_grid(self.resolution, m.grid, m.gap)
-        except ValueError as e:
-            raise ConfigError(f"method.grid = {m.grid}: {e}") from None
+        m.validate(cfg)
+        self.grid = tile_grid(self.resolution, m.grid, m.gap)
         n_tiles = self.grid.n_tiles
-        if m.n_permutations > max_permutations(n_tiles):
-            raise ConfigError(
-                f"method.n_permutations = {m.n_permutations} is more than the "
-                f"{max_permutations(n_tiles)} orders of a {m.grid}x{m.grid} grid")
         perms, self.min_hamming = hamming_permutations(n_tiles, m.n_permutations,
                                                        m.permutation_seed)
         self.register_buffer("permutations", perms, persistent=False)

@@ -129,6 +129,20 @@ class MAEConfig(MethodConfig):
     )
 
 
+    def validate(self, cfg: Config) -> None:
+        """MAE's encoder sees only the visible patches: it needs the ViT; the decoder's
+        width must split into its heads (and its sin-cos positions into four parts)."""
+        if cfg.backbone.name != "vit":
+            raise ConfigError(
+                f"backbone.name = {cfg.backbone.name!r}: MAE needs the Vision Transformer "
+                "backbone, set backbone.name = \"vit\" (its encoder must see only the "
+                "visible patches)")
+        if self.decoder_dim % 4 != 0 or self.decoder_dim % self.decoder_heads != 0:
+            raise ConfigError(
+                f"method.decoder_dim = {self.decoder_dim} must be a multiple of 4 and of "
+                f"method.decoder_heads = {self.decoder_heads}")
+
+
 @register_method(
     "mae",
     config=MAEConfig,
@@ -176,11 +190,7 @@ class MAE(SSLMethod):
             )
         super().__init__(cfg, backbone, feature_dim)
         m: MAEConfig = cfg.method  # type: ignore[assignment]
-        if m.decoder_dim % 4 != 0 or m.decoder_dim % m.decoder_heads != 0:
-            raise ConfigError(
-                f"method.decoder_dim = {m.decoder_dim} must be a multiple of 4 and of "
-                f"method.decoder_heads = {m.decoder_heads}"
-            )
+        m.validate(cfg)
         self.patch_size = backbone.patch_size
         self.num_patches = backbone.num_patches
         self.mask_ratio = m.mask_ratio

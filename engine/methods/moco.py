@@ -35,10 +35,11 @@ import torch.nn.functional as F
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
-from engine.ema import MemoryQueue, ema_update, make_target
+from engine.ema import MemoryQueue
 from engine.heads import mlp_head
 from engine.losses import info_nce
-from engine.methods._base import SSLMethod, StepOutput
+from engine.methods._base import StepOutput
+from engine.methods._joint import MomentumMethod
 from engine.registry import register_method
 
 
@@ -93,25 +94,28 @@ class MoCoConfig(MethodConfig):
         "batch; a key momentum near 1 with few steps leaves the keys random."
     ),
 )
-class MoCo(SSLMethod):
+class MoCo(MomentumMethod):
+    key_backbone: torch.nn.Module  # EMA target (MomentumMethod.add_target)
+    key_projector: torch.nn.Module  # EMA target (MomentumMethod.add_target)
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: MoCoConfig = cfg.method  # type: ignore[assignment]
         self.temperature = m.temperature
         self.momentum = m.momentum
         self.projector = mlp_head(feature_dim, m.proj_hidden_dim, m.proj_dim)
-        self.key_backbone = make_target(self.backbone)
-        self.key_projector = make_target(self.projector)
+        self.add_target("backbone", "key_backbone")
+        self.add_target("projector", "key_projector")
         self.queue = MemoryQueue(m.queue_size, m.proj_dim)
 
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        return self.projector(features)
+    def momentum_at(self, step: int, total_steps: int) -> float:
+        """MoCo keeps the key encoder's momentum constant (0.999 in the paper)."""
+        return self.momentum
 
     def training_step(
         self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
     ) -> StepOutput:
         n = images.shape[0]
-        views = torch.cat([augment(images, generator), augment(images, generator)])
+        views = self.two_views(images, augment, generator)
         q = self.projector(self.backbone(views))
         q1, q2 = q[:n], q[n:]
         with torch.no_grad():
@@ -131,8 +135,3 @@ class MoCo(SSLMethod):
         return StepOutput(
             loss, {"positive_similarity": pos_sim, "negative_similarity": neg_sim}
         )
-
-    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
-        ema_update(self.key_backbone, self.backbone, self.momentum)
-        ema_update(self.key_projector, self.projector, self.momentum)
-        return {"target_momentum": float(self.momentum)}

@@ -100,6 +100,14 @@ class RelativePatchConfig(MethodConfig):
     )
 
 
+    def validate(self, cfg: Config) -> None:
+        """The 3x3 grid with its gap must fit the resolution."""
+        try:
+            tile_grid(cfg.data.resolution, 3, self.gap)
+        except ValueError as e:
+            raise ConfigError(f"method.gap = {self.gap:g}: {e}") from None
+
+
 @register_method(
     "relative_patch",
     config=RelativePatchConfig,
@@ -119,10 +127,8 @@ class RelativePatch(SSLMethod):
         super().__init__(cfg, backbone, feature_dim)
         m: RelativePatchConfig = cfg.method  # type: ignore[assignment]
         self.resolution = cfg.data.resolution
-        try:
-            self.grid = tile_grid(self.resolution, 3, m.gap)
-        except ValueError as e:
-            raise ConfigError(f"method.gap = {m.gap:g}: {e}") from None
+        m.validate(cfg)
+        self.grid = tile_grid(self.resolution, 3, m.gap)
         self.jitter = m.jitter
         self.all_neighbours = m.all_neighbours
         self.tile_size = m.tile_size

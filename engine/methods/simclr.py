@@ -14,7 +14,8 @@ from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
 from engine.heads import mlp_head
 from engine.losses import nt_xent
-from engine.methods._base import SSLMethod, StepOutput
+from engine.methods._base import StepOutput
+from engine.methods._joint import TwoViewMethod
 from engine.registry import register_method
 
 
@@ -46,21 +47,18 @@ class SimCLRConfig(MethodConfig):
         "weakens them."
     ),
 )
-class SimCLR(SSLMethod):
+class SimCLR(TwoViewMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: SimCLRConfig = cfg.method  # type: ignore[assignment]
         self.temperature = m.temperature
         self.projector = mlp_head(feature_dim, m.proj_hidden_dim, m.proj_dim)
 
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        return self.projector(features)
-
     def training_step(
         self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
     ) -> StepOutput:
         n = images.shape[0]
-        views = torch.cat([augment(images, generator), augment(images, generator)])
+        views = self.two_views(images, augment, generator)
         z = self.projector(self.backbone(views))
         z1, z2 = z[:n], z[n:]
         loss = nt_xent(z1, z2, self.temperature)

@@ -38,7 +38,8 @@ from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
 from engine.heads import mlp_head, predictor_lr_mult_param
 from engine.losses import simsiam_loss
-from engine.methods._base import SSLMethod, StepOutput
+from engine.methods._base import StepOutput
+from engine.methods._joint import TwoViewMethod
 from engine.monitor import output_std
 from engine.registry import register_method
 
@@ -91,7 +92,7 @@ class SimSiamConfig(MethodConfig):
         "learning faster than the encoder (method.predictor_lr_mult, 20 by default)."
     ),
 )
-class SimSiam(SSLMethod):
+class SimSiam(TwoViewMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: SimSiamConfig = cfg.method  # type: ignore[assignment]
@@ -104,9 +105,6 @@ class SimSiam(SSLMethod):
             else nn.Identity()
         )
 
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        return self.projector(features)
-
     def lr_multipliers(self) -> dict[str, float]:
         return {"predictor.": self.predictor_lr_mult}
 
@@ -114,7 +112,7 @@ class SimSiam(SSLMethod):
         self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
     ) -> StepOutput:
         n = images.shape[0]
-        views = torch.cat([augment(images, generator), augment(images, generator)])
+        views = self.two_views(images, augment, generator)
         z = self.projector(self.backbone(views))
         p = self.predictor(z)
         z1, z2, p1, p2 = z[:n], z[n:], p[:n], p[n:]

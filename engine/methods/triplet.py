@@ -34,7 +34,8 @@ from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
 from engine.heads import mlp_head
 from engine.losses import triplet_margin
-from engine.methods._base import SSLMethod, StepOutput
+from engine.methods._base import StepOutput
+from engine.methods._joint import TwoViewMethod
 from engine.registry import register_method
 
 
@@ -76,7 +77,7 @@ class TripletConfig(MethodConfig):
         "or a smaller margin."
     ),
 )
-class Triplet(SSLMethod):
+class Triplet(TwoViewMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: TripletConfig = cfg.method  # type: ignore[assignment]
@@ -84,14 +85,11 @@ class Triplet(SSLMethod):
         self.negative = m.negative
         self.projector = mlp_head(feature_dim, m.proj_hidden_dim, m.proj_dim)
 
-    def project(self, features: torch.Tensor) -> torch.Tensor:
-        return self.projector(features)
-
     def training_step(
         self, images: torch.Tensor, augment: ViewAugment, generator: torch.Generator
     ) -> StepOutput:
         n = images.shape[0]
-        views = torch.cat([augment(images, generator), augment(images, generator)])
+        views = self.two_views(images, augment, generator)
         z = F.normalize(self.projector(self.backbone(views)).float(), dim=1)
         a, p = z[:n], z[n:]
         if self.negative == "hard":

@@ -23,7 +23,8 @@ from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
 from engine.heads import mlp_head
 from engine.losses import vicreg_loss
-from engine.methods._base import SSLMethod, StepOutput
+from engine.methods._base import StepOutput
+from engine.methods._joint import TwoViewMethod
 from engine.registry import register_method
 
 
@@ -92,7 +93,7 @@ class VICRegConfig(MethodConfig):
         "Raise the variance weight (25 in the paper) relative to invariance."
     ),
 )
-class VICReg(SSLMethod):
+class VICReg(TwoViewMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: VICRegConfig = cfg.method  # type: ignore[assignment]
@@ -108,7 +109,7 @@ class VICReg(SSLMethod):
     ) -> StepOutput:
         n = images.shape[0]
         m = self.m
-        views = torch.cat([augment(images, generator), augment(images, generator)])
+        views = self.two_views(images, augment, generator)
         z = self.expander(self.backbone(views))
         loss, inv, var, cov = vicreg_loss(
             z[:n], z[n:], m.sim_weight, m.variance_weight, m.cov_weight, m.gamma, m.eps

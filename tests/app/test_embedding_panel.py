@@ -154,14 +154,18 @@ def test_hovering_a_point_shows_its_file(qtbot):
     x, y = clusters(100)
     panel.add_event(monitor_set(y))
     panel.add_event(EmbeddingSnapshot(step=0, features=x, projections=x))
-    panel.plot.getPlotItem().getViewBox().autoRange()
-    qtbot.wait(50)
     vb = panel.plot.getPlotItem().getViewBox()
+    vb.autoRange()
     from PySide6.QtCore import QPointF
 
     target = 42
-    scene = vb.mapViewToScene(QPointF(*panel.shown[target]))
-    assert panel.point_at(scene) is not None
+
+    def scene_pos():
+        return vb.mapViewToScene(QPointF(*panel.shown[target]))
+
+    # once the view box has its size and range, the point's scene position finds a point
+    qtbot.waitUntil(lambda: panel.point_at(scene_pos()) is not None, timeout=5_000)
+    scene = scene_pos()
     panel._on_mouse_moved(scene)
     hovered = panel.point_at(scene)
     assert f"img_{hovered}.png" in panel.info.text()

@@ -58,6 +58,8 @@ def test_start_pause_resume_stop_from_the_window(window, qtbot):
     qtbot.waitUntil(lambda: win.paused, timeout=60_000)
     assert win.pause_action.text() == "Resume"
     paused_at = win._last_step.step
+    # nothing to wait for: the check is that no step arrives, so half a second must pass
+    # (several steps at these settings)
     qtbot.wait(500)
     assert win._last_step.step == paused_at  # no steps while paused
 
@@ -116,7 +118,10 @@ def test_closing_can_be_cancelled(window, qtbot):
     assert win.start_run()
     qtbot.waitUntil(lambda: win.plots.point_count("loss") >= 1, timeout=120_000)
     win.close()
-    qtbot.wait(300)
+    assert win.isVisible() and win.running
+    # the run goes on: more steps arrive after the refused close
+    steps = win.plots.point_count("loss")
+    qtbot.waitUntil(lambda: win.plots.point_count("loss") > steps, timeout=60_000)
     assert win.isVisible() and win.running
 
 

@@ -11,20 +11,9 @@ import torch.nn.functional as F
 from engine import events as ev
 from engine.losses import byol_loss
 from engine.model import build_model
-from engine.presets import default_config
 from engine.runs import RunFolder
 from engine.train import Trainer
-
-
-def small_config(steps: int = 6, **overrides):
-    cfg = default_config("byol")
-    settings = {"data.shapes_count": 300, "optim.batch_size": 32, "optim.warmup_steps": 2,
-                "monitor.every_steps": 5, "monitor.monitor_size": 60, "backbone.width": 8,
-                "optim.max_steps": steps}
-    settings.update(overrides)
-    for k, v in settings.items():
-        cfg.set(k, v)
-    return cfg
+from tests.engine.conftest import small_config
 
 
 def final_report(cfg, tmp_path) -> ev.MonitorReport:
@@ -64,7 +53,7 @@ def test_byol_loss_is_normalised_mse_and_invariant():
 
 
 def test_byol_trains_and_streams_its_metrics(tmp_path):
-    events = list(Trainer(small_config(6), tmp_path).run())
+    events = list(Trainer(small_config("byol", 6), tmp_path).run())
     assert isinstance(events[-1], ev.Finished) and events[-1].status == "finished"
     steps = [e for e in events if isinstance(e, ev.StepMetrics)]
     assert len(steps) == 6 and all(math.isfinite(s.loss) and 0 <= s.loss <= 8 for s in steps)
@@ -77,7 +66,7 @@ def test_byol_trains_and_streams_its_metrics(tmp_path):
 
 
 def test_target_is_ema_of_online_and_gets_no_gradient():
-    cfg = small_config()
+    cfg = small_config("byol")
     model, _ = build_model(cfg, torch.device("cpu"))
     assert all(not p.requires_grad for p in model.target_backbone.parameters())
     assert all(not p.requires_grad for p in model.target_projector.parameters())
@@ -94,7 +83,7 @@ def test_target_is_ema_of_online_and_gets_no_gradient():
 
 
 def test_zero_base_momentum_means_no_ema_throughout():
-    cfg = small_config()
+    cfg = small_config("byol")
     cfg.set("method.base_momentum", 0.0)
     model, _ = build_model(cfg, torch.device("cpu"))
     for step in (0, 50, 99, 100):
@@ -113,8 +102,10 @@ def test_no_predictor_collapses(tmp_path):
     Measured (seed 0, 120 steps): with the predictor the monitor std is 0.0352 and the
     effective rank 8.6; without it std 0.0047 and rank 2.5 (loss 0.06: trivially matched).
     """
-    on = final_report(small_config(120, **{"method.use_predictor": False}), tmp_path / "a")
-    off = final_report(small_config(120), tmp_path / "b")
+    end = {"monitor.every_steps": 120}  # only the final report is read
+    on = final_report(small_config("byol", 120, **end, **{"method.use_predictor": False}),
+                      tmp_path / "a")
+    off = final_report(small_config("byol", 120, **end), tmp_path / "b")
     assert on.std < 0.25 * off.std
     assert on.effective_rank < 0.5 * off.effective_rank
 
@@ -127,7 +118,8 @@ def test_zero_momentum_keeps_the_target_equal_to_the_online_network(tmp_path):
     0.0352 / effective rank 8.6 and momentum 0 gives 0.0388 / 5.2; after 300 steps
     momentum 0 still has std 0.0452 / rank 6.7. So this only checks the mechanism.
     """
-    events = list(Trainer(small_config(6, **{"method.base_momentum": 0.0}), tmp_path).run())
+    cfg = small_config("byol", 6, **{"method.base_momentum": 0.0})
+    events = list(Trainer(cfg, tmp_path).run())
     assert isinstance(events[-1], ev.Finished), events[-1]
     steps = [e for e in events if isinstance(e, ev.StepMetrics)]
     assert [s.extra["target_momentum"] for s in steps] == [0.0] * 6
@@ -138,30 +130,18 @@ def test_zero_momentum_keeps_the_target_equal_to_the_online_network(tmp_path):
             assert torch.equal(value, model["backbone." + key.removeprefix("target_backbone.")])
 
 
-def test_gpu_preset_builds_and_runs(tmp_path):
-    cfg = default_config("byol", accelerator=True)
-    assert cfg.method.proj_hidden_dim == 4096 and cfg.optim.batch_size == 256
-    for k, v in {"backbone.name": "resnet18", "optim.max_steps": 2, "optim.warmup_steps": 1,
-                 "optim.batch_size": 8, "data.shapes_count": 100, "monitor.monitor_size": 20,
-                 "monitor.every_steps": 2}.items():
-        cfg.set(k, v)
-    events = list(Trainer(cfg, tmp_path).run())
-    assert isinstance(events[-1], ev.Finished), events[-1]
-    assert [e.step for e in events if isinstance(e, ev.StepMetrics)] == [1, 2]
-
-
 def test_predictor_learning_rate_multiplier_moves_only_the_predictor_faster(tmp_path):
     """One AdamW step moves each weight by about lr x its group's multiplier."""
     def after_one_step(mult: float) -> dict[str, torch.Tensor]:
-        cfg = small_config(1, **{"optim.warmup_steps": 0, "optim.weight_decay": 0.0,
-                                 "method.predictor_lr_mult": mult})
+        cfg = small_config("byol", 1, **{"optim.warmup_steps": 0, "optim.weight_decay": 0.0,
+                                         "method.predictor_lr_mult": mult})
         events = list(Trainer(cfg, tmp_path / str(mult)).run())
         assert isinstance(events[-1], ev.Finished), events[-1]
         return torch.load(RunFolder(events[-1].run_dir).last_checkpoint,
                           weights_only=True)["model"]
 
     slow, fast = after_one_step(1.0), after_one_step(10.0)
-    lr = small_config().optim.lr
+    lr = small_config("byol").optim.lr
     moved = {k: (fast[k].float() - slow[k].float()).abs().max().item() for k in slow}
     for key, diff in moved.items():
         if key.startswith("predictor.") and key.endswith("weight") and slow[key].ndim > 1:
@@ -173,7 +153,7 @@ def test_predictor_learning_rate_multiplier_moves_only_the_predictor_faster(tmp_
 def test_optimizer_groups_carry_the_multiplier_and_weight_decay(tmp_path):
     from engine.model import build_optimizer
 
-    cfg = small_config(**{"method.predictor_lr_mult": 4.0, "optim.weight_decay": 0.05})
+    cfg = small_config("byol", **{"method.predictor_lr_mult": 4.0, "optim.weight_decay": 0.05})
     model, _ = build_model(cfg, torch.device("cpu"))
     opt = build_optimizer(model, cfg)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -192,7 +172,7 @@ def test_optimizer_groups_carry_the_multiplier_and_weight_decay(tmp_path):
 def test_checkpoint_optimizer_state_from_before_group_settings_still_loads():
     from engine.model import build_optimizer, load_optimizer_state
 
-    cfg = small_config(**{"method.predictor_lr_mult": 1.0})  # the two groups of old
+    cfg = small_config("byol", **{"method.predictor_lr_mult": 1.0})  # the two groups of old
     model, _ = build_model(cfg, torch.device("cpu"))
     state = build_optimizer(model, cfg).state_dict()
     for g in state["param_groups"]:  # as saved before groups had these settings
@@ -207,7 +187,7 @@ def test_resuming_a_run_saved_with_other_groups_warns_and_continues(tmp_path):
     (as a run saved before the multiplier existed, with a default above 1)."""
     from engine.presets import load_toml
 
-    events = list(Trainer(small_config(3, **{"method.predictor_lr_mult": 1.0}),
+    events = list(Trainer(small_config("byol", 3, **{"method.predictor_lr_mult": 1.0}),
                           tmp_path).run())
     run = RunFolder(events[-1].run_dir)
     cfg = load_toml(run.config_path)

@@ -15,7 +15,7 @@ from engine.colour import rgb_to_grey, rgb_to_lab
 from engine.losses import ab_regression_loss, colorization_ce
 from engine.model import build_model
 from engine.train import Trainer
-from tests.engine.test_inpainting import gpu_preset_step, small_config
+from tests.engine.conftest import small_config
 
 # ------------------------------------------------------------------ losses
 
@@ -41,16 +41,16 @@ def test_ab_regression_loss_hand_computed():
     pred = torch.zeros(1, 2, 1, 2)
     target = torch.tensor([[3.0, 0.5], [0.0, 0.0]]).view(1, 2, 1, 2)
     # pixel 1: huber(3) = 3 - 0.5 on a; pixel 2: 0.5 * 0.5^2 on a; mean over 2 pixels
-    assert math.isclose(float(ab_regression_loss(pred, target)), (2.5 + 0.125) / 2)
+    assert math.isclose(float(ab_regression_loss(pred, target, None, 1.0)), (2.5 + 0.125) / 2)
     w = torch.tensor([2.0, 0.0]).view(1, 1, 2)
-    assert math.isclose(float(ab_regression_loss(pred, target, w)), 2.5)
+    assert math.isclose(float(ab_regression_loss(pred, target, w, 1.0)), 2.5)
 
 
 # ------------------------------------------------------------------ method
 
 
 def test_input_and_embed_are_the_grey_image():
-    cfg = small_config(method="colorization")
+    cfg = small_config("colorization")
     model, _ = build_model(cfg, torch.device("cpu"))  # train mode: BN on batch statistics
     g = torch.Generator().manual_seed(0)
     x = normalize(torch.rand(4, 3, 32, 32, generator=g))
@@ -71,7 +71,7 @@ def test_input_and_embed_are_the_grey_image():
 
 @pytest.mark.parametrize("loss,rebalance", [("classification", True), ("regression", False)])
 def test_trains_streams_metrics_and_previews(loss, rebalance, tmp_path):
-    cfg = small_config(6, "colorization", **{"method.loss": loss,
+    cfg = small_config("colorization", 6, **{"method.loss": loss,
                                               "method.rebalance": rebalance})
     events = list(Trainer(cfg, tmp_path).run())
     assert isinstance(events[-1], ev.Finished), events[-1]
@@ -100,7 +100,7 @@ def test_trains_streams_metrics_and_previews(loss, rebalance, tmp_path):
 
 
 def test_rebalancing_prior_is_the_running_bin_histogram():
-    cfg = small_config(method="colorization", **{"method.soft_encoding": False})
+    cfg = small_config("colorization", **{"method.soft_encoding": False})
     model, _ = build_model(cfg, torch.device("cpu"))
     assert "colour_prior" in model.state_dict() and "prior_batches" in model.state_dict()
     aug = ViewAugment(cfg.augment, 32)
@@ -121,7 +121,7 @@ def test_rebalancing_prior_is_the_running_bin_histogram():
 def test_colourised_preview_recovers_learnable_colours():
     """Colour that follows from lightness is learnable: on images whose hue is a function
     of L (dark = blue, light = orange), a few steps on one batch give coloured output."""
-    cfg = small_config(method="colorization", **{"optim.lr": 3e-3})
+    cfg = small_config("colorization", **{"optim.lr": 3e-3})
     torch.manual_seed(0)
     model, _ = build_model(cfg, torch.device("cpu"))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -150,8 +150,3 @@ def test_colourised_preview_recovers_learnable_colours():
     assert (lab[:, 1:] - true[:, 1:]).norm(dim=1).mean() < 0.6 * true[:, 1:].norm(dim=1).mean()
     assert torch.equal(p.inputs.float() / 255, (rgb_to_grey(images[:4].float() / 255) * 255)
                        .round() / 255)
-
-
-def test_gpu_preset_builds_and_runs():
-    loss, preview = gpu_preset_step("colorization")
-    assert math.isfinite(loss) and preview.output_title == "colourised"

@@ -13,7 +13,7 @@ from engine.augment import ViewAugment
 from engine.corruption import gaussian_noise, pixel_masks, psnr
 from engine.model import build_model
 from engine.train import Trainer
-from tests.engine.test_inpainting import gpu_preset_step, small_config
+from tests.engine.conftest import small_config
 
 
 def test_gaussian_noise_has_the_configured_std():
@@ -51,7 +51,7 @@ def test_psnr():
 
 
 def test_method_corruptions_and_the_corrupted_only_loss():
-    cfg = small_config(method="denoising", **{"method.mask_fraction": 0.3})
+    cfg = small_config("denoising", **{"method.mask_fraction": 0.3})
     model, _ = build_model(cfg, torch.device("cpu"))
     x01 = torch.rand(3, 3, 32, 32) * 0.9 + 0.1  # no pixel is black to begin with
     noisy, mask = model.corrupt(x01, torch.Generator().manual_seed(0))
@@ -77,7 +77,7 @@ def test_method_corruptions_and_the_corrupted_only_loss():
 
 @pytest.mark.parametrize("noise", ["masking", "gaussian"])
 def test_trains_streams_metrics_and_previews(noise, tmp_path):
-    events = list(Trainer(small_config(6, "denoising", **{"method.noise": noise}), tmp_path)
+    events = list(Trainer(small_config("denoising", 6, **{"method.noise": noise}), tmp_path)
                   .run())
     assert isinstance(events[-1], ev.Finished), events[-1]
     steps = [e for e in events if isinstance(e, ev.StepMetrics)]
@@ -95,8 +95,3 @@ def test_trains_streams_metrics_and_previews(noise, tmp_path):
         assert (black >= 256).all()
     else:
         assert not np.array_equal(snaps[0].inputs, snaps[0].originals)
-
-
-def test_gpu_preset_builds_and_runs():
-    loss, preview = gpu_preset_step("denoising")
-    assert math.isfinite(loss) and preview.input_title == "masking noise"

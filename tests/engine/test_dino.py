@@ -9,19 +9,12 @@ from engine import events as ev
 from engine.augment import ViewAugment
 from engine.losses import dino_center_update, dino_loss
 from engine.model import build_model
-from engine.presets import default_config
 from engine.runs import RunFolder
 from engine.train import Trainer
+from tests.engine.conftest import small_config
 
-
-def small_config(steps: int = 6, **overrides):
-    cfg = default_config("dino")
-    for k, v in {"data.shapes_count": 300, "optim.batch_size": 32, "optim.warmup_steps": 2,
-                 "monitor.every_steps": 1000, "monitor.monitor_size": 60, "backbone.width": 8,
-                 "optim.max_steps": steps, "monitor.checkpoint_every": 100_000,
-                 **overrides}.items():
-        cfg.set(k, v)
-    return cfg
+#: The monitor at the start and the end only: these runs read the steps or the final report.
+QUIET = {"monitor.every_steps": 1000}
 
 
 def test_loss_matches_hand_computed_value():
@@ -81,7 +74,8 @@ def test_teacher_entropy_falls_with_lower_teacher_temperature():
                            generator=torch.Generator().manual_seed(0))
     entropies = []
     for temp in (1.0, 0.1, 0.02):
-        cfg = small_config(**{"method.teacher_temp": temp, "method.warmup_teacher_temp": temp})
+        cfg = small_config("dino", **{"method.teacher_temp": temp,
+                                      "method.warmup_teacher_temp": temp})
         torch.manual_seed(0)
         model, _ = build_model(cfg, torch.device("cpu"))
         out = model.training_step(images, ViewAugment(cfg.augment, 32),
@@ -93,8 +87,9 @@ def test_teacher_entropy_falls_with_lower_teacher_temperature():
 
 
 def test_teacher_temperature_warmup():
-    cfg = small_config(**{"method.warmup_teacher_temp": 0.04, "method.teacher_temp": 0.07,
-                          "method.warmup_teacher_temp_steps": 10})
+    cfg = small_config("dino", **{"method.warmup_teacher_temp": 0.04,
+                                  "method.teacher_temp": 0.07,
+                                  "method.warmup_teacher_temp_steps": 10})
     model, _ = build_model(cfg, torch.device("cpu"))
     assert math.isclose(model.teacher_temperature(0), 0.04)
     assert math.isclose(model.teacher_temperature(5), 0.055)
@@ -106,7 +101,7 @@ def test_teacher_temperature_warmup():
 
 
 def test_training_steps_report_metrics_and_save_the_center(tmp_path):
-    events = list(Trainer(small_config(6), tmp_path).run())
+    events = list(Trainer(small_config("dino", 6, **QUIET), tmp_path).run())
     fin = events[-1]
     assert isinstance(fin, ev.Finished) and fin.status == "finished"
     steps = [e for e in events if isinstance(e, ev.StepMetrics)]
@@ -122,14 +117,15 @@ def test_training_steps_report_metrics_and_save_the_center(tmp_path):
 
 
 def test_multi_crop_runs(tmp_path):
-    events = list(Trainer(small_config(3, **{"method.local_crops": 2}), tmp_path).run())
+    cfg = small_config("dino", 3, **QUIET, **{"method.local_crops": 2})
+    events = list(Trainer(cfg, tmp_path).run())
     assert isinstance(events[-1], ev.Finished) and events[-1].step == 3, events[-1]
     steps = [e for e in events if isinstance(e, ev.StepMetrics)]
     assert all(math.isfinite(e.loss) for e in steps)
 
 
 def _final(tmp_path, steps, **overrides) -> tuple[ev.MonitorReport, ev.StepMetrics]:
-    events = list(Trainer(small_config(steps, **overrides), tmp_path).run())
+    events = list(Trainer(small_config("dino", steps, **{**QUIET, **overrides}), tmp_path).run())
     assert isinstance(events[-1], ev.Finished), events[-1]
     rep = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
     return rep, [e for e in events if isinstance(e, ev.StepMetrics)][-1]
@@ -161,14 +157,3 @@ def test_without_sharpening_outputs_become_uniform(tmp_path):
     assert off_step.extra["teacher_entropy"] > log_k - 0.01
     assert off_step.extra["kl"] < 0.01
     assert on_step.extra["teacher_entropy"] < log_k - 0.2
-
-
-def test_gpu_preset_builds_and_runs_on_cpu(tmp_path):
-    cfg = default_config("dino", accelerator=True)
-    assert cfg.method.out_dim == 2048 and cfg.method.local_crops == 6
-    for k, v in {"backbone.name": "resnet18", "data.shapes_count": 100, "optim.batch_size": 8,
-                 "optim.max_steps": 2, "optim.warmup_steps": 1, "monitor.monitor_size": 20,
-                 "monitor.every_steps": 1000}.items():
-        cfg.set(k, v)
-    events = list(Trainer(cfg, tmp_path).run())
-    assert isinstance(events[-1], ev.Finished) and events[-1].step == 2, events[-1]

@@ -16,7 +16,7 @@ from engine.embedding import (
 )
 from engine.runs import RunFolder
 from engine.train import Trainer
-from tests.engine.test_trainer import small_config
+from tests.engine.conftest import small_config
 
 
 def clusters(n: int = 600, d: int = 32, k: int = 4, noise: float = 0.3, seed: int = 0):
@@ -89,7 +89,7 @@ def test_kmeans_and_nearest_neighbours():
 
 
 def test_trainer_streams_and_saves_embedding_snapshots(tmp_path):
-    events = list(Trainer(small_config(10), tmp_path).run())
+    events = list(Trainer(small_config("simclr", 10), tmp_path).run())
     ms = next(e for e in events if isinstance(e, ev.MonitorSet))
     snaps = [e for e in events if isinstance(e, ev.EmbeddingSnapshot)]
     assert [s.step for s in snaps] == [0, 5, 10]

@@ -20,14 +20,12 @@ from engine.export import export_config, export_embeddings, export_encoder, reru
 from engine.presets import load_toml
 from engine.runs import RunFolder
 from engine.train import Trainer
-from tests.engine.test_trainer import small_config
+from tests.engine.conftest import small_config
 
 
 def run_dir(tmp_path, backbone: str = "small_cnn", steps: int = 3) -> str:
-    cfg = small_config(steps)
-    cfg.set("backbone.name", backbone)
-    cfg.set("optim.batch_size", 8)
-    cfg.set("monitor.monitor_size", 40)
+    cfg = small_config("simclr", steps, **{"backbone.name": backbone, "optim.batch_size": 8,
+                                            "monitor.monitor_size": 40})
     events = list(Trainer(cfg, tmp_path / "runs").run())
     return next(e.run_dir for e in events if isinstance(e, ev.Finished))
 

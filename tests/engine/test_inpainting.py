@@ -10,28 +10,12 @@ import torch
 from torch import nn
 
 from engine import events as ev
-from engine.augment import ViewAugment
 from engine.corruption import box_masks, box_size
-from engine.data import load_dataset
 from engine.losses import masked_mse
-from engine.methods._base import Preview
 from engine.methods._reconstruction import upsampling_stages
 from engine.methods.inpainting import Inpainting
-from engine.model import build_model
-from engine.presets import default_config
 from engine.train import Trainer
-
-
-def small_config(steps: int = 6, method: str = "inpainting", **overrides):
-    cfg = default_config(method)
-    settings = {"data.shapes_count": 300, "optim.batch_size": 32, "optim.warmup_steps": 2,
-                "monitor.every_steps": 5, "monitor.monitor_size": 60, "backbone.width": 8,
-                "monitor.preview_count": 4, "optim.max_steps": steps}
-    settings.update(overrides)
-    for k, v in settings.items():
-        cfg.set(k, v)
-    return cfg
-
+from tests.engine.conftest import small_config
 
 # ------------------------------------------------------------------ masks
 
@@ -106,14 +90,14 @@ def test_decoder_adapts_to_the_feature_map_stride():
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv(x).mean((2, 3))
 
-    cfg = small_config()
+    cfg = small_config("inpainting")
     for stride in (4, 11):  # 8x8 map (2 stages) and a 3x3 map (3 stages, then a resize)
         model = Inpainting(cfg, Patchy(stride), 24)
         assert model.decode(torch.randn(2, 3, 32, 32)).shape == (2, 3, 32, 32)
 
 
 def test_trains_streams_metrics_and_previews(tmp_path):
-    events = list(Trainer(small_config(6), tmp_path).run())
+    events = list(Trainer(small_config("inpainting", 6), tmp_path).run())
     assert isinstance(events[-1], ev.Finished), events[-1]
     steps = [e for e in events if isinstance(e, ev.StepMetrics)]
     assert len(steps) == 6 and all(math.isfinite(s.loss) for s in steps)
@@ -136,8 +120,9 @@ def test_trains_streams_metrics_and_previews(tmp_path):
 
 
 def test_random_black_masks_and_context_weight(tmp_path):
-    cfg = small_config(3, **{"method.mask_mode": "random", "method.fill": "zero",
-                             "method.context_weight": 0.1, "method.mask_size": 0.25})
+    cfg = small_config("inpainting", 3, **{"method.mask_mode": "random", "method.fill": "zero",
+                                           "method.context_weight": 0.1,
+                                           "method.mask_size": 0.25})
     events = list(Trainer(cfg, tmp_path).run())
     assert isinstance(events[-1], ev.Finished), events[-1]
     steps = [e for e in events if isinstance(e, ev.StepMetrics)]
@@ -145,27 +130,3 @@ def test_random_black_masks_and_context_weight(tmp_path):
     snap = [e for e in events if isinstance(e, ev.PreviewSnapshot)][-1]
     black = (snap.inputs == 0).all(-1)  # (N, H, W) pixels that are black in the input
     assert (black.reshape(4, -1).sum(1) >= 64).all()  # an 8x8 hole, somewhere
-
-
-def gpu_preset_step(method: str) -> tuple[float, Preview]:
-    """Build the GPU preset (ResNet-18) on the CPU and run one tiny step and a preview."""
-    cfg = default_config(method, accelerator=True)
-    assert cfg.optim.batch_size == 256 and cfg.optim.max_steps > cfg.optim.warmup_steps
-    cfg.set("backbone.name", "resnet18")
-    cfg.validate()
-    model, name = build_model(cfg, torch.device("cpu"))
-    assert name == "resnet18"
-    images = load_dataset("shapes", 32, shapes_count=100).images[:4]
-    out = model.training_step(images, ViewAugment(cfg.augment, 32), torch.Generator())
-    out.loss.backward()
-    assert all(math.isfinite(float(v)) for v in out.metrics.values())
-    model.eval()
-    with torch.no_grad():
-        preview = model.preview(images[:2], torch.Generator().manual_seed(0))
-    assert preview.outputs is not None and preview.outputs.shape == (2, 3, 32, 32)
-    return float(out.loss.detach()), preview
-
-
-def test_gpu_preset_builds_and_runs():
-    loss, _ = gpu_preset_step("inpainting")
-    assert math.isfinite(loss)

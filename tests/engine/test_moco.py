@@ -12,21 +12,9 @@ from engine import events as ev
 from engine.augment import ViewAugment
 from engine.losses import info_nce
 from engine.model import build_model
-from engine.presets import default_config
 from engine.runs import RunFolder
 from engine.train import Trainer
-
-
-def small_config(steps: int = 6, **overrides):
-    cfg = default_config("moco")
-    settings = {"data.shapes_count": 300, "optim.batch_size": 32, "optim.warmup_steps": 2,
-                "monitor.every_steps": 5, "monitor.monitor_size": 60, "backbone.width": 8,
-                "optim.max_steps": steps}
-    settings.update(overrides)
-    for k, v in settings.items():
-        cfg.set(k, v)
-    return cfg
-
+from tests.engine.conftest import small_config
 
 # ------------------------------------------------------------------------------ loss
 
@@ -80,7 +68,7 @@ def test_info_nce_rewards_the_positive_not_a_negative():
 
 def test_queue_is_filled_fifo_with_both_views_keys():
     """One training step enqueues the keys of view 1 then view 2 (ptr advances by 2 B)."""
-    cfg = small_config()
+    cfg = small_config("moco")
     cfg.set("method.queue_size", 100)
     torch.manual_seed(0)
     model, _ = build_model(cfg, torch.device("cpu"))
@@ -107,7 +95,7 @@ def test_queue_is_filled_fifo_with_both_views_keys():
 
 
 def test_moco_trains_and_streams_its_metrics(tmp_path):
-    events = list(Trainer(small_config(6), tmp_path).run())
+    events = list(Trainer(small_config("moco", 6), tmp_path).run())
     fin = events[-1]
     assert isinstance(fin, ev.Finished) and fin.status == "finished", fin
     steps = [e for e in events if isinstance(e, ev.StepMetrics)]
@@ -122,7 +110,7 @@ def test_moco_trains_and_streams_its_metrics(tmp_path):
 
 
 def test_key_encoder_follows_the_query_encoder_by_ema():
-    cfg = small_config()
+    cfg = small_config("moco")
     cfg.set("method.momentum", 0.9)
     model, _ = build_model(cfg, torch.device("cpu"))
     q0 = [p.detach().clone() for p in model.backbone.parameters()]
@@ -145,8 +133,9 @@ _REPORTS: dict[float, ev.MonitorReport] = {}
 def report_at_temperature(temperature: float, tmp_path) -> ev.MonitorReport:
     """Final monitor report of a 150-step run (queue of 256 keys = 4 steps at batch 32)."""
     if temperature not in _REPORTS:
-        cfg = small_config(150, **{"method.queue_size": 256, "method.temperature": temperature,
-                                   "monitor.every_steps": 150})
+        cfg = small_config("moco", 150, **{"method.queue_size": 256,
+                                           "method.temperature": temperature,
+                                           "monitor.every_steps": 150})
         events = list(Trainer(cfg, tmp_path / f"t{temperature}").run())
         assert isinstance(events[-1], ev.Finished), events[-1]
         _REPORTS[temperature] = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
@@ -173,15 +162,3 @@ def test_huge_temperature_collapses_dimensions(tmp_path):
     healthy = report_at_temperature(0.2, tmp_path)
     hot = report_at_temperature(5.0, tmp_path)
     assert hot.effective_rank < 0.65 * healthy.effective_rank
-
-
-def test_gpu_preset_builds_and_runs(tmp_path):
-    cfg = default_config("moco", accelerator=True)
-    assert cfg.method.queue_size == 16384 and cfg.optim.batch_size == 256
-    for k, v in {"backbone.name": "resnet18", "optim.max_steps": 2, "optim.warmup_steps": 1,
-                 "optim.batch_size": 8, "data.shapes_count": 100, "monitor.monitor_size": 20,
-                 "monitor.every_steps": 2}.items():
-        cfg.set(k, v)
-    events = list(Trainer(cfg, tmp_path).run())
-    assert isinstance(events[-1], ev.Finished), events[-1]
-    assert [e.step for e in events if isinstance(e, ev.StepMetrics)] == [1, 2]

@@ -27,9 +27,9 @@ def test_knn_accuracy_on_known_features():
     labels = torch.arange(5).repeat(40)
     onehot = torch.nn.functional.one_hot(labels, 5).float()
     feats = onehot + 0.05 * torch.randn(200, 5, generator=g)
-    assert knn_accuracy(feats, labels, k=10) == 1.0
+    assert knn_accuracy(feats, labels, k=10, temperature=0.07) == 1.0
     rand = torch.randn(200, 5, generator=g)
-    assert knn_accuracy(rand, labels, k=10) < 0.45
+    assert knn_accuracy(rand, labels, k=10, temperature=0.07) < 0.45
 
 
 def test_collapse_verdicts_on_constructed_embeddings():

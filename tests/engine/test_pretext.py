@@ -15,7 +15,6 @@ from engine.augment import ViewAugment
 from engine.data import load_dataset
 from engine.errors import ConfigError
 from engine.model import build_model, build_optimizer
-from engine.presets import default_config
 from engine.pretext import (
     NEIGHBOUR_NAMES,
     NEIGHBOUR_STEPS,
@@ -36,6 +35,7 @@ from engine.pretext import (
     unshuffle_tiles,
 )
 from engine.train import Trainer
+from tests.engine.conftest import small_config
 
 PRETEXT_METHODS = ("rotation", "jigsaw", "relative_patch")
 
@@ -52,15 +52,9 @@ def coordinate_images(b: int, size: int) -> torch.Tensor:
     return out
 
 
-def tiny_config(method: str, steps: int = 3, **overrides):
-    cfg = default_config(method)
-    settings = {"data.shapes_count": 100, "optim.batch_size": 8, "optim.warmup_steps": 1,
-                "optim.max_steps": steps, "monitor.every_steps": steps,
-                "monitor.monitor_size": 40, "monitor.preview_count": 4, "backbone.width": 4}
-    settings.update(overrides)
-    for k, v in settings.items():
-        cfg.set(k, v)
-    return cfg
+#: Smaller than ``small_config``: 3-step runs of 8 images, the monitor at the start and end.
+TINY = {"data.shapes_count": 100, "optim.batch_size": 8, "optim.warmup_steps": 1,
+        "monitor.every_steps": 3, "monitor.monitor_size": 40, "backbone.width": 4}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +65,8 @@ def shapes() -> torch.Tensor:
 
 def build(method: str, **overrides):
     torch.manual_seed(0)
-    model, _ = build_model(tiny_config(method, **overrides), torch.device("cpu"))
+    model, _ = build_model(small_config(method, 3, **{**TINY, **overrides}),
+                           torch.device("cpu"))
     return model
 
 
@@ -363,7 +358,7 @@ def check_steps(model, images: torch.Tensor, steps: int = 2, examples: int | Non
     ("rotation", 0.25), ("jigsaw", 1 / 100), ("relative_patch", 0.125),
 ])
 def test_trains_with_the_trainer(method, chance, tmp_path):
-    events = list(Trainer(tiny_config(method), tmp_path).run())
+    events = list(Trainer(small_config(method, 3, **TINY), tmp_path).run())
     assert isinstance(events[-1], ev.Finished), getattr(events[-1], "message", events[-1])
     started = next(e for e in events if isinstance(e, ev.RunStarted))
     assert started.pretext_chance is not None and math.isclose(started.pretext_chance, chance)
@@ -525,7 +520,7 @@ def test_jigsaw_puzzle_positions_show_the_labelled_permutation():
 
 def _rotation_accuracy(orientation: str, runs_dir) -> float:
     """Mean training pretext accuracy over the last 10 of 80 rotation steps on shapes."""
-    cfg = tiny_config("rotation", steps=80, **{
+    cfg = small_config("rotation", 80, **{
         "data.shapes_count": 1200, "data.shapes_orientation": orientation,
         "optim.batch_size": 64, "optim.warmup_steps": 5, "backbone.width": 16,
         "monitor.every_steps": 1000, "monitor.monitor_size": 64})

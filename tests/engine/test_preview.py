@@ -12,7 +12,7 @@ from engine.methods._base import Preview
 from engine.methods.simclr import SimCLR
 from engine.runs import RunFolder
 from engine.train import Trainer
-from tests.engine.test_trainer import small_config
+from tests.engine.conftest import small_config
 
 
 def fake_preview(self, images, generator):
@@ -26,7 +26,7 @@ def fake_preview(self, images, generator):
 
 def test_previews_are_streamed_and_saved(tmp_path, monkeypatch):
     monkeypatch.setattr(SimCLR, "preview", fake_preview)
-    cfg = small_config(10)
+    cfg = small_config("simclr", 10)
     cfg.set("monitor.preview_count", 4)
     events = list(Trainer(cfg, tmp_path).run())
     snaps = [e for e in events if isinstance(e, ev.PreviewSnapshot)]
@@ -48,7 +48,7 @@ def test_previews_are_streamed_and_saved(tmp_path, monkeypatch):
 
 
 def test_methods_without_preview_emit_none(tmp_path):
-    events = list(Trainer(small_config(5), tmp_path).run())
+    events = list(Trainer(small_config("simclr", 5), tmp_path).run())
     assert not any(isinstance(e, ev.PreviewSnapshot) for e in events)
 
 

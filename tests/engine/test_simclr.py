@@ -7,14 +7,15 @@ import pytest
 from engine import events as ev
 from engine.presets import default_config
 from engine.train import Trainer
+from tests.engine.conftest import small_config
+
+#: As measured: batch 64 (negatives matter), 300 monitor images, the default warm-up.
+MEASURED = {"data.shapes_count": 1000, "optim.batch_size": 64, "optim.warmup_steps": 30,
+            "monitor.every_steps": 100, "monitor.monitor_size": 300}
 
 
 def final_report(tmp_path, **overrides) -> ev.MonitorReport:
-    cfg = default_config("simclr")
-    settings = {"data.shapes_count": 1000, "optim.batch_size": 64, "optim.max_steps": 100,
-                "monitor.every_steps": 100, "monitor.monitor_size": 300, "backbone.width": 8}
-    for k, v in {**settings, **overrides}.items():
-        cfg.set(k, v)
+    cfg = small_config("simclr", 100, **{**MEASURED, **overrides})
     reports = [e for e in Trainer(cfg, tmp_path).run() if isinstance(e, ev.MonitorReport)]
     return reports[-1]
 

@@ -7,21 +7,12 @@ import math
 import torch
 
 from engine import events as ev
+from engine.augment import ViewAugment
 from engine.losses import byol_loss, simsiam_loss
+from engine.model import build_model, build_optimizer
 from engine.presets import default_config
 from engine.train import Trainer
-
-
-def small_config(steps: int = 6, **overrides):
-    cfg = default_config("simsiam")
-    settings = {"data.shapes_count": 300, "optim.batch_size": 32, "optim.warmup_steps": 2,
-                "monitor.every_steps": 5, "monitor.monitor_size": 60, "backbone.width": 8,
-                "optim.max_steps": steps}
-    settings.update(overrides)
-    for k, v in settings.items():
-        cfg.set(k, v)
-    return cfg
-
+from tests.engine.conftest import small_config
 
 _RUNS: dict[str, tuple[ev.MonitorReport, float]] = {}
 
@@ -33,7 +24,7 @@ def run_100_steps(switch: str | None, tmp_path) -> tuple[ev.MonitorReport, float
         overrides = {"monitor.every_steps": 100}
         if switch:
             overrides[f"method.{switch}"] = False
-        events = list(Trainer(small_config(100, **overrides), tmp_path / key).run())
+        events = list(Trainer(small_config("simsiam", 100, **overrides), tmp_path / key).run())
         assert isinstance(events[-1], ev.Finished), events[-1]
         report = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
         losses = [e.loss for e in events if isinstance(e, ev.StepMetrics)][-10:]
@@ -50,31 +41,57 @@ def test_simsiam_loss_matches_hand_computed_value():
     # D = -mean(cos) = -(1/sqrt(2) + 1) / 2
     p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     z = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
-    assert math.isclose(float(simsiam_loss(p, z)), -(1 / math.sqrt(2) + 1) / 2, rel_tol=1e-6)
-    assert math.isclose(float(simsiam_loss(p[:1], -p[:1])), 1.0, rel_tol=1e-6)  # the maximum
+    assert math.isclose(float(simsiam_loss(p, z, True)), -(1 / math.sqrt(2) + 1) / 2, rel_tol=1e-6)
+    assert math.isclose(float(simsiam_loss(p[:1], -p[:1], True)), 1.0, rel_tol=1e-6)  # the maximum
 
 
 def test_simsiam_loss_invariances_and_relation_to_byol():
     g = torch.Generator().manual_seed(0)
     p, z = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
-    base = simsiam_loss(p, z)
-    assert torch.allclose(base, simsiam_loss(z, p), atol=1e-6)  # cosine is symmetric
+    base = simsiam_loss(p, z, True)
+    assert torch.allclose(base, simsiam_loss(z, p, True), atol=1e-6)  # cosine is symmetric
     perm = torch.randperm(8, generator=g)
-    assert torch.allclose(base, simsiam_loss(p[perm], z[perm]), atol=1e-6)
-    assert torch.allclose(base, simsiam_loss(4 * p, 0.1 * z), atol=1e-6)
+    assert torch.allclose(base, simsiam_loss(p[perm], z[perm], True), atol=1e-6)
+    assert torch.allclose(base, simsiam_loss(4 * p, 0.1 * z, True), atol=1e-6)
     # the same cosine as BYOL's normalised MSE: 2 - 2 cos = 2 + 2 D
     assert torch.allclose(byol_loss(p, z), 2 + 2 * base, atol=1e-6)
-    # symmetrised over views, D(p1, z2)/2 + D(p2, z1)/2 is unchanged by swapping the views
-    p2, z2 = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
-    sym = simsiam_loss(p, z2) / 2 + simsiam_loss(p2, z) / 2
-    swapped = simsiam_loss(p2, z) / 2 + simsiam_loss(p, z2) / 2
-    assert torch.allclose(sym, swapped)
+
+
+class GivenViews:
+    """An augmentation that hands out the given views, one per call, in order."""
+
+    def __init__(self, *views: torch.Tensor) -> None:
+        self.views = list(views)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.views.pop(0)
+
+
+def test_method_loss_is_symmetrised_over_the_two_views():
+    """The step's loss is D(p1, z2) / 2 + D(p2, z1) / 2: swapping which view comes first
+    leaves it unchanged, although each term alone is not symmetric."""
+    torch.manual_seed(0)
+    model, _ = build_model(small_config("simsiam"), torch.device("cpu"))
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    augment = ViewAugment(model.cfg.augment, 32)
+    a, b = augment(images, g), augment(images, g)
+    ab = model.training_step(images, GivenViews(a, b), g).loss
+    ba = model.training_step(images, GivenViews(b, a), g).loss
+    assert torch.allclose(ab, ba, atol=1e-6)
+    with torch.no_grad():  # the two terms, by hand, from one forward pass of both views
+        z = model.projector(model.backbone(torch.cat([a, b])))
+        p = model.predictor(z)
+    first, second = simsiam_loss(p[:8], z[8:], True), simsiam_loss(p[8:], z[:8], True)
+    assert abs(float(first - second)) > 1e-3  # a one-sided loss would change on the swap
+    assert torch.allclose(ab, (first + second) / 2, atol=1e-6)
 
 
 def test_stop_gradient_blocks_the_target_branch():
     p = torch.randn(4, 8, requires_grad=True)
     z = torch.randn(4, 8, requires_grad=True)
-    simsiam_loss(p, z).backward()
+    simsiam_loss(p, z, True).backward()
     assert p.grad is not None and z.grad is None
     p.grad = None
     simsiam_loss(p, z, stop_gradient=False).backward()
@@ -85,7 +102,7 @@ def test_stop_gradient_blocks_the_target_branch():
 
 
 def test_simsiam_trains_and_streams_its_metrics(tmp_path):
-    events = list(Trainer(small_config(6), tmp_path).run())
+    events = list(Trainer(small_config("simsiam", 6), tmp_path).run())
     assert isinstance(events[-1], ev.Finished) and events[-1].status == "finished"
     steps = [e for e in events if isinstance(e, ev.StepMetrics)]
     assert len(steps) == 6
@@ -122,24 +139,10 @@ def test_no_predictor_collapses(tmp_path):
     assert on.std < 0.85 * off.std
 
 
-def test_gpu_preset_builds_and_runs(tmp_path):
-    cfg = default_config("simsiam", accelerator=True)
-    assert cfg.method.proj_dim == 2048 and cfg.method.pred_hidden_dim == 512
-    for k, v in {"backbone.name": "resnet18", "optim.max_steps": 2, "optim.warmup_steps": 1,
-                 "optim.batch_size": 8, "data.shapes_count": 100, "monitor.monitor_size": 20,
-                 "monitor.every_steps": 2}.items():
-        cfg.set(k, v)
-    events = list(Trainer(cfg, tmp_path).run())
-    assert isinstance(events[-1], ev.Finished), events[-1]
-    assert [e.step for e in events if isinstance(e, ev.StepMetrics)] == [1, 2]
-
-
 def test_predictor_learns_faster_by_default_and_the_multiplier_is_a_setting():
     """Only the predictor's parameters get the multiplier (20x by default)."""
-    from engine.model import build_model, build_optimizer
-
     assert default_config("simsiam").method.predictor_lr_mult == 20.0
-    cfg = small_config(**{"method.predictor_lr_mult": 3.0})
+    cfg = small_config("simsiam", **{"method.predictor_lr_mult": 3.0})
     model, _ = build_model(cfg, torch.device("cpu"))
     names = {id(p): n for n, p in model.named_parameters()}
     for g in build_optimizer(model, cfg).param_groups:

@@ -10,22 +10,14 @@ import torch
 from engine import events as ev
 from engine.errors import ConfigError
 from engine.model import schedule_lr as lr_at
-from engine.presets import default_config, load_toml
+from engine.presets import load_toml
 from engine.runs import RunFolder
 from engine.train import Trainer
-
-
-def small_config(steps: int = 50):
-    cfg = default_config("simclr")
-    for k, v in {"data.shapes_count": 300, "optim.batch_size": 32, "optim.warmup_steps": 2,
-                 "monitor.every_steps": 5, "monitor.monitor_size": 60, "backbone.width": 8,
-                 "optim.max_steps": steps}.items():
-        cfg.set(k, v)
-    return cfg
+from tests.engine.conftest import small_config
 
 
 def test_events_in_order_and_plain_data(tmp_path):
-    events = list(Trainer(small_config(6), tmp_path).run())
+    events = list(Trainer(small_config("simclr", 6), tmp_path).run())
     kinds = [type(e).__name__ for e in events]
     assert kinds[:5] == ["DatasetReady", "RunStarted", "MonitorSet", "MonitorReport",
                          "EmbeddingSnapshot"]
@@ -37,7 +29,7 @@ def test_events_in_order_and_plain_data(tmp_path):
 
 
 def test_pause_resume_stop_between_steps(tmp_path):
-    t = Trainer(small_config(10_000), tmp_path)
+    t = Trainer(small_config("simclr", 10_000), tmp_path)
     seen = []
     for e in t.run():
         seen.append(e)
@@ -53,16 +45,17 @@ def test_pause_resume_stop_between_steps(tmp_path):
     assert seen[i].step == 3
     fin = seen[-1]
     assert isinstance(fin, ev.Finished) and fin.status == "stopped" and fin.step == 6
-    # a stopped run is measured where it stopped
-    assert any(isinstance(e, ev.MonitorReport) and e.step == 6 for e in seen)
-    assert fin.summary["final"]["knn_accuracy"] is not None
+    # a stopped run is measured where it stopped, and its summary keeps that measurement
+    last = [e for e in seen if isinstance(e, ev.MonitorReport) and e.step == 6]
+    assert last and last[-1].knn_accuracy is not None
+    assert fin.summary["final"]["knn_accuracy"] == last[-1].knn_accuracy
     run = RunFolder(fin.run_dir)
     assert run.read_summary()["status"] == "stopped"
     assert torch.load(run.last_checkpoint, weights_only=True)["step"] == 6
 
 
 def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
-    cfg = small_config(20)
+    cfg = small_config("simclr", 20)
     cfg.set("monitor.checkpoint_every", 5)
     t = Trainer(cfg, tmp_path)
     run_dir = None
@@ -81,11 +74,11 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
 
 def test_resume_is_exact(tmp_path):
     """Stopping and resuming gives the same weights as an uninterrupted run."""
-    full = Trainer(small_config(8), tmp_path / "a")
+    full = Trainer(small_config("simclr", 8), tmp_path / "a")
     fin = list(full.run())[-1]
     w_full = torch.load(RunFolder(fin.run_dir).last_checkpoint, weights_only=True)["model"]
 
-    part = Trainer(small_config(8), tmp_path / "b")
+    part = Trainer(small_config("simclr", 8), tmp_path / "b")
     for e in part.run():
         if isinstance(e, ev.StepMetrics) and e.step == 4:
             part.request_stop()
@@ -97,7 +90,7 @@ def test_resume_is_exact(tmp_path):
 
 
 def test_schedule_warmup_then_cosine():
-    cfg = small_config(100)
+    cfg = small_config("simclr", 100)
     cfg.set("optim.warmup_steps", 10)
     lr = cfg.optim.lr
     assert abs(lr_at(0, cfg) - lr / 10) < 1e-12
@@ -107,7 +100,7 @@ def test_schedule_warmup_then_cosine():
 
 
 def test_bad_dataset_fails_as_input_error(tmp_path):
-    cfg = small_config(5)
+    cfg = small_config("simclr", 5)
     cfg.set("data.dataset", str(tmp_path / "missing"))
     events = list(Trainer(cfg, tmp_path).run())
     assert isinstance(events[-1], ev.Failed) and events[-1].input_error
@@ -129,7 +122,7 @@ def test_non_finite_loss_restores_the_checkpoint_pauses_and_resumes_with_new_set
         return out
 
     monkeypatch.setattr(SimCLR, "training_step", flaky)
-    cfg = small_config(12)
+    cfg = small_config("simclr", 12)
     cfg.set("monitor.checkpoint_every", 5)
     t = Trainer(cfg, tmp_path)
     seen = []
@@ -173,5 +166,5 @@ def test_cli_runs_fail_on_divergence_instead_of_waiting(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(SimCLR, "training_step", broken)
-    events = list(Trainer(small_config(5), tmp_path, pause_on_divergence=False).run())
+    events = list(Trainer(small_config("simclr", 5), tmp_path, pause_on_divergence=False).run())
     assert isinstance(events[-1], ev.Failed) and "inf" in events[-1].message

@@ -11,20 +11,8 @@ from engine import events as ev
 from engine.augment import ViewAugment
 from engine.losses import triplet_margin
 from engine.model import build_model
-from engine.presets import default_config
 from engine.train import Trainer
-
-
-def small_config(steps: int = 6, **overrides):
-    cfg = default_config("triplet")
-    settings = {"data.shapes_count": 300, "optim.batch_size": 32, "optim.warmup_steps": 2,
-                "monitor.every_steps": 5, "monitor.monitor_size": 60, "backbone.width": 8,
-                "optim.max_steps": steps}
-    settings.update(overrides)
-    for k, v in settings.items():
-        cfg.set(k, v)
-    return cfg
-
+from tests.engine.conftest import small_config
 
 # ------------------------------------------------------------------------------ loss
 
@@ -64,7 +52,7 @@ def test_triplet_margin_invariances():
 
 def test_triplet_trains_and_streams_its_metrics(tmp_path):
     for negative in ("random", "hard"):
-        cfg = small_config(6, **{"method.negative": negative})
+        cfg = small_config("triplet", 6, **{"method.negative": negative})
         events = list(Trainer(cfg, tmp_path / negative).run())
         assert isinstance(events[-1], ev.Finished) and events[-1].status == "finished"
         steps = [e for e in events if isinstance(e, ev.StepMetrics)]
@@ -78,7 +66,7 @@ def test_triplet_trains_and_streams_its_metrics(tmp_path):
 
 
 def test_hard_negative_is_the_closest_other_view():
-    cfg = small_config(**{"method.negative": "hard"})
+    cfg = small_config("triplet", **{"method.negative": "hard"})
     model, _ = build_model(cfg, torch.device("cpu"))
     augment = ViewAugment(cfg.augment, cfg.data.resolution)
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
@@ -100,21 +88,10 @@ def test_hard_negatives_collapse(tmp_path):
     """
     reports = {}
     for negative in ("random", "hard"):
-        cfg = small_config(100, **{"method.negative": negative, "monitor.every_steps": 100})
+        cfg = small_config("triplet", 100, **{"method.negative": negative,
+                                              "monitor.every_steps": 100})
         events = list(Trainer(cfg, tmp_path / negative).run())
         assert isinstance(events[-1], ev.Finished), events[-1]
         reports[negative] = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
     assert reports["hard"].std < 0.25 * reports["random"].std
     assert reports["hard"].effective_rank < 0.6 * reports["random"].effective_rank
-
-
-def test_gpu_preset_builds_and_runs(tmp_path):
-    cfg = default_config("triplet", accelerator=True)
-    assert cfg.optim.batch_size == 256
-    for k, v in {"backbone.name": "resnet18", "optim.max_steps": 2, "optim.warmup_steps": 1,
-                 "optim.batch_size": 8, "data.shapes_count": 100, "monitor.monitor_size": 20,
-                 "monitor.every_steps": 2}.items():
-        cfg.set(k, v)
-    events = list(Trainer(cfg, tmp_path).run())
-    assert isinstance(events[-1], ev.Finished), events[-1]
-    assert [e.step for e in events if isinstance(e, ev.StepMetrics)] == [1, 2]
