@@ -12,6 +12,9 @@ Pure numpy + umap-learn, no Qt: the app runs :func:`umap_layout` in a worker pro
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
 import numpy as np
 
 
@@ -20,32 +23,74 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+#: above this many dimensions the top two components come from randomized subspace
+#: iteration instead of an exact eigendecomposition of the d x d Gram matrix
+EXACT_PCA_MAX_DIM = 256
+
+
 def pca_layout(features: np.ndarray) -> np.ndarray:
     """First two principal components of the L2-normalised features, scaled to unit std.
 
-    Collapsed (constant) embeddings have no variance: they land on the origin.
+    Collapsed (constant) embeddings have no variance: they land on the origin. This runs
+    on the GUI thread at every snapshot, so it must take milliseconds while training
+    competes for the cores: BLAS runs single-threaded here (OpenBLAS's worker threads
+    spin against torch's and turned a 2 ms decomposition into a 70-170 ms stall,
+    bench/gui_latency.py), and wide embeddings (DINO's 1024 prototypes, ResNet's 512
+    features) use randomized subspace iteration (Halko, Martinsson, Tropp 2011), whose
+    cost grows with d instead of d^3 (an exact 1024 x 1024 eigendecomposition takes
+    ~150 ms on a 2-core CPU).
     """
-    x = _normalise(features)
-    x = x - x.mean(axis=0, keepdims=True)
-    if float(np.abs(x).max(initial=0.0)) < 1e-6:  # rounding noise only: a single point
-        return np.zeros((x.shape[0], 2), np.float32)
-    # eigenvectors of the smaller Gram matrix instead of an SVD of the N x d matrix: the
-    # SVD of 2,000 x 128 takes ~100x longer and this runs on the GUI thread
+    with single_threaded_blas():
+        x = _normalise(features)
+        x = x - x.mean(axis=0, keepdims=True)
+        if float(np.abs(x).max(initial=0.0)) < 1e-6:  # rounding noise only: a single point
+            return np.zeros((x.shape[0], 2), np.float32)
+        n, d = x.shape
+        if min(n, d) <= EXACT_PCA_MAX_DIM:
+            y = _exact_top2(x)
+        else:
+            y = x @ _randomized_top2(x).astype(np.float32)
+        if y.shape[1] < 2:
+            y = np.hstack([y, np.zeros((n, 2 - y.shape[1]), y.dtype)])
+        std = y.std(axis=0, keepdims=True)
+        return (y / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
+
+
+def _exact_top2(x: np.ndarray) -> np.ndarray:
+    """Projections on the top two components from the smaller Gram matrix."""
     n, d = x.shape
     if d <= n:
-        vals, vecs = np.linalg.eigh((x.T @ x).astype(np.float64))
-        comps = vecs[:, ::-1][:, :2].T
-        if comps.shape[0] < 2:
-            comps = np.vstack([comps, np.zeros_like(comps)])
-        y = x @ comps.T.astype(np.float32)
-    else:
-        vals, vecs = np.linalg.eigh((x @ x.T).astype(np.float64))
-        top = vecs[:, ::-1][:, :2]
-        y = top * np.sqrt(np.clip(vals[::-1][:2], 0, None))
-        if y.shape[1] < 2:
-            y = np.hstack([y, np.zeros((n, 2 - y.shape[1]))])
-    std = y.std(axis=0, keepdims=True)
-    return (y / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
+        _, vecs = np.linalg.eigh((x.T @ x).astype(np.float64))
+        return x @ vecs[:, ::-1][:, :2].astype(np.float32)
+    vals, vecs = np.linalg.eigh((x @ x.T).astype(np.float64))
+    return vecs[:, ::-1][:, :2] * np.sqrt(np.clip(vals[::-1][:2], 0, None))
+
+
+def _randomized_top2(x: np.ndarray, rank: int = 10, iters: int = 4) -> np.ndarray:
+    """``(d, 2)`` top right singular vectors by subspace iteration from a fixed random
+    start (so successive snapshots get the same answer for the same data)."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((x.shape[1], rank)).astype(np.float32)
+    for _ in range(iters):
+        q, _ = np.linalg.qr(x.T @ (x @ q))
+    b = x @ q  # (n, rank): the data in the found subspace
+    _, vecs = np.linalg.eigh((b.T @ b).astype(np.float64))
+    return q @ vecs[:, ::-1][:, :2].astype(np.float32)
+
+
+_blas_controller: Any = None
+
+
+def single_threaded_blas() -> AbstractContextManager[object]:
+    """A context in which numpy's BLAS uses one thread (a no-op without threadpoolctl)."""
+    global _blas_controller
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return nullcontext()
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 def align_to(layout: np.ndarray, reference: np.ndarray | None) -> np.ndarray:

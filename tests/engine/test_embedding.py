@@ -123,3 +123,21 @@ def test_kmeans_keeps_cluster_numbers_across_snapshots():
     later = x + 0.01 * np.random.default_rng(1).normal(size=x.shape).astype(np.float32)
     again = kmeans_labels(later, k=4, seed=5, previous=first)  # another seed: other numbers
     assert (again == first).mean() > 0.95
+
+
+def test_wide_embeddings_get_the_same_pca_layout_from_subspace_iteration():
+    """Above EXACT_PCA_MAX_DIM dimensions the layout comes from randomized subspace
+    iteration; it must match the exact components (up to sign) on low-rank data."""
+    from engine.embedding import EXACT_PCA_MAX_DIM, _exact_top2, _normalise
+
+    rng = np.random.default_rng(3)
+    d = 4 * EXACT_PCA_MAX_DIM
+    signal = rng.standard_normal((600, 5)) * [8, 5, 3, 2, 1]
+    x = (signal @ rng.standard_normal((5, d)) + rng.standard_normal((600, d))).astype(
+        np.float32)
+    fast = pca_layout(x)
+    xn = _normalise(x)
+    exact = _exact_top2(xn - xn.mean(0))
+    for i in range(2):
+        assert abs(np.corrcoef(fast[:, i], exact[:, i])[0, 1]) > 0.999
+    assert pca_layout(x).tobytes() == fast.tobytes()  # deterministic between snapshots
