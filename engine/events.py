@@ -7,15 +7,24 @@ prints them, the GUI worker forwards them as Qt signals, tests assert on them.
 The events that are logged to ``metrics.jsonl`` (:class:`StepMetrics`,
 :class:`MonitorReport`) each have one ``to_row`` / ``from_row`` pair: training writes
 through it and every reader (the GUI replaying a run, outside tools) reads through it,
-so a field cannot be written under one name and read back under another.
+so a field cannot be written under one name and read back under another. The events
+saved as ``.npz`` snapshots (:class:`MonitorSet`, :class:`EmbeddingSnapshot`,
+:class:`PreviewSnapshot`) have one ``to_arrays`` / ``from_arrays`` pair each.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+
+def _json_array(meta: dict[str, Any]) -> np.ndarray:
+    """Text metadata as a 0-d string array (npz files hold arrays only)."""
+    return np.array(json.dumps(meta))
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,23 @@ class MonitorSet(Event):
     files: tuple[str, ...]
     thumbnails: np.ndarray | None  # None: the source has no pictures (e.g. text)
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of ``snapshots/monitor_set.npz`` (names and files as JSON)."""
+        arrays = {"indices": self.indices, "meta": _json_array(
+            {"class_names": list(self.class_names), "files": list(self.files)})}
+        if self.thumbnails is not None:
+            arrays["thumbnails"] = self.thumbnails
+        if self.labels is not None:
+            arrays["labels"] = self.labels
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, z: Mapping[str, np.ndarray]) -> MonitorSet:
+        meta = json.loads(str(z["meta"]))
+        return cls(indices=z["indices"], labels=z["labels"] if "labels" in z else None,
+                   class_names=tuple(meta["class_names"]), files=tuple(meta["files"]),
+                   thumbnails=z["thumbnails"] if "thumbnails" in z else None)
+
 
 @dataclass(frozen=True)
 class EmbeddingSnapshot(Event):
@@ -192,6 +218,14 @@ class EmbeddingSnapshot(Event):
     step: int
     features: np.ndarray
     projections: np.ndarray
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"step": np.asarray(self.step, np.int64), "features": self.features,
+                "projections": self.projections}
+
+    @classmethod
+    def from_arrays(cls, z: Mapping[str, np.ndarray]) -> EmbeddingSnapshot:
+        return cls(step=int(z["step"]), features=z["features"], projections=z["projections"])
 
 
 @dataclass(frozen=True)
@@ -212,6 +246,23 @@ class PreviewSnapshot(Event):
     true: tuple[str, ...] = ()
     input_title: str = "input"
     output_title: str = "output"
+
+    META = ("step", "kind", "predicted", "true", "input_title", "output_title")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {"originals": self.originals, "inputs": self.inputs,
+                  "meta": _json_array({k: getattr(self, k) for k in self.META})}
+        if self.outputs is not None:
+            arrays["outputs"] = self.outputs
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, z: Mapping[str, np.ndarray]) -> PreviewSnapshot:
+        meta = json.loads(str(z["meta"]))
+        return cls(step=int(meta["step"]), kind=meta["kind"], originals=z["originals"],
+                   inputs=z["inputs"], outputs=z["outputs"] if "outputs" in z else None,
+                   predicted=tuple(meta["predicted"]), true=tuple(meta["true"]),
+                   input_title=meta["input_title"], output_title=meta["output_title"])
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,15 @@ if TYPE_CHECKING:
 CHUNK = 512
 #: monitor inputs whose two augmented views measure alignment
 ALIGNMENT_PAIRS = 256
+#: offsets of ``data.seed`` for the monitor's own random draws, apart from training's
+#: (``run.seed``): every run on a dataset shares its monitor set, and every monitor step
+#: draws the same alignment views and preview masks, so snapshots compare like with like
+MONITOR_SET_SEED, ALIGNMENT_SEED, PREVIEW_SEED = 12345, 4242, 777
 
 
 def monitor_indices(n_items: int, cfg: Config) -> torch.Tensor:
     """The monitor subset: fixed by the data seed, so every run on a dataset shares it."""
-    gen = torch.Generator().manual_seed(12345 + cfg.data.seed)
+    gen = torch.Generator().manual_seed(MONITOR_SET_SEED + cfg.data.seed)
     n_mon = min(cfg.monitor.monitor_size, n_items)
     return torch.randperm(n_items, generator=gen)[:n_mon]
 
@@ -92,7 +96,7 @@ class Monitor:
                 self._augment = model.train_augment()
             align = None
             if self._augment is not None:
-                gen = torch.Generator().manual_seed(4242 + self.cfg.data.seed)
+                gen = torch.Generator().manual_seed(ALIGNMENT_SEED + self.cfg.data.seed)
                 pair = self.inputs[:ALIGNMENT_PAIRS].to(self.device)
                 z1 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
                 z2 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
@@ -124,7 +128,7 @@ class Monitor:
         model.eval()
         dev = self.device
         gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
-        gen.manual_seed(777 + self.cfg.data.seed)
+        gen.manual_seed(PREVIEW_SEED + self.cfg.data.seed)
         try:
             p = model.preview(self.inputs[:n].to(dev), gen)
         finally:

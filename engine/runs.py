@@ -35,6 +35,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from engine.events import EmbeddingSnapshot, MonitorSet, PreviewSnapshot
+
 RUNS_DIR_ENV = "SELFSUP_RUNS_DIR"
 #: an owner on another machine whose heartbeat is older than this is taken for dead
 REMOTE_OWNER_TIMEOUT = 300.0
@@ -258,110 +260,57 @@ class RunFolder:
         atomic_write_bytes(self.metrics_path, text.encode())
 
     # snapshots -------------------------------------------------------------------
-    def save_preview(self, snap: Any) -> Path:
-        """Write a :class:`~engine.events.PreviewSnapshot` as ``snapshots/preview_<step>.npz``."""
-        import io
-
-        import numpy as np
-
-        arrays = {"originals": snap.originals, "inputs": snap.inputs}
-        if snap.outputs is not None:
-            arrays["outputs"] = snap.outputs
-        meta = {k: getattr(snap, k) for k in
-                ("step", "kind", "predicted", "true", "input_title", "output_title")}
-        buf = io.BytesIO()
-        np.savez_compressed(buf, meta=np.array(json.dumps(_clean(meta))), **arrays)
-        path = self.snapshots_dir / f"preview_{snap.step:08d}.npz"
-        atomic_write_bytes(path, buf.getvalue())
-        return path
-
-    def save_embedding(self, snap: Any) -> Path:
-        """Write an :class:`~engine.events.EmbeddingSnapshot` (float16) for replaying."""
+    def _save_npz(self, name: str, arrays: dict[str, Any], compress: bool) -> Path:
         import io
 
         import numpy as np
 
         buf = io.BytesIO()
-        np.savez(buf, step=np.int64(snap.step), features=snap.features,
-                 projections=snap.projections)
-        path = self.snapshots_dir / f"embedding_{snap.step:08d}.npz"
+        (np.savez_compressed if compress else np.savez)(buf, **arrays)
+        path = self.snapshots_dir / name
         atomic_write_bytes(path, buf.getvalue())
         return path
 
-    def load_embeddings(self) -> list[Any]:
-        """The saved embedding snapshots in step order (unreadable files are skipped)."""
+    def _load_npz(self, paths: list[Path], cls: Any) -> list[Any]:
+        """Each readable file through ``cls.from_arrays``; unreadable files are skipped."""
         import numpy as np
-
-        from engine.events import EmbeddingSnapshot
 
         out = []
-        for path in sorted(self.snapshots_dir.glob("embedding_*.npz")):
+        for path in paths:
             try:
                 with np.load(path, allow_pickle=False) as z:
-                    out.append(EmbeddingSnapshot(step=int(z["step"]), features=z["features"],
-                                                 projections=z["projections"]))
-            except (OSError, ValueError, KeyError):
+                    out.append(cls.from_arrays({k: z[k] for k in z.files}))
+            except (OSError, ValueError, KeyError, json.JSONDecodeError):
                 continue
         return out
 
-    def save_monitor_set(self, ms: Any) -> Path:
-        """Write the :class:`~engine.events.MonitorSet` once per run."""
-        import io
+    def save_preview(self, snap: PreviewSnapshot) -> Path:
+        """``snapshots/preview_<step>.npz``, for reopening the run."""
+        return self._save_npz(f"preview_{snap.step:08d}.npz", snap.to_arrays(), True)
 
-        import numpy as np
+    def save_embedding(self, snap: EmbeddingSnapshot) -> Path:
+        """``snapshots/embedding_<step>.npz`` (float16), for replaying the embedding view."""
+        return self._save_npz(f"embedding_{snap.step:08d}.npz", snap.to_arrays(), False)
 
-        buf = io.BytesIO()
-        arrays = {"indices": ms.indices}
-        if ms.thumbnails is not None:
-            arrays["thumbnails"] = ms.thumbnails
-        if ms.labels is not None:
-            arrays["labels"] = ms.labels
-        meta = {"class_names": list(ms.class_names), "files": list(ms.files)}
-        np.savez_compressed(buf, meta=np.array(json.dumps(meta)), **arrays)
-        path = self.snapshots_dir / "monitor_set.npz"
-        atomic_write_bytes(path, buf.getvalue())
-        return path
+    def load_embeddings(self) -> list[EmbeddingSnapshot]:
+        """The saved embedding snapshots in step order (unreadable files are skipped)."""
+        return self._load_npz(sorted(self.snapshots_dir.glob("embedding_*.npz")),
+                              EmbeddingSnapshot)
 
-    def load_monitor_set(self) -> Any | None:
+    def save_monitor_set(self, ms: MonitorSet) -> Path:
+        """``snapshots/monitor_set.npz``, once per run."""
+        return self._save_npz("monitor_set.npz", ms.to_arrays(), True)
+
+    def load_monitor_set(self) -> MonitorSet | None:
         """The run's monitor set, or None when it was not saved or cannot be read."""
-        import numpy as np
+        got = self._load_npz([self.snapshots_dir / "monitor_set.npz"], MonitorSet)
+        return got[0] if got else None
 
-        from engine.events import MonitorSet
-
-        try:
-            with np.load(self.snapshots_dir / "monitor_set.npz", allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                return MonitorSet(indices=z["indices"],
-                                  labels=z["labels"] if "labels" in z.files else None,
-                                  class_names=tuple(meta["class_names"]),
-                                  files=tuple(meta["files"]),
-                                  thumbnails=z["thumbnails"] if "thumbnails" in z.files
-                                  else None)
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def load_previews(self, max_step: int | None = None) -> list[Any]:
+    def load_previews(self, max_step: int | None = None) -> list[PreviewSnapshot]:
         """The saved preview snapshots in step order (unreadable files are skipped)."""
-        import numpy as np
-
-        from engine.events import PreviewSnapshot
-
-        snaps = []
-        for path in sorted(self.snapshots_dir.glob("preview_*.npz")):
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    meta = json.loads(str(z["meta"]))
-                    outputs = z["outputs"] if "outputs" in z.files else None
-                    snap = PreviewSnapshot(
-                        step=int(meta["step"]), kind=meta["kind"], originals=z["originals"],
-                        inputs=z["inputs"], outputs=outputs,
-                        predicted=tuple(meta["predicted"]), true=tuple(meta["true"]),
-                        input_title=meta["input_title"], output_title=meta["output_title"])
-            except (OSError, ValueError, KeyError):
-                continue
-            if max_step is None or snap.step <= max_step:
-                snaps.append(snap)
-        return snaps
+        snaps = self._load_npz(sorted(self.snapshots_dir.glob("preview_*.npz")),
+                               PreviewSnapshot)
+        return [s for s in snaps if max_step is None or s.step <= max_step]
 
     def truncate_previews(self, max_step: int) -> None:
         """Drop snapshots past ``max_step`` (a resumed run redoes those steps)."""
