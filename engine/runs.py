@@ -177,11 +177,15 @@ class RunFolder:
         self._write_owner({"host": socket.gethostname(), "pid": os.getpid(),
                            "started": now, "heartbeat": now})
 
-    def heartbeat(self) -> None:
-        """Say the owner is still alive (the trainer calls this every few seconds)."""
+    def heartbeat(self, step: int | None = None) -> None:
+        """Say the owner is still alive, and at which step (the trainer calls this every
+        few seconds; summary.json's step is the last checkpoint's)."""
         owner = self.read_owner()
         if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
-            self._write_owner({**owner, "heartbeat": time.time()})
+            beat: dict[str, Any] = {**owner, "heartbeat": time.time()}
+            if step is not None:
+                beat["step"] = step
+            self._write_owner(beat)
 
     def release(self) -> None:
         """The run is no longer trained by this process."""
@@ -393,14 +397,18 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
         folder = RunFolder(p)
         s = folder.read_summary()
         final = s.get("final") or {}
+        status = folder.live_status(s)
+        step = int(s.get("step") or 0)
+        if status == "running":  # the live step, not the last checkpoint's
+            step = max(step, int(folder.read_owner().get("step") or 0))
         out.append(
             RunInfo(
                 id=p.name,
                 path=p,
-                status=folder.live_status(s),
+                status=status,
                 method=str(s.get("method", "?")),
                 dataset=str(s.get("dataset", "?")),
-                step=int(s.get("step") or 0),
+                step=step,
                 total_steps=int(s.get("total_steps") or 0),
                 started=s.get("started"),
                 knn_accuracy=final.get("knn_accuracy"),

@@ -505,7 +505,7 @@ class Trainer:
         now = time.perf_counter()
         if now - self.state.last_beat >= HEARTBEAT_SECONDS and self.run_folder is not None:
             self.state.last_beat = now
-            self.run_folder.heartbeat()
+            self.run_folder.heartbeat(self.state.step)
 
     # finish --------------------------------------------------------------------------
     def _finish(self) -> Iterator[Event]:

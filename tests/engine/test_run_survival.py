@@ -54,7 +54,9 @@ def test_kill_9_loses_at_most_the_checkpoint_interval_and_resumes_without_gaps(t
         kill_at = random.Random().randint(15, 60)
         _wait_for(lambda: any(r.get("step", 0) >= kill_at and "loss" in r
                               for r in _rows(run)), 120, f"step {kill_at}")
-        # while it trains, every client says running
+        # while it trains, every client says running, at its live step (the heartbeat's,
+        # not the last checkpoint's)
+        _wait_for(lambda: list_runs(runs)[0].step >= kill_at, 30, "the live step")
         assert list_runs(runs)[0].status == "running"
         out = subprocess.run([sys.executable, "-m", "engine", "runs", "--runs-dir", str(runs)],
                              env=env, capture_output=True, text=True, timeout=120)
