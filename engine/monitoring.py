@@ -26,7 +26,7 @@ from engine.verdict import collapse_verdict
 
 if TYPE_CHECKING:
     from engine.augment import ViewAugment
-    from engine.data import ImageDataset
+    from engine.data import DataSource
 
 #: monitor inputs embedded per forward pass
 CHUNK = 512
@@ -45,7 +45,7 @@ def monitor_indices(n_items: int, cfg: Config) -> torch.Tensor:
     return torch.randperm(n_items, generator=gen)[:n_mon]
 
 
-def monitor_set(ds: ImageDataset, indices: torch.Tensor) -> MonitorSet:
+def monitor_set(ds: DataSource, indices: torch.Tensor) -> MonitorSet:
     """The monitor subset's identity for embedding views: labels, names, thumbnails."""
     labels = getattr(ds, "labels", None)
     files = list(ds.files)

@@ -28,7 +28,7 @@ import torch
 
 from engine import checkpoint as ckpt_io
 from engine.config import Config
-from engine.data import load_configured
+from engine.data import DataSource, load_configured
 from engine.errors import ConfigError, TrainingDiverged, UserInputError
 from engine.events import (
     CheckpointSaved,
@@ -91,7 +91,7 @@ class Trainer:
         cfg: Config,
         runs_dir: str | Path | None = None,
         *,
-        dataset: Any | None = None,
+        dataset: DataSource | None = None,
         cache_dir: str | Path | None = None,
         pause_on_divergence: bool = True,
     ) -> None:
@@ -121,7 +121,7 @@ class Trainer:
         run_dir: str | Path,
         *,
         max_steps: int | None = None,
-        dataset: Any | None = None,
+        dataset: DataSource | None = None,
         cache_dir: str | Path | None = None,
         pause_on_divergence: bool = True,
     ) -> Trainer:
@@ -225,7 +225,7 @@ class Trainer:
         cfg = self.cfg
         self.device = device = pick_device(cfg.run.device)
         torch.manual_seed(cfg.run.seed)
-        ds = self._dataset if self._dataset is not None else load_configured(
+        ds: DataSource = self._dataset if self._dataset is not None else load_configured(
             cfg.data, self.cache_dir)
         yield DatasetReady(name=ds.name, n_images=len(ds), resolution=ds.resolution,
                            class_names=tuple(ds.class_names),
@@ -301,7 +301,7 @@ class Trainer:
         if start_step == 0:
             yield self._checkpoint()  # a good state to come back to if the first steps diverge
 
-    def _open_run_folder(self, ds: Any
+    def _open_run_folder(self, ds: DataSource
                          ) -> tuple[RunFolder, int, float, tuple[torch.Tensor, int] | None]:
         """The resumed run's folder restored to its checkpoint, or a new run's folder."""
         cfg = self.cfg

@@ -20,10 +20,12 @@ from engine.data.builtin import (
 )
 from engine.data.dataset import ImageDataset
 from engine.data.folders import load_folder
+from engine.data.source import DataSource
 from engine.errors import DatasetError
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "DataSource",
     "SHAPE_ORIENTATIONS",
     "ImageDataset",
     "load_configured",
@@ -35,9 +37,9 @@ def load_dataset(
     source: str,
     resolution: int,
     *,
-    shapes_count: int = 6000,
-    seed: int = 0,
-    shapes_orientation: str = "upright",
+    shapes_count: int = DataConfig.shapes_count,  # the config's defaults, not copies
+    seed: int = DataConfig.seed,
+    shapes_orientation: str = DataConfig.shapes_orientation,
     cache_dir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     use_cache: bool = True,

@@ -13,7 +13,7 @@ import torch
 from engine.backbones import resolve_backbone_name
 from engine.checkpoint import load_run_model
 from engine.config import Config
-from engine.data import ImageDataset, load_configured
+from engine.data import DataSource, load_configured
 from engine.errors import UserInputError
 from engine.evaluate.options import (
     PROTOCOL_TEXT,
@@ -56,7 +56,7 @@ def random_init_model(
 
 def evaluate_models(
     models: dict[str, SSLMethod],
-    dataset: ImageDataset,
+    dataset: DataSource,
     protocols: Iterable[str] = PROTOCOLS,
     options: EvalOptions | None = None,
     *,
@@ -142,7 +142,7 @@ def evaluate_models(
 
 def evaluate_model(
     model: SSLMethod,
-    dataset: ImageDataset,
+    dataset: DataSource,
     protocols: Iterable[str] = PROTOCOLS,
     options: EvalOptions | None = None,
     *,
@@ -184,7 +184,7 @@ def evaluate_run(
     protocols: Iterable[str] = PROTOCOLS,
     options: EvalOptions | None = None,
     *,
-    dataset: ImageDataset | None = None,
+    dataset: DataSource | None = None,
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 
 from engine.augment import FINETUNE_AUGMENT  # noqa: F401  (re-exported)
 from engine.config import check, coerce, field_specs, param
-from engine.data import ImageDataset
+from engine.data import DataSource
 from engine.errors import ConfigError, UserInputError
 
 PROTOCOLS = ("knn", "linear", "fewshot", "finetune")
@@ -110,7 +110,7 @@ def check_protocols(protocols: Iterable[str]) -> tuple[str, ...]:
     return tuple(p for p in PROTOCOLS if p in wanted)
 
 
-def require_labels(ds: ImageDataset) -> torch.Tensor:
+def require_labels(ds: DataSource) -> torch.Tensor:
     """The labels, or UserInputError saying what evaluation needs."""
     k = len(ds.class_names)
     if ds.labels is None or k < 2:

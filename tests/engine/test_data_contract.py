@@ -134,6 +134,10 @@ def token_config(name: str, steps: int) -> Config:
 def test_token_sequences_train_monitor_resume_and_evaluate_through_the_engine(
         tmp_path, token_method):
     source = TokenSource()
+    from engine.data import DataSource, load_dataset
+
+    assert isinstance(source, DataSource)  # the contract, checked structurally
+    assert isinstance(load_dataset("digits", resolution=16), DataSource)
     events = list(Trainer(token_config(token_method, 10), tmp_path, dataset=source).run())
     assert isinstance(events[-1], ev.Finished), events[-1]
     started = next(e for e in events if isinstance(e, ev.RunStarted))
