@@ -93,11 +93,11 @@ def freeze_long_lived_objects() -> None:
     GIL: on the training thread that took 40-150 ms and froze the window for as long
     (bench/gui_latency.py). Objects alive at start-up and at run start live for the
     whole session anyway; ``gc.freeze`` (Python 3.7+) stops the collector re-scanning
-    them, and everything created later is collected as before.
+    them, and everything created later is collected as before. (No ``gc.collect()``
+    first: on the GUI thread that full collection would itself be the stall.)
     """
     import gc
 
-    gc.collect()
     gc.freeze()
 
 class MainWindow(QMainWindow):

@@ -22,6 +22,11 @@ from typing import Any
 import numpy as np
 
 
+def _present(**arrays: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The arrays that are not None (an npz file has no None: absent means None)."""
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
 def _json_array(meta: dict[str, Any]) -> np.ndarray:
     """Text metadata as a 0-d string array (npz files hold arrays only)."""
     return np.array(json.dumps(meta))
@@ -194,20 +199,16 @@ class MonitorSet(Event):
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The arrays of ``snapshots/monitor_set.npz`` (names and files as JSON)."""
-        arrays = {"indices": self.indices, "meta": _json_array(
-            {"class_names": list(self.class_names), "files": list(self.files)})}
-        if self.thumbnails is not None:
-            arrays["thumbnails"] = self.thumbnails
-        if self.labels is not None:
-            arrays["labels"] = self.labels
-        return arrays
+        return _present(indices=self.indices, thumbnails=self.thumbnails, labels=self.labels,
+                        meta=_json_array({"class_names": list(self.class_names),
+                                          "files": list(self.files)}))
 
     @classmethod
     def from_arrays(cls, z: Mapping[str, np.ndarray]) -> MonitorSet:
         meta = json.loads(str(z["meta"]))
-        return cls(indices=z["indices"], labels=z["labels"] if "labels" in z else None,
+        return cls(indices=z["indices"], labels=z.get("labels"),
                    class_names=tuple(meta["class_names"]), files=tuple(meta["files"]),
-                   thumbnails=z["thumbnails"] if "thumbnails" in z else None)
+                   thumbnails=z.get("thumbnails"))
 
 
 @dataclass(frozen=True)
@@ -250,17 +251,14 @@ class PreviewSnapshot(Event):
     META = ("step", "kind", "predicted", "true", "input_title", "output_title")
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {"originals": self.originals, "inputs": self.inputs,
-                  "meta": _json_array({k: getattr(self, k) for k in self.META})}
-        if self.outputs is not None:
-            arrays["outputs"] = self.outputs
-        return arrays
+        return _present(originals=self.originals, inputs=self.inputs, outputs=self.outputs,
+                        meta=_json_array({k: getattr(self, k) for k in self.META}))
 
     @classmethod
     def from_arrays(cls, z: Mapping[str, np.ndarray]) -> PreviewSnapshot:
         meta = json.loads(str(z["meta"]))
         return cls(step=int(meta["step"]), kind=meta["kind"], originals=z["originals"],
-                   inputs=z["inputs"], outputs=z["outputs"] if "outputs" in z else None,
+                   inputs=z["inputs"], outputs=z.get("outputs"),
                    predicted=tuple(meta["predicted"]), true=tuple(meta["true"]),
                    input_title=meta["input_title"], output_title=meta["output_title"])
 

@@ -200,27 +200,28 @@ class RunFolder:
             return {}
         return owner if isinstance(owner, dict) else {}
 
-    def owner_alive(self, now: float | None = None) -> bool:
-        """Whether a live process is training the run right now.
+    def owner_alive(self, owner: dict[str, Any] | None = None) -> bool:
+        """Whether a live process is training the run right now (``owner``: the
+        already-read ``owner.json``).
 
         On this machine: its pid exists, is not a zombie, and its heartbeat is recent
         enough that the pid was not reused. Elsewhere: its heartbeat is recent.
         """
-        owner = self.read_owner()
+        owner = self.read_owner() if owner is None else owner
         if not owner:
             return False
-        now = time.time() if now is None else now
-        age = now - float(owner.get("heartbeat") or 0.0)
+        age = time.time() - float(owner.get("heartbeat") or 0.0)
         if owner.get("host") != socket.gethostname():
             return age < REMOTE_OWNER_TIMEOUT
         return age < LOCAL_OWNER_TIMEOUT and _pid_alive(int(owner.get("pid") or 0))
 
-    def live_status(self, summary: dict[str, Any] | None = None) -> str:
+    def live_status(self, summary: dict[str, Any] | None = None,
+                    owner: dict[str, Any] | None = None) -> str:
         """The run's status as every client shows it: ``running`` only while its owner
         lives, ``interrupted`` for a run whose process died (resumable)."""
         s = self.read_summary() if summary is None else summary
         status = str(s.get("status", "unknown"))
-        if status == "running" and not self.owner_alive():
+        if status == "running" and not self.owner_alive(owner):
             return "interrupted"
         return status
 
@@ -397,10 +398,11 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
         folder = RunFolder(p)
         s = folder.read_summary()
         final = s.get("final") or {}
-        status = folder.live_status(s)
+        owner = folder.read_owner()
+        status = folder.live_status(s, owner)
         step = int(s.get("step") or 0)
         if status == "running":  # the live step, not the last checkpoint's
-            step = max(step, int(folder.read_owner().get("step") or 0))
+            step = max(step, int(owner.get("step") or 0))
         out.append(
             RunInfo(
                 id=p.name,

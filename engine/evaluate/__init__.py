@@ -29,6 +29,7 @@ image of every class with two or more) and fixed by ``seed``, so the trained enc
 the baseline are measured on exactly the same images.
 """
 
+from engine.augment import FINETUNE_AUGMENT
 from engine.evaluate.driver import (
     evaluate_model,
     evaluate_models,
@@ -37,7 +38,6 @@ from engine.evaluate.driver import (
     resolve_run,
 )
 from engine.evaluate.options import (
-    FINETUNE_AUGMENT,
     MODELS,
     PROTOCOL_TEXT,
     PROTOCOLS,

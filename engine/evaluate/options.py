@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from engine.augment import FINETUNE_AUGMENT  # noqa: F401  (re-exported)
 from engine.config import check, coerce, field_specs, param
 from engine.data import DataSource
 from engine.errors import ConfigError, UserInputError

@@ -43,7 +43,8 @@ class TwoViewMethod(SSLMethod):
 class MomentumMethod(TwoViewMethod):
     """A two-view method with EMA targets.
 
-    Subclasses call :meth:`add_target` for each online module in ``__init__`` and set
+    Subclasses make each target with ``self.target = self.add_target(self.online)`` in
+    ``__init__`` and set
     ``base_momentum``; the default schedule is BYOL's cosine rise from ``base_momentum``
     to 1 (Grill et al. 2020, section 3.2); MoCo overrides :meth:`momentum_at` with a
     constant.
@@ -53,14 +54,13 @@ class MomentumMethod(TwoViewMethod):
 
     def __init__(self, cfg: Config, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
-        self._momentum_pairs: list[tuple[str, str]] = []
+        # a plain list, so the modules stay registered (and saved) under their own names
+        self._momentum_pairs: list[tuple[nn.Module, nn.Module]] = []
 
-    def add_target(self, online_name: str, target_name: str) -> nn.Module:
-        """Register ``self.<target_name>``, a frozen copy of ``self.<online_name>`` that
-        follows it by EMA; returns the target."""
-        target = make_target(getattr(self, online_name))
-        setattr(self, target_name, target)
-        self._momentum_pairs.append((online_name, target_name))
+    def add_target(self, online: nn.Module) -> nn.Module:
+        """A frozen copy of ``online`` that follows it by EMA after every step."""
+        target = make_target(online)
+        self._momentum_pairs.append((online, target))
         return target
 
     def momentum_at(self, step: int, total_steps: int) -> float:
@@ -69,6 +69,6 @@ class MomentumMethod(TwoViewMethod):
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         m = self.momentum_at(step, total_steps)
-        for online_name, target_name in self._momentum_pairs:
-            ema_update(getattr(self, target_name), getattr(self, online_name), m)
+        for online, target in self._momentum_pairs:
+            ema_update(target, online, m)
         return {"target_momentum": float(m)}

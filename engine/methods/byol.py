@@ -103,8 +103,6 @@ class BYOLConfig(MethodConfig):
     ),
 )
 class BYOL(MomentumMethod):
-    target_backbone: torch.nn.Module  # EMA target (MomentumMethod.add_target)
-    target_projector: torch.nn.Module  # EMA target (MomentumMethod.add_target)
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: BYOLConfig = cfg.method  # type: ignore[assignment]
@@ -116,8 +114,8 @@ class BYOL(MomentumMethod):
             if m.use_predictor
             else nn.Identity()
         )
-        self.add_target("backbone", "target_backbone")
-        self.add_target("projector", "target_projector")
+        self.target_backbone = self.add_target(self.backbone)
+        self.target_projector = self.add_target(self.projector)
 
     def lr_multipliers(self) -> dict[str, float]:
         return {"predictor.": self.predictor_lr_mult}

@@ -154,8 +154,6 @@ class DINOConfig(MethodConfig):
     ),
 )
 class DINO(MomentumMethod):
-    teacher_backbone: torch.nn.Module  # EMA target (MomentumMethod.add_target)
-    teacher_head: torch.nn.Module  # EMA target (MomentumMethod.add_target)
     center: torch.Tensor
     steps_done: torch.Tensor
 
@@ -169,8 +167,8 @@ class DINO(MomentumMethod):
             batch_norm=m.head_batch_norm,
         )
         self.base_momentum = m.momentum_teacher
-        self.add_target("backbone", "teacher_backbone")
-        self.add_target("head", "teacher_head")
+        self.teacher_backbone = self.add_target(self.backbone)
+        self.teacher_head = self.add_target(self.head)
         self.register_buffer("center", torch.zeros(1, m.out_dim))
         # Steps done so far, kept in the checkpoint so the temperature warm-up resumes.
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))

@@ -95,16 +95,14 @@ class MoCoConfig(MethodConfig):
     ),
 )
 class MoCo(MomentumMethod):
-    key_backbone: torch.nn.Module  # EMA target (MomentumMethod.add_target)
-    key_projector: torch.nn.Module  # EMA target (MomentumMethod.add_target)
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         m: MoCoConfig = cfg.method  # type: ignore[assignment]
         self.temperature = m.temperature
         self.momentum = m.momentum
         self.projector = mlp_head(feature_dim, m.proj_hidden_dim, m.proj_dim)
-        self.add_target("backbone", "key_backbone")
-        self.add_target("projector", "key_projector")
+        self.key_backbone = self.add_target(self.backbone)
+        self.key_projector = self.add_target(self.projector)
         self.queue = MemoryQueue(m.queue_size, m.proj_dim)
 
     def momentum_at(self, step: int, total_steps: int) -> float:

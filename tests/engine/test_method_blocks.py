@@ -45,20 +45,20 @@ def test_momentum_methods_declare_their_targets_and_the_base_applies_the_ema(met
     model, _ = build_model(cfg, CPU)
     assert isinstance(model, MomentumMethod)
     pairs = model._momentum_pairs
-    assert len(pairs) == 2 and pairs[0][0] == "backbone"
+    assert len(pairs) == 2 and pairs[0][0] is model.backbone
+    children = list(model.children())
     for online, target in pairs:
-        t = getattr(model, target)
-        assert all(not p.requires_grad for p in t.parameters())
+        assert any(c is target for c in children)  # registered: saved in checkpoints
+        assert all(not p.requires_grad for p in target.parameters())
         with torch.no_grad():  # move the online network away from its target
-            for p in getattr(model, online).parameters():
+            for p in online.parameters():
                 p.add_(1.0)
-    before = {t: [p.clone() for p in getattr(model, t).parameters()] for _, t in pairs}
+    before = [[p.clone() for p in t.parameters()] for _, t in pairs]
     m = model.momentum_at(0, 100)
     out = model.after_step(0, 100)
     assert out["target_momentum"] == pytest.approx(m)
-    for online, target in pairs:
-        for b, t, o in zip(before[target], getattr(model, target).parameters(),
-                           getattr(model, online).parameters(), strict=True):
+    for (online, target), saved in zip(pairs, before, strict=True):
+        for b, t, o in zip(saved, target.parameters(), online.parameters(), strict=True):
             torch.testing.assert_close(t, m * b + (1 - m) * o)
 
 
