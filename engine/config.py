@@ -313,6 +313,12 @@ class RunSettings:
                         choices=("auto", "cpu", "cuda", "mps"))
     amp: bool = param(True, "Mixed precision on GPU (ignored on CPU).", label="AMP")
     name: str = param("", "Optional name appended to the run id.", advanced=True)
+    sync_batchnorm: str = param(
+        "auto",
+        "BatchNorm statistics over the whole global batch when training on several "
+        "processes (torchrun): 'auto' follows the method's paper (on for SimCLR, BYOL, "
+        "SimSiam, Barlow Twins, VICReg, DINO), 'on' or 'off'. One process: no effect.",
+        choices=("auto", "on", "off"), advanced=True, label="SyncBatchNorm")
 
 
 @dataclass

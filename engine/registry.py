@@ -29,6 +29,9 @@ class MethodInfo:
     gpu_preset: dict[str, Any] = field(default_factory=dict)
     #: likely causes and fixes when the method collapses with every switch at its default
     collapse_advice: str = ""
+    #: the paper computed BatchNorm statistics over the global batch (SyncBatchNorm or
+    #: cross-replica BN): what ``run.sync_batchnorm = "auto"`` follows on several processes
+    sync_batchnorm: bool = False
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -45,6 +48,7 @@ def register_method(
     preset: dict[str, Any] | None = None,
     gpu_preset: dict[str, Any] | None = None,
     collapse_advice: str = "",
+    sync_batchnorm: bool = False,
 ) -> Callable[[type], type]:
     """Class decorator adding a method to the registry.
 
@@ -52,7 +56,8 @@ def register_method(
     needs to work well by default (on CPU: small CNN, 32 px); ``gpu_preset`` is applied on
     top of it when training on an accelerator (ResNet-18). Both are applied over the
     section defaults. ``collapse_advice`` is what the collapse verdict tells the user to
-    try when the method collapses with no collapse switch turned on.
+    try when the method collapses with no collapse switch turned on;
+    ``sync_batchnorm`` whether its paper synchronised BatchNorm across devices.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -70,6 +75,7 @@ def register_method(
             preset=dict(preset or {}),
             gpu_preset=dict(gpu_preset or {}),
             collapse_advice=collapse_advice,
+            sync_batchnorm=sync_batchnorm,
         )
         return cls
 
