@@ -66,6 +66,12 @@ class SSLMethod(nn.Module):
         uint8 ``(B, 3, R, R)``); ``augment`` is :meth:`train_augment`'s result."""
         raise NotImplementedError
 
+    def forward(self, images: torch.Tensor, augment: ViewAugment | None,
+                generator: torch.Generator) -> StepOutput:
+        """:meth:`training_step`, so that a ``DistributedDataParallel`` wrapper, which only
+        hooks ``forward``, synchronises the step's gradients across processes."""
+        return self.training_step(images, augment, generator)  # type: ignore[arg-type]
+
     def train_augment(self) -> ViewAugment | None:
         """What the trainer hands to :meth:`training_step` as ``augment``, and what the
         monitor draws two views with to measure alignment (None: no views). Image
