@@ -7,6 +7,7 @@ message; a run that fails while training exits with code 1.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -129,16 +130,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         trainer = Trainer(_build_config(args), args.runs_dir, pause_on_divergence=False)
 
-    def on_sigint(signum: int, frame: object) -> None:
-        print("\nstopping: saving a checkpoint (Ctrl+C again to abort)", file=sys.stderr)
-        trainer.request_stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    from engine.distributed import launched
 
-    signal.signal(signal.SIGINT, on_sigint)
+    # under torchrun only rank 0 reports; the others print their errors only
+    rank = int(os.environ.get("RANK", "0")) if launched() else 0
+
+    def on_stop_signal(signum: int, frame: object) -> None:
+        if rank == 0:
+            print("\nstopping: saving a checkpoint (Ctrl+C again to abort)", file=sys.stderr)
+        trainer.request_stop()
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                      else signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, on_stop_signal)
+    signal.signal(signal.SIGTERM, on_stop_signal)  # torchrun stops its processes so
     bar = None
     code = 0
     verdict = "healthy"
     for e in trainer.run():
+        if rank != 0:
+            if isinstance(e, ev.Failed):
+                print(f"error (process {rank}): {e.message}", file=sys.stderr)
+                code = 2 if e.input_error else 1
+            continue
         if isinstance(e, ev.DatasetReady):
             print(f"dataset {e.name}: {e.n_images} images at {e.resolution}px, "
                   f"{len(e.class_names)} classes" + (" (cached)" if e.from_cache else ""))

@@ -198,6 +198,15 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def gather_objects_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0 (None elsewhere)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from engine import distributed
 from engine.config import Config
 from engine.events import EmbeddingSnapshot, MonitorReport, MonitorSet, PreviewSnapshot
 from engine.knn import knn_accuracy
@@ -78,19 +79,44 @@ class Monitor:
         self._augment: ViewAugment | None = None
 
     @torch.no_grad()
-    def measure(self, model: SSLMethod, step: int, epoch: float, baseline: bool
-                ) -> tuple[MonitorReport, EmbeddingSnapshot]:
-        """Embed the monitor inputs in eval mode and score them."""
+    def _embed(self, model: SSLMethod) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Backbone features and projections of the monitor inputs (CPU, float32).
+
+        With several processes each embeds its share of the monitor set and rank 0
+        receives all of them (the other ranks get None): the work is split, not repeated.
+        """
         res = self.cfg.data.resolution
+        inputs = self.inputs
+        if distributed.is_distributed():
+            inputs = inputs.tensor_split(distributed.world_size())[distributed.rank()]
+        feats, projs = [], []
+        for i in range(0, inputs.shape[0], CHUNK):
+            x = model.eval_inputs(inputs[i : i + CHUNK].to(self.device), res)
+            f = model.embed(x)
+            feats.append(f.float().cpu())
+            projs.append(model.project(f).float().cpu())
+        # a rank whose share is empty (more ranks than monitor inputs) sends nothing
+        f = torch.cat(feats) if feats else torch.empty(0, 0)
+        z = torch.cat(projs) if projs else torch.empty(0, 0)
+        if not distributed.is_distributed():
+            return f, z
+        parts = distributed.gather_objects_to_main((f, z))
+        if parts is None:
+            return None
+        parts = [p for p in parts if p[0].shape[0]]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    @torch.no_grad()
+    def measure(self, model: SSLMethod, step: int, epoch: float, baseline: bool
+                ) -> tuple[MonitorReport, EmbeddingSnapshot] | None:
+        """Embed the monitor inputs in eval mode and score them. Under torchrun every rank
+        calls this at the same step; rank 0 gets the report, the others None."""
         was_training = model.training
         model.eval()
         try:
-            feats, projs = [], []
-            for i in range(0, self.inputs.shape[0], CHUNK):
-                x = model.eval_inputs(self.inputs[i : i + CHUNK].to(self.device), res)
-                f = model.embed(x)
-                feats.append(f.float().cpu())
-                projs.append(model.project(f).float().cpu())
+            emb = self._embed(model)
+            if emb is None:
+                return None
             # alignment: two augmented views of the first inputs, the same draws each time
             if self._augment is None:
                 self._augment = model.train_augment()
@@ -103,7 +129,7 @@ class Monitor:
                 align = alignment(z1, z2)
         finally:
             model.train(was_training)
-        f, z = torch.cat(feats), torch.cat(projs)
+        f, z = emb
         knn = None
         if self.labels is not None and len(set(self.labels.tolist())) > 1:
             knn = knn_accuracy(f, self.labels, self.cfg.monitor.knn_k,

@@ -10,11 +10,19 @@ checkpoints and measurements come from the layers below (:mod:`engine.model`,
 :mod:`engine.checkpoint`, :mod:`engine.monitoring`); the loop only orders them. It never
 looks inside a batch: a dataset source hands out ``inputs`` and the method turns them
 into a loss, so new modalities plug in as new sources and methods.
+
+Under torchrun (:mod:`engine.distributed`) the same loop runs in every process:
+``optim.batch_size`` is the global batch, each rank trains on its contiguous share of it
+through ``DistributedDataParallel``, the data order is drawn identically on every rank
+and kept in the checkpoint (so a run resumes under any process count), the monitor's
+embedding work is split across the ranks, and only rank 0 writes the run folder and
+yields events to its client.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import traceback
@@ -25,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from engine import checkpoint as ckpt_io
+from engine import distributed
 from engine.config import Config
 from engine.data import DataSource, load_configured
 from engine.errors import ConfigError, TrainingDiverged, UserInputError
@@ -54,6 +64,7 @@ from engine.model import (
 )
 from engine.monitoring import Monitor, monitor_indices, monitor_set
 from engine.presets import load_toml
+from engine.registry import get_method_info
 from engine.runs import RunFolder, default_runs_dir
 
 #: settings a paused run may change before it resumes (the rest fix the model and data)
@@ -62,6 +73,10 @@ LIVE_SETTINGS = ("optim.lr", "optim.warmup_steps", "optim.weight_decay", "optim.
 
 #: seconds between owner heartbeats in the run folder (see :meth:`RunFolder.owner_alive`)
 HEARTBEAT_SECONDS = 5.0
+
+#: offset of ``run.seed`` for the data order, apart from the augmentation draws (the
+#: order is the same on every rank, the augmentation differs per rank)
+ORDER_SEED = 7919
 
 
 @dataclass
@@ -78,6 +93,7 @@ class RunState:
     ips_ema: float | None = None
     last_save: float = 0.0  # clock() of the last checkpoint
     last_beat: float = 0.0  # perf_counter() of the last heartbeat
+    saved_step: int | None = None  # step of the last checkpoint written (rank 0)
 
 
 class Trainer:
@@ -113,7 +129,11 @@ class Trainer:
         self._settings_lock = threading.Lock()
         self._pending_settings: dict[str, Any] = {}
         self.pause_on_divergence = pause_on_divergence
-        self.run_folder: RunFolder | None = None
+        self.run_folder: RunFolder | None = None  # rank 0's only
+        self._run_dir: str | None = None  # every rank's, once known
+        self.world = distributed.World()
+        self._owns_group = False
+        self._ddp: DistributedDataParallel | None = None
 
     @classmethod
     def resume(
@@ -180,14 +200,34 @@ class Trainer:
         except TrainingDiverged as e:
             yield self._fail(str(e), "")
         except Exception as e:  # the run fails, the caller (GUI, CLI) survives
-            yield self._fail(f"{type(e).__name__}: {e}", traceback.format_exc())
+            yield self._fail(self._describe_failure(e), traceback.format_exc())
         finally:
             if self.run_folder is not None:
                 self.run_folder.release()
                 self.run_folder.close()
+            if self._owns_group:
+                distributed.shutdown()
+
+    def _describe_failure(self, e: Exception) -> str:
+        """The failure in plain words; under torchrun, which process and how to resume."""
+        text = f"{type(e).__name__}: {e}"
+        w = self.world
+        if not w.distributed:
+            return text
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lost = isinstance(e, (RuntimeError, ConnectionError)) and any(
+            k in str(e).lower() for k in ("connection", "peer", "closed", "timed out",
+                                          "timeout", "broken pipe", "nccl", "gloo"))
+        what = ("lost contact with another process of the run (it crashed or was killed)"
+                if lost else f"failed ({type(e).__name__}: {first})")
+        step = getattr(getattr(self, "state", None), "saved_step", None)
+        where = self._run_dir or "the run folder"
+        keep = (f" The checkpoint of step {step} is kept: resume with `python -m engine "
+                f"train --resume {where}` (any process count)." if step is not None else "")
+        return f"process {w.rank} of {w.size} {what}.{keep}"
 
     def _fail(self, message: str, details: str, input_error: bool = False) -> Failed:
-        run_dir = None
+        run_dir = self._run_dir
         if self.run_folder is not None:
             run_dir = str(self.run_folder.path)
             try:
@@ -223,25 +263,49 @@ class Trainer:
         """Load the data, build the model, open or create the run folder, restore a
         checkpoint, announce the run and measure the random-init baseline."""
         cfg = self.cfg
-        self.device = device = pick_device(cfg.run.device)
+        self._join_group()
+        w = self.world
+        main = w.is_main
+        if w.distributed:
+            self.device = device = self._rank_device
+        else:
+            self.device = device = pick_device(cfg.run.device)
         torch.manual_seed(cfg.run.seed)
-        ds: DataSource = self._dataset if self._dataset is not None else load_configured(
-            cfg.data, self.cache_dir)
-        yield DatasetReady(name=ds.name, n_images=len(ds), resolution=ds.resolution,
-                           class_names=tuple(ds.class_names),
-                           class_counts=tuple(ds.class_counts()), skipped=tuple(ds.skipped),
-                           from_cache=ds.from_cache)
+        ds = self._load_data()
+        if main:
+            yield DatasetReady(name=ds.name, n_images=len(ds), resolution=ds.resolution,
+                               class_names=tuple(ds.class_names),
+                               class_counts=tuple(ds.class_counts()),
+                               skipped=tuple(ds.skipped), from_cache=ds.from_cache)
         if len(ds) < 2:
             raise UserInputError(f"dataset {ds.name} has {len(ds)} item(s); at least 2 needed")
-        self.batch_size = cfg.optim.batch_size
+        self.batch_size = cfg.optim.batch_size  # the global batch, over all processes
+        if self.batch_size % w.size:
+            raise UserInputError(
+                f"optim.batch_size = {self.batch_size} is the global batch and must be "
+                f"divisible by the {w.size} processes of the run (each takes "
+                f"batch_size / {w.size}); try {max(w.size, self.batch_size // w.size * w.size)}")
         if self.batch_size > len(ds):
-            yield RunWarning(f"optim.batch_size = {self.batch_size} exceeds the {len(ds)} "
-                             f"items of the dataset; using {len(ds)}")
-            self.batch_size = len(ds)
-        for note in self._notes:
-            yield RunWarning(note)
+            fit = len(ds) // w.size * w.size
+            if fit < w.size:
+                raise UserInputError(f"dataset {ds.name} has {len(ds)} items, fewer than the "
+                                     f"{w.size} processes of the run")
+            if main:
+                yield RunWarning(f"optim.batch_size = {self.batch_size} exceeds the "
+                                 f"{len(ds)} items of the dataset; using {fit}")
+            self.batch_size = fit
+        self.local_batch = self.batch_size // w.size
+        if main:
+            for note in self._notes:
+                yield RunWarning(note)
 
         self.model, self.backbone_name = build_model(cfg, device)
+        self.sync_bn = w.distributed and (
+            cfg.run.sync_batchnorm == "on" or (cfg.run.sync_batchnorm == "auto"
+                                              and get_method_info(cfg.method_name).sync_batchnorm))
+        if self.sync_bn:
+            converted = distributed.convert_sync_batchnorm(self.model, device)
+            assert converted is self.model  # the method object itself is never a BatchNorm
         self.optimizer = build_optimizer(self.model, cfg)
         self.use_amp = cfg.run.amp and device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported()
@@ -250,81 +314,160 @@ class Trainer:
                                            and self.amp_dtype == torch.float16)
         # the method's own augmentation: the loop only hands it back to training_step
         self.augment: Any = self.model.train_augment()
-        self.gen = torch.Generator().manual_seed(cfg.run.seed)
+        # augmentation draws differ per rank; the data order is the same on every rank
+        self.gen = torch.Generator().manual_seed(cfg.run.seed + 1_000_003 * w.rank)
+        self.order_gen = torch.Generator().manual_seed(cfg.run.seed + ORDER_SEED)
 
         mon_idx = monitor_indices(len(ds), cfg)
         labels = ds.labels[mon_idx] if ds.labels is not None else None
         self.monitor = Monitor(cfg, ds.inputs[mon_idx], labels, device)
-        inputs = ds.inputs
-        if device.type == "cuda":
-            inputs = inputs.to(device) if inputs.numel() < 2**31 else inputs.pin_memory()
-        self.inputs = inputs
+        self.inputs = self._place_inputs(ds.inputs, device)
         self.n_items = len(ds)
         self.steps_per_epoch = max(1, len(ds) // self.batch_size)
 
         run, start_step, elapsed, order = self._open_run_folder(ds)
         self.run_folder = run
         if order is None or len(order[0]) != len(ds):
-            order = (torch.randperm(len(ds), generator=self.gen), 0)
+            order = (torch.randperm(len(ds), generator=self.order_gen), 0)
         self._start_step = start_step
         self.state = RunState(step=start_step, total=cfg.optim.max_steps, order=order[0],
                               pos=order[1], elapsed_before=elapsed)
+        self.state.saved_step = start_step if start_step else None
+        if w.distributed:
+            # after any restore: DDP starts every rank from rank 0's weights and buffers
+            self._ddp = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self._t_start = time.perf_counter()
         self._paused_total = 0.0
-        run.claim()
+        if run is not None:
+            run.claim()
         self.state.last_beat = time.perf_counter()
 
-        yield RunStarted(run_id=run.id, run_dir=str(run.path), method=cfg.method_name,
-                         device=str(device), backbone=self.backbone_name,
-                         feature_dim=self.model.feature_dim, n_images=len(ds),
-                         total_steps=self.state.total, start_step=start_step,
-                         steps_per_epoch=self.steps_per_epoch, config=cfg.to_dict(),
-                         pretext_chance=self.model.pretext_chance)
-        if not self._optimizer_resumed:
-            yield RunWarning(
-                "The checkpoint's optimiser state was saved with other parameter groups (an "
-                "older version of this method); the weights resumed, the optimiser's moments "
-                "start afresh.")
-        ms = monitor_set(ds, mon_idx)
-        if start_step == 0:
-            run.save_monitor_set(ms)
-        yield ms
+        base_needed = start_step == 0 and (run is None or not run.has_baseline())
+        base_needed = bool(distributed.broadcast_object(base_needed))
+        if run is not None:
+            yield RunStarted(run_id=run.id, run_dir=str(run.path), method=cfg.method_name,
+                             device=self._device_text(), backbone=self.backbone_name,
+                             feature_dim=self.model.feature_dim, n_images=len(ds),
+                             total_steps=self.state.total, start_step=start_step,
+                             steps_per_epoch=self.steps_per_epoch, config=cfg.to_dict(),
+                             pretext_chance=self.model.pretext_chance)
+            if not self._optimizer_resumed:
+                yield RunWarning(
+                    "The checkpoint's optimiser state was saved with other parameter groups "
+                    "(an older version of this method); the weights resumed, the "
+                    "optimiser's moments start afresh.")
+            ms = monitor_set(ds, mon_idx)
+            if start_step == 0:
+                run.save_monitor_set(ms)
+            yield ms
         self._pending_embedding: Any = None
-        if start_step == 0 and not run.has_baseline():
+        if base_needed:
             calibrate_batchnorm(self.model, self.monitor.inputs, device, cfg.data.resolution)
             base = self._measure(0, baseline=True)
-            run.update_summary(baseline_knn=base.knn_accuracy,
-                               baseline_rank=base.effective_rank)
-            yield base
-            yield from self._after_measure(0)
+            if run is not None and base is not None:
+                run.update_summary(baseline_knn=base.knn_accuracy,
+                                   baseline_rank=base.effective_rank)
+                yield base
+                yield from self._after_measure(0)
         self.model.train()
-        if start_step == 0:
+        if start_step == 0 and run is not None:
             yield self._checkpoint()  # a good state to come back to if the first steps diverge
 
+    def _join_group(self) -> None:
+        """Under torchrun: join the process group (once per process)."""
+        if not distributed.launched():
+            return
+        if not distributed.is_distributed():
+            self.world, self._rank_device = distributed.init(self.cfg.run.device)
+            self._owns_group = True
+        else:
+            import torch.distributed as dist
+
+            self.world = distributed.World(dist.get_rank(), dist.get_world_size(),
+                                           int(os.environ.get("LOCAL_RANK", 0)),
+                                           str(dist.get_backend()))
+            self._rank_device = distributed.init(self.cfg.run.device)[1]
+
+    def _load_data(self) -> DataSource:
+        """The dataset; under torchrun rank 0 decodes (and caches) it first, so the other
+        ranks map the cached copy instead of decoding it again."""
+        if self._dataset is not None:
+            return self._dataset
+        if self.world.distributed and not self.world.is_main:
+            distributed.barrier()  # rank 0 has loaded it
+            return load_configured(self.cfg.data, self.cache_dir)
+        try:
+            return load_configured(self.cfg.data, self.cache_dir)
+        finally:
+            if self.world.distributed:
+                distributed.barrier()
+
+    def _place_inputs(self, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Where batches are cut from: on a GPU when the decoded set fits comfortably in
+        its memory, else left on the CPU (a memory-mapped cache stays mapped) and each
+        batch is pinned and copied."""
+        if device.type != "cuda":
+            return inputs
+        free, _ = torch.cuda.mem_get_info(device)
+        nbytes = inputs.numel() * inputs.element_size()
+        return inputs.to(device) if nbytes < free // 4 else inputs
+
+    def _device_text(self) -> str:
+        w = self.world
+        if not w.distributed:
+            return str(self.device)
+        kind = "cuda" if self.device.type == "cuda" else "cpu"
+        return f"{kind} × {w.size} processes ({w.backend})"
+
     def _open_run_folder(self, ds: DataSource
-                         ) -> tuple[RunFolder, int, float, tuple[torch.Tensor, int] | None]:
-        """The resumed run's folder restored to its checkpoint, or a new run's folder."""
-        cfg = self.cfg
+                         ) -> tuple[RunFolder | None, int, float,
+                                    tuple[torch.Tensor, int] | None]:
+        """The resumed run's folder restored to its checkpoint, or a new run's folder.
+
+        Under torchrun only rank 0 opens the folder and reads the checkpoint; it hands the
+        checkpoint to the other ranks (no shared file system needed), which restore it
+        too, and the folder's path. Other ranks get no folder (None)."""
+        cfg, w = self.cfg, self.world
         self._optimizer_resumed = True
+        run: RunFolder | None = None
         if self._resume_dir is not None:
-            run = RunFolder(self._resume_dir)
-            ck = ckpt_io.load(run.last_checkpoint)
+            ck = None
+            if w.is_main:
+                run = RunFolder(self._resume_dir)
+                ck = ckpt_io.load(run.last_checkpoint)
+            ck = distributed.broadcast_object(ck)
+            assert ck is not None
             self._optimizer_resumed = ckpt_io.restore_training(
                 ck, self.model, self.optimizer, self.scaler, self.gen)
-            run.truncate_metrics(ck.step)
-            run.truncate_previews(ck.step)
-            cfg.save(run.config_path)  # records an extended max_steps
-            run.update_summary(status="running", total_steps=cfg.optim.max_steps)
+            if "order" in ck.rng:
+                self.order_gen.set_state(ck.rng["order"])
+            elif "augment" in ck.rng:  # older runs drew the order from the augment stream
+                self.order_gen.set_state(ck.rng["augment"])
+            if w.rank > 0:  # each rank's own augmentation stream, continued from the step
+                self.gen.manual_seed(cfg.run.seed + 1_000_003 * w.rank + ck.step)
+            self._run_dir = str(self._resume_dir)
+            if run is not None:
+                run.truncate_metrics(ck.step)
+                run.truncate_previews(ck.step)
+                cfg.save(run.config_path)  # records an extended max_steps
+                run.update_summary(status="running", total_steps=cfg.optim.max_steps,
+                                   processes=w.size)
             order = (ck.data_order, ck.data_pos) if ck.data_order is not None else None
             return run, ck.step, ck.elapsed, order
+        if not w.is_main:
+            self._run_dir = distributed.broadcast_object(None)
+            return None, 0, 0.0, None
         run = RunFolder.create(self.runs_dir, cfg.method_name, ds.name, cfg.run.name)
+        self._run_dir = distributed.broadcast_object(str(run.path))
         cfg.save(run.config_path)
         run.write_summary({
             "status": "running", "run_id": run.id, "method": cfg.method_name,
-            "dataset": ds.name, "backbone": self.backbone_name, "device": str(self.device),
+            "dataset": ds.name, "backbone": self.backbone_name, "device": self._device_text(),
             "n_images": len(ds), "classes": list(ds.class_names),
             "skipped_files": len(ds.skipped), "started": time.time(), "step": 0,
             "total_steps": cfg.optim.max_steps, "baseline_knn": None, "final": {},
+            "processes": w.size,
         })
         return run, 0, 0.0, None
 
@@ -335,16 +478,21 @@ class Trainer:
                 - self._paused_total)
 
     def _next_batch(self) -> torch.Tensor:
-        s = self.state
+        """This rank's share of the next global batch: rows ``rank * b .. (rank + 1) * b``
+        of it, so the shares in rank order are the batch one process would take."""
+        s, w = self.state, self.world
         if s.pos + self.batch_size > self.n_items:
-            s.order = torch.randperm(self.n_items, generator=self.gen)
+            s.order = torch.randperm(self.n_items, generator=self.order_gen)
             s.pos = 0
-        idx = s.order[s.pos : s.pos + self.batch_size]
+        start = s.pos + w.rank * self.local_batch
+        idx = s.order[start : start + self.local_batch]
         s.pos += self.batch_size
         inputs = self.inputs
-        batch = inputs[idx.to(inputs.device)] if inputs.is_cuda else inputs[idx]
+        if inputs.is_cuda:
+            return inputs[idx.to(inputs.device)]
+        batch = inputs[idx]
         if self.device.type == "cuda":
-            batch = batch.to(self.device, non_blocking=True)
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
         return batch
 
     def _train_step(self) -> Generator[Event, None, bool]:
@@ -358,8 +506,25 @@ class Trainer:
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
                     else nullcontext())
         with autocast:
-            out = self.model.training_step(batch, self.augment, self.gen)
-        loss_value = float(out.loss.detach())
+            if self._ddp is not None:
+                out = self._ddp(batch, self.augment, self.gen)
+            else:
+                out = self.model.training_step(batch, self.augment, self.gen)
+        names = list(out.metrics)
+        if self.world.distributed:
+            # one small all-reduce: the mean loss and metrics over the ranks, and whether
+            # any rank was asked to stop (so all stop at the same step)
+            values = torch.tensor([float(out.loss.detach())]
+                                  + [float(out.metrics[k]) for k in names]
+                                  + [float(self._stop.is_set())], dtype=torch.float64)
+            values = distributed.mean_over_ranks(values.to(self.device)).cpu()
+            loss_value = float(values[0])
+            metrics = {k: float(v) for k, v in zip(names, values[1:-1].tolist(), strict=True)}
+            if float(values[-1]) > 0:
+                self._stop.set()
+        else:
+            loss_value = float(out.loss.detach())
+            metrics = {k: float(v) for k, v in out.metrics.items()}
         if not math.isfinite(loss_value):
             yield from self._diverge(loss_value)
             return False
@@ -367,16 +532,17 @@ class Trainer:
         self.scaler.scale(out.loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        extra = {k: float(v) for k, v in out.metrics.items()}
+        extra = metrics
         extra.update(self.model.after_step(s.step, s.total))
         s.step += 1
         ips = self.batch_size / max(time.perf_counter() - t0, 1e-9)
         s.ips_ema = ips if s.ips_ema is None else 0.9 * s.ips_ema + 0.1 * ips
+        s.last["loss"] = loss_value
+        if self.run_folder is None:
+            return True  # not rank 0: nothing to log or tell
         ev = StepMetrics(step=s.step, epoch=s.step / self.steps_per_epoch, time=self._clock(),
                          loss=loss_value, lr=lr, images_per_sec=s.ips_ema, extra=extra)
-        assert self.run_folder is not None
         self.run_folder.append_metrics(ev.to_row())
-        s.last["loss"] = loss_value
         yield ev
         return True
 
@@ -444,13 +610,16 @@ class Trainer:
         return ", ".join(parts)
 
     # monitor -------------------------------------------------------------------------
-    def _measure(self, step: int, baseline: bool) -> MonitorReport:
+    def _measure(self, step: int, baseline: bool) -> MonitorReport | None:
         """Score the model on the monitor set and log the report; its embedding snapshot
-        waits for :meth:`_after_measure` (clients get the report first)."""
+        waits for :meth:`_after_measure` (clients get the report first). Every rank takes
+        part (each embeds its share); rank 0 gets the report, the others None."""
+        measured = self.monitor.measure(self.model, step, step / self.steps_per_epoch,
+                                        baseline)
         run = self.run_folder
-        assert run is not None
-        report, emb = self.monitor.measure(self.model, step, step / self.steps_per_epoch,
-                                           baseline)
+        if measured is None or run is None:
+            return None
+        report, emb = measured
         run.save_embedding(emb)
         self._pending_embedding = emb
         run.append_metrics({**report.to_row(), "time": self._clock()})
@@ -470,6 +639,8 @@ class Trainer:
 
     def _monitor_step(self, step: int) -> Iterator[Event]:
         rep = self._measure(step, baseline=False)
+        if rep is None:
+            return
         self.state.last.update(knn_accuracy=rep.knn_accuracy, std=rep.std,
                                effective_rank=rep.effective_rank, verdict=rep.verdict)
         yield rep
@@ -480,6 +651,8 @@ class Trainer:
         """By step (``monitor.checkpoint_every``) or by time (``monitor.checkpoint_seconds``),
         so a killed run loses at most that much training."""
         m = self.cfg.monitor
+        if self.run_folder is None:
+            return False  # only rank 0 writes checkpoints
         if self.state.step % m.checkpoint_every == 0:
             return True
         return m.checkpoint_seconds > 0 and \
@@ -495,9 +668,11 @@ class Trainer:
             optimizer=self.optimizer.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             elapsed=elapsed,
-            rng={"augment": self.gen.get_state(), "torch": torch.get_rng_state()},
+            rng={"augment": self.gen.get_state(), "order": self.order_gen.get_state(),
+                 "torch": torch.get_rng_state()},
             data_order=s.order, data_pos=s.pos))
         s.last_save = elapsed
+        s.saved_step = s.step
         run.update_summary(step=s.step)
         return CheckpointSaved(step=s.step, path=str(run.last_checkpoint))
 
@@ -510,12 +685,17 @@ class Trainer:
     # finish --------------------------------------------------------------------------
     def _finish(self) -> Iterator[Event]:
         s, run = self.state, self.run_folder
-        assert run is not None
         stopped_between = s.status == "stopped" and s.step % self.cfg.monitor.every_steps
         if stopped_between and s.step > self._start_step:
             # measure where the run stopped, so its summary holds its final state
             yield from self._monitor_step(s.step)
+        if run is None:  # not rank 0
+            distributed.barrier()  # rank 0's checkpoint is written before anyone leaves
+            yield Finished(status=s.status, step=s.step, run_dir=self._run_dir or "",
+                           summary={})
+            return
         yield self._checkpoint()
+        distributed.barrier()
         summary = run.read_summary()
         final = {**summary.get("final", {}), **s.last}
         summary = run.update_summary(status=s.status, step=s.step, final=final)
