@@ -274,8 +274,10 @@ class OptimConfig:
     weight_decay: float = param(1e-4, "Weight decay.", min=0.0, max=1.0)
     momentum: float = param(0.9, "SGD momentum (ignored by AdamW).", min=0.0, max=0.999,
                             advanced=True)
-    batch_size: int = param(128, "Images per step (each yields two views).", min=2,
-                            max=8192)
+    batch_size: int = param(
+        128, "Images per step, over all processes: the global batch (under torchrun each of "
+        "N processes takes batch_size / N, so the learning rate needs no change with N; "
+        "when raising the batch, scale the learning rate with it).", min=2, max=8192)
     max_steps: int = param(500, "Total training steps.", min=1, max=10_000_000)
     warmup_steps: int = param(30, "Linear warm-up steps.", min=0, max=1_000_000)
 
