@@ -25,6 +25,27 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, targets)
 
 
+def nt_xent_shard(
+    z1: torch.Tensor, z2: torch.Tensor, start: int, count: int, temperature: float
+) -> torch.Tensor:
+    """:func:`nt_xent`'s mean over the anchors of images ``start .. start + count - 1`` only,
+    each still contrasted with all ``2N - 2`` negatives of the whole batch ``z1``, ``z2``.
+
+    What one of several processes computes on the gathered batch: its own images' views as
+    anchors against every process's embeddings, as SimCLR's cross-replica negatives (Chen
+    et al. 2020, section 2.2; their TPU code offsets the labels by the replica's index
+    times its batch). The mean over equal shards covering the batch is :func:`nt_xent`.
+    """
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)
+    idx = torch.arange(start, start + count, device=z.device)
+    rows = torch.cat([idx, idx + n])  # this shard's anchors among the 2N rows
+    sim = z[rows] @ z.t() / temperature
+    sim[torch.arange(2 * count, device=z.device), rows] = float("-inf")  # no self-pairs
+    targets = torch.cat([idx + n, idx])
+    return F.cross_entropy(sim, targets)
+
+
 def info_nce(
     q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -190,9 +211,9 @@ def dino_center_update(
 ) -> torch.Tensor:
     """DINO's centre update (Caron et al. 2021, eq. 4): ``C <- m C + (1 - m) mean_b t_b``.
 
-    ``teacher_out`` is ``(B, K)`` (all global views of the batch stacked); the centre keeps
-    its own shape (``(K,)`` or ``(1, K)``). Subtracting this running mean of the teacher's
-    outputs stops one prototype dominating every image.
+    ``teacher_out`` is ``(B, K)`` (all global views of the batch stacked, or their mean as
+    one row); the centre keeps its own shape (``(K,)`` or ``(1, K)``). Subtracting this
+    running mean of the teacher's outputs stops one prototype dominating every image.
     """
     batch_center = teacher_out.detach().float().mean(dim=0)
     return center * momentum + batch_center.reshape(center.shape) * (1.0 - momentum)

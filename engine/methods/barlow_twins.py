@@ -11,6 +11,12 @@ reduction). Collapse is prevented by the loss itself, without negatives, momentu
 or stop-gradient: a constant embedding has zero variance, so after standardisation it
 cannot reach ``C_ii = 1``; and the off-diagonal term stops all dimensions from copying
 one informative direction (dimensional collapse).
+
+On several processes ``C`` is the cross-correlation of the global batch: both views'
+projections are gathered with gradients (:func:`engine.distributed.gather`) and every
+process computes the same whole-batch loss, as the paper's code sums ``C`` over the
+GPUs. BatchNorm is synchronised by default (the official ``main.py`` converts the model
+with ``nn.SyncBatchNorm.convert_sync_batchnorm``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
+from engine.distributed import gather
 from engine.heads import mlp_head
 from engine.losses import barlow_twins_loss
 from engine.methods._base import StepOutput
@@ -76,6 +83,7 @@ class BarlowTwinsConfig(MethodConfig):
         "Lower lambda (off-diagonal weight) if the on-diagonal term never falls; a wider "
         "projector helps."
     ),
+    sync_batchnorm=True,
 )
 class BarlowTwins(TwoViewMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
@@ -92,5 +100,6 @@ class BarlowTwins(TwoViewMethod):
         n = images.shape[0]
         views = self.two_views(images, augment, generator)
         z = self.projector(self.backbone(views))
-        loss, on_diag, off_diag = barlow_twins_loss(z[:n], z[n:], self.lambd)
+        # the global batch's cross-correlation (each process gets the whole-batch loss)
+        loss, on_diag, off_diag = barlow_twins_loss(gather(z[:n]), gather(z[n:]), self.lambd)
         return StepOutput(loss, {"on_diag": on_diag.detach(), "off_diag": off_diag.detach()})

@@ -33,6 +33,12 @@ Details of this implementation:
 * ``output_std`` is the SimSiam paper's collapse indicator (Chen & He 2021, Fig. 2): the
   mean over dimensions of the per-dimension std, over the batch, of the L2-normalised
   online projection of view 1. About ``1/sqrt(d)`` when healthy, 0 when collapsed.
+
+On several processes the loss is per image (the mean over processes is the whole-batch
+mean) and needs nothing gathered; ``output_std`` is measured on the gathered projections
+of the global batch. BatchNorm is synchronised by default: the official JAX networks
+(deepmind-research ``byol/utils/networks.py``) use cross-replica BatchNorm,
+``hk.BatchNorm(..., cross_replica_axis='i')``.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from torch import nn
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
+from engine.distributed import gather
 from engine.heads import mlp_head, predictor_lr_mult_param
 from engine.losses import byol_loss
 from engine.methods._base import StepOutput
@@ -101,6 +108,7 @@ class BYOLConfig(MethodConfig):
         "base momentum high (0.99-0.996), the predictor's learning-rate multiplier "
         "(method.predictor_lr_mult) near 10, and do not lower the predictor's width."
     ),
+    sync_batchnorm=True,
 )
 class BYOL(MomentumMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
@@ -136,4 +144,5 @@ class BYOL(MomentumMethod):
         with torch.no_grad():
             zt = self.target_projector(self.target_backbone(views))
         loss = byol_loss(p[:n], zt[n:]) + byol_loss(p[n:], zt[:n])
-        return StepOutput(loss, {"output_std": output_std(z[:n])})
+        # a statistic of the batch: measured on the global one
+        return StepOutput(loss, {"output_std": output_std(gather(z[:n].detach()))})

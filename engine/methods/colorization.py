@@ -43,6 +43,12 @@ Details of this implementation:
 * Metrics: ``ab_error`` (mean Euclidean ab distance per pixel), ``pred_chroma`` and
   ``true_chroma`` (mean CIE chroma of prediction and target: how colourful the output is),
   and with classification ``bin_accuracy`` (arg-max bin = nearest bin of the target).
+
+On several processes the loss and the metrics are per-pixel means (the mean over processes
+is the whole-batch mean); the one statistic of the batch, the histogram added to the
+colour prior, is summed over the processes, so every process keeps the prior a single
+process on the whole batch would. BatchNorm stays per process
+(``run.sync_batchnorm = "on"`` synchronises it).
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from engine.colour import (
     rgb_to_lab,
 )
 from engine.config import Config, MethodConfig, param
+from engine.distributed import all_reduce_sum, world_size
 from engine.losses import ab_regression_loss, colorization_ce
 from engine.methods._base import Preview, StepOutput
 from engine.methods._reconstruction import ReconstructionMethod
@@ -198,9 +205,11 @@ class Colorization(ReconstructionMethod):
 
     @torch.no_grad()
     def _update_prior(self, nearest: torch.Tensor) -> torch.Tensor:
-        """Add a batch's nearest-bin histogram to the running colour prior; return it."""
+        """Add a batch's nearest-bin histogram to the running colour prior; return it.
+        On several processes the histogram is the global batch's (counts summed)."""
         q = self.colour_prior.shape[0]
-        hist = torch.bincount(nearest, minlength=q).float() / max(1, nearest.numel())
+        counts = all_reduce_sum(torch.bincount(nearest, minlength=q).float())
+        hist = counts / max(1, nearest.numel() * world_size())
         self.prior_batches += 1
         self.colour_prior += (hist - self.colour_prior) / self.prior_batches.float()
         return self.colour_prior

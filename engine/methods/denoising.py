@@ -29,6 +29,12 @@ Details of this implementation:
 * Metrics: ``mse`` (normalised units), ``psnr`` of the output and ``input_psnr`` of the
   corrupted input, both in dB on [0, 1] pixels against the clean image; with masking noise
   also ``masked_mse`` on the corrupted pixels.
+
+On several processes nothing is gathered: every image has as many pixels (and as many
+masked ones), so the mean over processes of each MSE is the whole-batch one. The PSNRs (a
+logarithm of an MSE) are taken of the MSE averaged over the processes, so they are the
+whole batch's. BatchNorm stays per process (``run.sync_batchnorm = "on"`` synchronises
+it).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import torch.nn.functional as F
 from engine.augment import ViewAugment, denormalize, eval_transform, normalize, to_uint8
 from engine.config import Config, MethodConfig, param
 from engine.corruption import gaussian_noise, pixel_masks, psnr
+from engine.distributed import mean_over_ranks
 from engine.losses import masked_mse
 from engine.methods._base import Preview, StepOutput
 from engine.methods._reconstruction import ReconstructionMethod
@@ -129,8 +136,8 @@ class Denoising(ReconstructionMethod):
                 loss = on_mask
         with torch.no_grad():
             out01 = denormalize(pred.detach().float()).clamp_(0, 1)
-            metrics["psnr"] = psnr(F.mse_loss(out01, x01))
-            metrics["input_psnr"] = psnr(F.mse_loss(noisy01, x01))
+            metrics["psnr"] = psnr(mean_over_ranks(F.mse_loss(out01, x01)))
+            metrics["input_psnr"] = psnr(mean_over_ranks(F.mse_loss(noisy01, x01)))
         return StepOutput(loss, metrics)
 
     def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview:

@@ -17,6 +17,15 @@ Without centering one prototype dominates every image; without sharpening the ou
 become uniform. Either way the teacher's outputs stop depending on the image. Multi-crop
 (optional ``local_crops``) adds small crops seen only by the student ("local-to-global"
 correspondence).
+
+On several processes the loss stays per process (each image's cross-entropy needs only its
+own views; the mean over processes is the whole-batch mean), but the centre is updated
+with the mean teacher output of the global batch (averaged over the processes without
+gradient, as the paper's ``update_center`` all-reduces it), so every process keeps the
+same centre. BatchNorm (in the backbone and, with ``head_batch_norm``, the head) is
+synchronised by default, in the student and the teacher alike: the official
+``main_dino.py`` converts both with ``nn.SyncBatchNorm.convert_sync_batchnorm`` when the
+model has any.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import torch.nn.functional as F
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
+from engine.distributed import mean_over_ranks
 from engine.errors import ConfigError
 from engine.heads import DINOHead
 from engine.losses import dino_center_update, dino_loss
@@ -152,6 +162,7 @@ class DINOConfig(MethodConfig):
         "outputs uniform, too low one-hot; a slower teacher (momentum closer to 1) "
         "stabilises."
     ),
+    sync_batchnorm=True,
 )
 class DINO(MomentumMethod):
     center: torch.Tensor
@@ -219,7 +230,11 @@ class DINO(MomentumMethod):
             # cross-entropy minus the mean teacher entropy is the mean KL(q || p).
             kl = loss.detach() - entropy
             if m.centering:
-                self.center.copy_(dino_center_update(self.center, teacher, m.center_momentum))
+                # the global batch's mean teacher output: every process has as many rows,
+                # so the mean over processes of the local means is the whole-batch mean
+                batch_mean = mean_over_ranks(teacher.mean(dim=0, keepdim=True))
+                self.center.copy_(
+                    dino_center_update(self.center, batch_mean, m.center_momentum))
         return StepOutput(loss, {"teacher_entropy": entropy, "kl": kl})
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:

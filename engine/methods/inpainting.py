@@ -25,6 +25,11 @@ Details of this implementation:
   on the whole, unmasked image, like every other method.
 * Metrics: ``masked_mse`` (normalised units), ``masked_psnr`` (dB on [0, 1] pixels, inside
   the hole) and ``fill_psnr``, the PSNR of the constant fill itself, the bar to beat.
+
+On several processes nothing is gathered: every image's hole has the same area, so the
+mean over processes of the masked MSE is the whole-batch one. The PSNRs (a logarithm of
+an MSE) are taken of the MSE averaged over the processes, so they are the whole batch's.
+BatchNorm stays per process (``run.sync_batchnorm = "on"`` synchronises it).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 from engine.augment import ViewAugment, denormalize, eval_transform, normalize, to_uint8
 from engine.config import Config, MethodConfig, param
 from engine.corruption import BOX_MODES, box_masks, box_size, psnr
+from engine.distributed import mean_over_ranks
 from engine.losses import masked_mse
 from engine.methods._base import Preview, StepOutput
 from engine.methods._reconstruction import ReconstructionMethod
@@ -124,8 +130,8 @@ class Inpainting(ReconstructionMethod):
             fill01 = denormalize(inp).clamp_(0, 1)
             metrics: dict[str, torch.Tensor | float] = {
                 "masked_mse": hole.detach(),
-                "masked_psnr": psnr(masked_mse(out01, x01, mask)),
-                "fill_psnr": psnr(masked_mse(fill01, x01, mask)),
+                "masked_psnr": psnr(mean_over_ranks(masked_mse(out01, x01, mask))),
+                "fill_psnr": psnr(mean_over_ranks(masked_mse(fill01, x01, mask))),
             }
         return StepOutput(loss, metrics)
 

@@ -33,6 +33,10 @@ Details of this implementation, at the workbench's 32 px:
   no colour jitter beyond the tile normalisation): the puzzle is geometric.
 * ``embed`` is the backbone on the whole image, as for every other method; the preview
   shows the shuffled tiles (raw pixels, before tile normalisation) in puzzle order.
+
+On several processes nothing is gathered: the loss and ``pretext_accuracy`` are means over
+puzzles, every process has as many, so their mean over processes is the whole batch's.
+BatchNorm stays per process (``run.sync_batchnorm = "on"`` synchronises it).
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ Details of this implementation (as the official code unless said):
   resumed runs and preview snapshots repeat exactly.
 * Metrics: ``masked_mse`` (the loss) and ``visible_mse``, the same error on the visible
   patches, which the loss ignores (in the units of the targets).
+
+On several processes nothing is gathered: every image has the same number of masked
+patches, so the mean over processes of the loss and of both metrics is the whole batch's;
+the ViT has no BatchNorm.
 """
 
 from __future__ import annotations

@@ -17,9 +17,16 @@ Details of this implementation:
   MoCo v3 (Chen, Xie, He 2021) and solo-learn's ``mocov2plus``; both views' keys are then
   enqueued (view 1 first), after the loss was computed, so a query never sees its own
   positive among the negatives.
-* The key encoder runs in train mode on the same single-device batch. The paper's
-  "shuffling BN" across GPUs (which stops a query and its key sharing batch statistics) is
-  not reproduced; on small single-device runs this does not prevent learning.
+* The key encoder runs in train mode on the same batch as the queries. The paper's
+  "shuffling BN" across GPUs (section 3.3: per-GPU BatchNorm, with the keys' sub-batches
+  shuffled across GPUs so that a query and its key do not share batch statistics) is not
+  reproduced; on small single-device runs this does not prevent learning. For the same
+  reason BatchNorm is *not* synchronised across processes by default (the paper's BN is
+  per GPU): each process normalises its own shard, as one GPU of the paper does.
+* On several processes the keys of every process are enqueued (all of view 1, then all
+  of view 2, gathered without gradient: keys get none), so every process holds the same
+  queue, the one a single process on the whole batch would hold, as the paper's
+  ``_dequeue_and_enqueue`` does with its ``concat_all_gather``.
 * The projector is MoCo v2's two-layer MLP with BatchNorm on its hidden layer, as in
   MoCo v3 (without it, kNN after ~125 CPU steps was 0.20 instead of 0.25).
 * The momentum is fixed (0.99 by default: with a few hundred CPU steps, 0.999 would leave
@@ -35,6 +42,7 @@ import torch.nn.functional as F
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
+from engine.distributed import gather
 from engine.ema import MemoryQueue
 from engine.heads import mlp_head
 from engine.losses import info_nce
@@ -128,8 +136,8 @@ class MoCo(MomentumMethod):
             qn = F.normalize(q.detach().float(), dim=1)
             pos_sim = 0.5 * ((qn[:n] * k2).sum(1).mean() + (qn[n:] * k1).sum(1).mean())
             neg_sim = (qn @ negatives.t()).mean()
-        self.queue.push(k1)
-        self.queue.push(k2)
+        self.queue.push(gather(k1))
+        self.queue.push(gather(k2))
         return StepOutput(
             loss, {"positive_similarity": pos_sim, "negative_similarity": neg_sim}
         )

@@ -29,6 +29,10 @@ Details of this implementation, at the workbench's 32 px:
   before the patches are cut, so labels stay correct.
 * ``embed`` is the backbone on the whole image, as for every other method; the preview
   shows the reference (left) and the query (right) side by side.
+
+On several processes nothing is gathered: the loss and ``pretext_accuracy`` are means over
+patch pairs, every process has as many, so their mean over processes is the whole batch's.
+BatchNorm stays per process (``run.sync_batchnorm = "on"`` synchronises it).
 """
 
 from __future__ import annotations

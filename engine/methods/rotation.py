@@ -29,6 +29,10 @@ built-in ``shapes`` in their default "upright" pose, where shapes stand near the
 pose and cast shadows downwards). On a dataset whose images are equally likely in every
 orientation the four rotated copies are indistinguishable in distribution and the accuracy
 stays at chance by construction: ``data.shapes_orientation = "any"`` shows this.
+
+On several processes nothing is gathered: the loss and ``pretext_accuracy`` are means over
+examples, every process has as many, so their mean over processes is the whole batch's.
+BatchNorm stays per process (``run.sync_batchnorm = "on"`` synchronises it).
 """
 
 from __future__ import annotations

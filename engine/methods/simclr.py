@@ -2,6 +2,14 @@
 
 Chen, Kornblith, Norouzi, Hinton. "A Simple Framework for Contrastive Learning of
 Visual Representations", ICML 2020.
+
+On several processes every anchor is contrasted with the negatives of all of them: the
+projections are gathered with gradients (:func:`engine.distributed.gather`) and each
+process takes its own images' views as anchors against the whole batch
+(:func:`engine.losses.nt_xent_shard`), so the mean over processes is the whole-batch
+NT-Xent. BatchNorm is synchronised by default: the paper's "global BN" (section 2.2)
+aggregates its statistics over all devices, which stops a positive pair recognising
+itself by its local batch statistics.
 """
 
 from __future__ import annotations
@@ -12,8 +20,9 @@ import torch
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
+from engine.distributed import gather, is_distributed, rank
 from engine.heads import mlp_head
-from engine.losses import nt_xent
+from engine.losses import nt_xent, nt_xent_shard
 from engine.methods._base import StepOutput
 from engine.methods._joint import TwoViewMethod
 from engine.registry import register_method
@@ -46,6 +55,7 @@ class SimCLRConfig(MethodConfig):
         "SimCLR needs negatives: a very small batch or a temperature far from 0.1-0.5 "
         "weakens them."
     ),
+    sync_batchnorm=True,
 )
 class SimCLR(TwoViewMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
@@ -61,5 +71,8 @@ class SimCLR(TwoViewMethod):
         views = self.two_views(images, augment, generator)
         z = self.projector(self.backbone(views))
         z1, z2 = z[:n], z[n:]
-        loss = nt_xent(z1, z2, self.temperature)
+        if is_distributed():
+            loss = nt_xent_shard(gather(z1), gather(z2), rank() * n, n, self.temperature)
+        else:
+            loss = nt_xent(z1, z2, self.temperature)
         return StepOutput(loss)

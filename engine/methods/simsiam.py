@@ -25,6 +25,12 @@ Details of this implementation:
 * ``output_std``: the mean over dimensions of the batch std of the L2-normalised
   projection ``z / |z|`` of view 1 (paper, Fig. 2): about ``1/sqrt(d)`` when healthy,
   0 when collapsed.
+
+On several processes the loss is per image (the mean over processes is the whole-batch
+mean) and needs nothing gathered; ``output_std`` is measured on the gathered projections
+of the global batch. BatchNorm is synchronised by default: the official
+``main_simsiam.py`` converts the model with ``nn.SyncBatchNorm.convert_sync_batchnorm``
+("Apply SyncBN") whenever it trains on several GPUs.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from torch import nn
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
+from engine.distributed import gather
 from engine.heads import mlp_head, predictor_lr_mult_param
 from engine.losses import simsiam_loss
 from engine.methods._base import StepOutput
@@ -91,6 +98,7 @@ class SimSiamConfig(MethodConfig):
         "fixed) and to weight decay; lower optim.lr first, and keep the predictor "
         "learning faster than the encoder (method.predictor_lr_mult, 20 by default)."
     ),
+    sync_batchnorm=True,
 )
 class SimSiam(TwoViewMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
@@ -118,4 +126,5 @@ class SimSiam(TwoViewMethod):
         z1, z2, p1, p2 = z[:n], z[n:], p[:n], p[n:]
         sg = self.stop_gradient
         loss = 0.5 * simsiam_loss(p1, z2, sg) + 0.5 * simsiam_loss(p2, z1, sg)
-        return StepOutput(loss, {"output_std": output_std(z1)})
+        # a statistic of the batch: measured on the global one
+        return StepOutput(loss, {"output_std": output_std(gather(z1.detach()))})

@@ -15,12 +15,18 @@ and the triplets that already satisfy the margin give no gradient at all
 (``active_fraction`` shows how many still do), so it learns more slowly.
 
 Embeddings are L2-normalised projector outputs (FaceNet's unit hypersphere), so squared
-distances lie in [0, 4]. The negative is either the view 2 of the next image in the batch
+distances lie in [0, 4]. The negative is either the view 2 of the previous image in the batch
 (``random``: the batch order is random) or the closest view 2 of another image
 (``hard``: hardest in batch). FaceNet warns that always picking the hardest negatives
 "can lead to bad local minima early on in training, specifically it can result in a
 collapsed model (i.e. f(x) = 0)" and uses semi-hard ones instead; here too ``hard``
 collapses from a random initialisation, so it is marked as a collapse switch.
+
+On several processes "the batch" is the global one: the view-2 embeddings are gathered
+with gradients (:func:`engine.distributed.gather`), so a random negative may be an image
+of another process and a hard negative is the closest of all of them, exactly as one
+process on the whole batch would choose. BatchNorm stays per process
+(``run.sync_batchnorm = "on"`` synchronises it).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import torch.nn.functional as F
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
+from engine.distributed import gather, rank
 from engine.heads import mlp_head
 from engine.losses import triplet_margin
 from engine.methods._base import StepOutput
@@ -92,14 +99,18 @@ class Triplet(TwoViewMethod):
         views = self.two_views(images, augment, generator)
         z = F.normalize(self.projector(self.backbone(views)).float(), dim=1)
         a, p = z[:n], z[n:]
+        # negatives come from the whole batch: this process's images are rows
+        # start .. start + n - 1 of the gathered view-2 embeddings
+        p_all, start = gather(p), rank() * n
+        own = torch.arange(start, start + n, device=z.device)
         if self.negative == "hard":
             with torch.no_grad():
-                d = torch.cdist(a, p).pow(2)
-                d.fill_diagonal_(float("inf"))
+                d = torch.cdist(a, p_all).pow(2)
+                d[torch.arange(n, device=z.device), own] = float("inf")
                 idx = d.argmin(dim=1)
-            neg = p[idx]
         else:
-            neg = p.roll(1, dims=0)
+            idx = (own - 1) % p_all.shape[0]  # the previous image of the batch
+        neg = p_all[idx]
         loss = triplet_margin(a, p, neg, self.margin)
         with torch.no_grad():
             d_pos = (a - p).pow(2).sum(1)

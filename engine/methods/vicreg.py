@@ -11,6 +11,12 @@ variance term: mapping every image to the same point has zero std, which the hin
 penalises, and the covariance term stops the dimensions from all carrying the same
 information (dimensional collapse). No negatives, momentum encoder or stop-gradient are
 needed, and the two branches need not share weights.
+
+On several processes all three terms are those of the global batch: both views'
+embeddings are gathered with gradients (:func:`engine.distributed.gather`, the paper's
+``FullGatherLayer``) and every process computes the same whole-batch loss. BatchNorm is
+synchronised by default (the official ``main_vicreg.py`` converts the model with
+``nn.SyncBatchNorm.convert_sync_batchnorm``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 
 from engine.augment import ViewAugment
 from engine.config import Config, MethodConfig, param
+from engine.distributed import gather
 from engine.heads import mlp_head
 from engine.losses import vicreg_loss
 from engine.methods._base import StepOutput
@@ -92,6 +99,7 @@ class VICRegConfig(MethodConfig):
     collapse_advice=(
         "Raise the variance weight (25 in the paper) relative to invariance."
     ),
+    sync_batchnorm=True,
 )
 class VICReg(TwoViewMethod):
     def __init__(self, cfg: Config, backbone: torch.nn.Module, feature_dim: int) -> None:
@@ -111,8 +119,11 @@ class VICReg(TwoViewMethod):
         m = self.m
         views = self.two_views(images, augment, generator)
         z = self.expander(self.backbone(views))
+        # variance and covariance of the global batch (the invariance too, for one code
+        # path: the mean of the shards' MSEs is the same number)
         loss, inv, var, cov = vicreg_loss(
-            z[:n], z[n:], m.sim_weight, m.variance_weight, m.cov_weight, m.gamma, m.eps
+            gather(z[:n]), gather(z[n:]), m.sim_weight, m.variance_weight, m.cov_weight,
+            m.gamma, m.eps,
         )
         metrics = {"invariance": inv.detach(), "variance": var.detach(),
                    "covariance": cov.detach()}
