@@ -7,7 +7,7 @@ threads, and results come back through queued signals.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -37,6 +37,9 @@ from app.panels.training_plots import TrainingPlots
 from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
 from engine import events as ev
 from engine.config import DEFAULT_METHOD, DataConfig
+
+if TYPE_CHECKING:
+    from app.scale_out import ScaleOutDialog
 
 FAMILY_TITLES = {
     "contrastive": "Contrastive",
@@ -207,6 +210,17 @@ class MainWindow(QMainWindow):
         self.export_plots_action.triggered.connect(lambda: self.export_plots())
         tb.addAction(self.export_plots_action)
         self.addToolBar(tb)
+        self.scale_out_action = QAction("Run on more GPUs…", self)
+        self.scale_out_action.setToolTip("Write the form's config and get the torchrun and "
+                                         "SLURM commands that train it on several GPUs")
+        self.scale_out_action.triggered.connect(lambda: self.open_scale_out_dialog())
+        menu = self.menuBar().addMenu("&Run")
+        for a in (self.start_action, self.pause_action, self.stop_action):
+            menu.addAction(a)
+        menu.addSeparator()
+        menu.addAction(self.resume_run_action)
+        menu.addAction(self.scale_out_action)
+        self.scale_out_dialog: ScaleOutDialog | None = None
         self._set_buttons()
 
     def _build_side_panel(self) -> None:
@@ -359,6 +373,7 @@ class MainWindow(QMainWindow):
         ready = bool(self.methods)
         self.start_action.setEnabled(ready and not self.running)
         self.resume_run_action.setEnabled(ready and not self.running)
+        self.scale_out_action.setEnabled(ready)  # it writes the form's config, run or not
         self.pause_action.setEnabled(self.running)
         self.stop_action.setEnabled(self.running)
         self.pause_action.setText("Resume" if self.paused else "Pause")
@@ -404,6 +419,32 @@ class MainWindow(QMainWindow):
         self._start_worker(self.trainer)
         self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
         return True
+
+    def open_scale_out_dialog(self) -> ScaleOutDialog | None:
+        """The "Run on more GPUs…" dialog for the config Start would use, or None (with the
+        form's message) when the form does not hold a valid config."""
+        from engine.errors import ConfigError
+
+        if not self.methods:
+            return None
+        try:
+            cfg = self.form.config(self.dataset_chooser.source)
+        except ConfigError as e:
+            self.message_bar.show_message(f"Cannot write a config: {e}")
+            return None
+        if self.message_bar.text().startswith("Cannot write a config"):
+            self.message_bar.hide()  # the form is valid now
+        from app.scale_out import ScaleOutDialog
+        from engine.runs import default_runs_dir
+
+        info = self.methods.get(cfg.method_name)
+        gpu_preset = None if self.accelerator or info is None else info.gpu_preset
+        if self.scale_out_dialog is not None:
+            self.scale_out_dialog.deleteLater()
+        self.scale_out_dialog = ScaleOutDialog(
+            cfg, self.runs_dir or default_runs_dir(), gpu_preset=gpu_preset, parent=self)
+        self.scale_out_dialog.open()
+        return self.scale_out_dialog
 
     def choose_run_to_resume(self) -> None:
         from PySide6.QtWidgets import QFileDialog
