@@ -1,12 +1,15 @@
-"""Datasets: built-in sets and image folders, decoded once into an in-memory uint8 tensor.
+"""Datasets: built-in sets and image folders, decoded once into one uint8 tensor.
 
 Decoding up front (and caching the result on disk) keeps data loading out of the training
-loop entirely, which is what makes small-scale SSL on a laptop CPU fast.
+loop entirely, which is what makes small-scale SSL on a laptop CPU fast. A cached set's
+tensor is the memory-mapped cache file, so a set larger than memory still trains, and the
+processes of one run share its pages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from engine.config import DataConfig
@@ -106,10 +109,21 @@ def _load_shapes(
         detail="0" * 16,
     )
     hit = cache.read(entry, "shapes", resolution)
-    if hit is not None:
-        if progress is not None:
-            progress(len(hit), len(hit))
-        return hit
-    ds = make_shapes(count, resolution, seed, progress, orientation)
-    cache.write(entry, ds)
-    return ds
+    if hit is None:
+        try:
+            with cache.locked(entry, progress, count):
+                hit = cache.read(entry, "shapes", resolution)  # made while this one waited
+                if hit is None:
+                    ds = make_shapes(count, resolution, seed, progress, orientation)
+                    if cache.write(entry, ds):
+                        # serve the mapped copy, as every other process will: its pages
+                        # are shared, the generated array is freed
+                        mapped = cache.read(entry, "shapes", resolution)
+                        if mapped is not None:
+                            return replace(mapped, from_cache=False)
+                    return ds
+        except cache.CacheUnavailable:
+            return make_shapes(count, resolution, seed, progress, orientation)
+    if progress is not None:
+        progress(len(hit), len(hit))
+    return hit

@@ -1,7 +1,9 @@
-"""The in-memory dataset every method trains on: one uint8 tensor decoded once up front.
+"""The dataset every method trains on: one uint8 tensor decoded once up front.
 
 Keeping all images as a single ``(N, 3, R, R)`` uint8 tensor lets augmentation run batched
-on the training device and makes the decoded set cheap to cache and to index.
+on the training device and makes the decoded set cheap to cache and to index. The tensor
+may be a memory-mapped cache file (:mod:`engine.data.cache`): nothing here reads all of
+it, so only the pages of the batches actually cut from it become resident.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ class ImageDataset:
     """Decoded images with optional class labels (labels are used for evaluation only)."""
 
     name: str  # "shapes", "digits", or the folder path as given
-    images: torch.Tensor  # (N, 3, R, R) uint8, contiguous, CPU
+    images: torch.Tensor  # (N, 3, R, R) uint8, contiguous, CPU (possibly memory-mapped)
     labels: torch.Tensor | None  # (N,) int64, or None when there are no labels
     class_names: list[str]  # [] when there are no labels
     files: list[str]  # one display name per image (relative path for folders)
@@ -26,7 +28,8 @@ class ImageDataset:
     from_cache: bool = False
 
     def __post_init__(self) -> None:
-        # Catch shape mistakes here rather than deep inside a training step.
+        # Catch shape mistakes here rather than deep inside a training step (metadata and
+        # the small labels only: reading the images would page in a mapped set).
         im = self.images
         if im.dim() != 4 or im.shape[1] != 3 or im.shape[2] != im.shape[3]:
             raise ValueError(f"images must be (N, 3, R, R), got {tuple(im.shape)}")

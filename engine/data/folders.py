@@ -1,5 +1,9 @@
 """Image folders: scan, label by subfolder, decode once into a uint8 tensor.
 
+With the cache on, decoding writes chunk by chunk into a memory-mapped cache entry (see
+:mod:`engine.data.cache`): memory stays bounded however large the folder, an interrupted
+decode resumes where it stopped, and the dataset's images are the mapped file.
+
 Label rule: the label of an image is the name of its first-level subfolder under the root,
 however deep it sits (``root/cat/a/b/x.png`` is a "cat"). If every image sits directly in
 the root there are no labels. If some do and some are in subfolders, the ones in the root
@@ -12,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +31,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 ROOT_CLASS = "(root)"
 
 _BATCH = 32  # images per decode task: amortises task overhead, keeps progress smooth
+_TASK_BYTES = 4 * 2**20  # at most this much decoded data per task (large resolutions)
+_IN_FLIGHT_PER_WORKER = 4  # tasks submitted ahead per worker: bounds pending buffers
 _EXIF_ORIENTATION = 0x0112
 
 Progress = Callable[[int, int], None]
+Sink = Callable[[int, np.ndarray], None]  # (first index, decoded (k, 3, R, R) uint8)
 
 
 @dataclass(frozen=True)
@@ -155,50 +162,161 @@ def _num_workers() -> int:
     return max(1, min(n, 16))
 
 
-def _decode_batch(
-    paths: list[str], indices: range, out: np.ndarray, resolution: int
+def _batch_size(resolution: int) -> int:
+    """Images per decode task: up to :data:`_BATCH`, fewer for large images so the
+    in-flight buffers stay small."""
+    return max(1, min(_BATCH, _TASK_BYTES // (3 * resolution * resolution)))
+
+
+def _decode_chunk(
+    paths: list[str], start: int, resolution: int, sink: Sink
 ) -> list[tuple[int, str]]:
-    """Decode ``paths`` into ``out[indices]``; return (index, reason) of the failures."""
+    """Decode ``paths`` (images ``start``...) into one buffer, hand it to ``sink``; return
+    (index, reason) of the failures, whose rows stay zero."""
+    buf = np.zeros((len(paths), 3, resolution, resolution), dtype=np.uint8)
     failed = []
-    for i, p in zip(indices, paths, strict=True):
+    for j, p in enumerate(paths):
         try:
-            out[i] = decode_image(p, resolution).transpose(2, 0, 1)
+            buf[j] = decode_image(p, resolution).transpose(2, 0, 1)
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, not fatal
-            failed.append((i, _reason(e)))
+            failed.append((start + j, _reason(e)))
+    sink(start, buf)
     return failed
+
+
+def _decode_chunks(
+    paths: list[str],
+    resolution: int,
+    batch: int,
+    chunks: list[int],
+    sink: Sink,
+    on_chunk: Callable[[int, list[tuple[int, str]]], None],
+    progress: Progress | None,
+    done: int,
+) -> None:
+    """Decode the chunks ``chunks`` (of ``batch`` images) in parallel threads (PIL drops
+    the GIL), at most a few per worker in flight, so memory stays bounded however many
+    files there are. ``on_chunk(c, failures)`` and ``progress(done, total)`` run in the
+    calling thread; when ``progress`` raises, the chunks already running finish and are
+    reported before the error propagates (so a resumed load need not redo them)."""
+    n = len(paths)
+    workers = _num_workers()
+    todo = iter(chunks)
+    pending: dict[Future[list[tuple[int, str]]], int] = {}
+    ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+
+    def submit() -> None:
+        c = next(todo, None)
+        if c is not None:
+            s, e = c * batch, min(n, (c + 1) * batch)
+            pending[ex.submit(_decode_chunk, paths[s:e], s, resolution, sink)] = c
+
+    def size(c: int) -> int:
+        return min(n, (c + 1) * batch) - c * batch
+
+    try:
+        for _ in range(workers * _IN_FLIGHT_PER_WORKER):
+            submit()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                c = pending.pop(fut)
+                on_chunk(c, fut.result())
+                done += size(c)
+                submit()
+            if progress is not None:
+                progress(done, n)
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+        for fut, c in pending.items():  # aborted: keep the work that was finished anyway
+            if not fut.cancelled() and fut.exception() is None:
+                try:
+                    on_chunk(c, fut.result())
+                except Exception:  # noqa: BLE001 - best effort; the original error wins
+                    break
 
 
 def decode_all(
     root: Path, rels: list[str], resolution: int, progress: Progress | None = None
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """Decode every file into one (N, 3, R, R) array, in parallel threads (PIL drops the GIL).
+    """Decode every file into one in-memory (N, 3, R, R) array (the path without a cache).
 
     ``progress(done, total)`` is called from the calling thread; it may raise to abort.
     """
     n = len(rels)
     out = np.zeros((n, 3, resolution, resolution), dtype=np.uint8)
     failures: dict[int, str] = {}
-    paths = [str(root / r) for r in rels]
+
+    def sink(start: int, images: np.ndarray) -> None:
+        out[start : start + len(images)] = images
+
     if progress is not None:
         progress(0, n)
-    ex = ThreadPoolExecutor(max_workers=_num_workers(), thread_name_prefix="decode")
-    try:
-        pending: dict[Future[list[tuple[int, str]]], int] = {}
-        for start in range(0, n, _BATCH):
-            idx = range(start, min(start + _BATCH, n))
-            fut = ex.submit(_decode_batch, paths[idx.start : idx.stop], idx, out, resolution)
-            pending[fut] = len(idx)
-        done = 0
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                done += pending.pop(fut)
-                failures.update(fut.result())
-            if progress is not None:
-                progress(done, n)
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+    batch = _batch_size(resolution)
+    _decode_chunks([str(root / r) for r in rels], resolution, batch,
+                   list(range(-(-n // batch))), sink,
+                   lambda _c, failed: failures.update(failed), progress, 0)
     return out, failures
+
+
+def _decode_to_cache(
+    entry: Path, root: Path, source: str, rels: list[str], resolution: int,
+    progress: Progress | None,
+) -> ImageDataset:
+    """Decode into the partial entry of ``entry`` (resuming it), then make it final.
+
+    Memory stays bounded: decoded chunks go straight to the file and compaction copies
+    chunk-wise. Raises :class:`cache.CacheUnavailable` if the cache fails on the way.
+    """
+    n = len(rels)
+    batch = _batch_size(resolution)
+    part = cache.Partial.open(entry, n, resolution, batch)
+    try:
+        failures = {i: r for fl in part.done.values() for i, r in fl}
+        todo = [c for c in range(-(-n // batch)) if c not in part.done]
+        done = n - sum(len(part.chunk_range(c)) for c in todo)
+        if progress is not None:
+            progress(0, n)
+            if done:
+                progress(done, n)
+
+        def on_chunk(c: int, failed: list[tuple[int, str]]) -> None:
+            failures.update(failed)
+            part.record(c, failed)
+
+        _decode_chunks([str(root / r) for r in rels], resolution, batch, todo, part.write,
+                       on_chunk, progress, done)
+        part.flush(force=True)
+    except cache.CacheUnavailable:
+        part.discard()
+        raise
+    except BaseException:
+        part.close()  # interrupted: the partial entry stays, the next load resumes it
+        raise
+    if len(failures) == n:
+        part.discard()
+        raise _nothing_readable(root, rels, failures)
+    drop = sorted(failures)
+    kept = [r for i, r in enumerate(rels) if i not in failures]
+    labels, class_names = _labels(kept)
+    try:
+        part.finish(drop, None if labels is None else labels.tolist(), class_names, kept,
+                    [(str(root / rels[i]), failures[i]) for i in drop])
+    except cache.CacheUnavailable:
+        part.discard()
+        raise
+    ds = cache.read(entry, source, resolution)
+    if ds is None:
+        raise cache.CacheUnavailable(f"the entry just written is unreadable: {entry}")
+    return replace(ds, from_cache=False)
+
+
+def _nothing_readable(root: Path, rels: list[str], failures: dict[int, str]) -> DatasetError:
+    first = "; ".join(f"{rels[i]} ({failures[i]})" for i in sorted(failures)[:3])
+    more = f"; and {len(rels) - 3} more" if len(rels) > 3 else ""
+    return DatasetError(
+        f"none of the {len(rels)} image files in {root} could be read: {first}{more}"
+    )
 
 
 def load_folder(
@@ -219,8 +337,8 @@ def load_folder(
     if not candidates:
         exts = ", ".join(IMAGE_EXTENSIONS)
         raise DatasetError(f"no images found in {root} (looked for {exts}, in any letter case)")
+    rels = [c.rel for c in candidates]
 
-    entry: Path | None = None
     if use_cache:
         entry = cache.entry_path(
             cache_dir if cache_dir is not None else cache.default_cache_dir(),
@@ -229,27 +347,32 @@ def load_folder(
             detail=fingerprint(candidates),
         )
         hit = cache.read(entry, source, resolution)
+        if hit is None:
+            try:
+                with cache.locked(entry, progress, len(rels)):
+                    # another process may have built it while this one waited
+                    hit = cache.read(entry, source, resolution)
+                    if hit is None:
+                        return _decode_to_cache(entry, root, source, rels, resolution,
+                                                progress)
+            except cache.CacheUnavailable:
+                hit = None  # decode in memory below
         if hit is not None:
             if progress is not None:
                 progress(len(hit), len(hit))
             return hit
 
-    rels = [c.rel for c in candidates]
     arr, failures = decode_all(root, rels, resolution, progress)
     skipped = [(str(root / rels[i]), failures[i]) for i in sorted(failures)]
     if len(failures) == len(rels):
-        first = "; ".join(f"{rels[i]} ({failures[i]})" for i in sorted(failures)[:3])
-        more = f"; and {len(rels) - 3} more" if len(rels) > 3 else ""
-        raise DatasetError(
-            f"none of the {len(rels)} image files in {root} could be read: {first}{more}"
-        )
+        raise _nothing_readable(root, rels, failures)
     if failures:
         keep = np.array([i not in failures for i in range(len(rels))])
         arr = arr[keep]
         rels = [r for r, k in zip(rels, keep, strict=True) if k]
 
     labels, class_names = _labels(rels)
-    ds = ImageDataset(
+    return ImageDataset(
         name=source,
         images=torch.from_numpy(arr),
         labels=labels,
@@ -257,9 +380,6 @@ def load_folder(
         files=rels,
         skipped=skipped,
     )
-    if entry is not None:
-        cache.write(entry, ds)
-    return ds
 
 
 def _labels(rels: list[str]) -> tuple[torch.Tensor | None, list[str]]:

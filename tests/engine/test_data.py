@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -237,7 +244,7 @@ def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     third = _load(root, tmp_path)
     assert not third.from_cache
-    assert len(list(cache_dir.glob("*.pt"))) == 1
+    assert _entry_files(cache_dir) == ["json", "npy"]
 
     _png(root / "y" / "new.png")
     fourth = _load(root, tmp_path)
@@ -248,17 +255,306 @@ def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
     assert not other.from_cache and other.resolution == R * 2
 
 
-def test_corrupt_cache_file_is_rebuilt(tmp_path: Path) -> None:
+def _entry_files(cache_dir: Path) -> list[str]:
+    """The cache folder's files by kind (lock files aside)."""
+    return sorted(p.name.split(".", 1)[1] for p in cache_dir.iterdir() if p.suffix != ".lock")
+
+
+def _mapped_file(t: torch.Tensor) -> str | None:
+    """The file whose mapping holds ``t``'s memory (Linux), or None if it is anonymous."""
+    ptr = t.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        if lo <= ptr < hi:
+            return parts[5].strip() if len(parts) > 5 and parts[5].startswith("/") else None
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+def test_cached_images_are_the_memory_mapped_entry(tmp_path: Path) -> None:
     root = tmp_path / "data"
-    _png(root / "a" / "1.png")
+    for i in range(5):
+        _png(root / "a" / f"{i}.png", colour=(i * 40, 0, 0))
+    (root / "a" / "bad.png").write_bytes(b"junk")
+    cache_dir = tmp_path / "cache"
     first = _load(root, tmp_path)
-    entries = list((tmp_path / "cache").glob("*.pt"))
-    assert len(entries) == 1
-    entries[0].write_bytes(b"\x00garbage" * 10)
+    second = _load(root, tmp_path)
+    assert not first.from_cache and second.from_cache
+    assert _entry_files(cache_dir) == ["json", "npy"]  # partial files gone
+    (npy,) = cache_dir.glob("*.npy")
+    assert np.load(npy).shape == (5, 3, R, R)  # the failure compacted out
+    # Both loads serve the file's pages, not a copy decoded into memory.
+    assert _mapped_file(first.images) == str(npy)
+    assert _mapped_file(second.images) == str(npy)
+    assert second.images.is_contiguous() and second.images[3, 0, 0, 0] == 120
+    reference = _load(root, tmp_path, use_cache=False)
+    assert _mapped_file(reference.images) is None
+    _assert_same(reference, second)
+
+
+@pytest.mark.parametrize("damage", ["garbage npy", "truncated npy", "garbage json",
+                                    "missing npy"])
+def test_corrupt_cache_entry_is_rebuilt(tmp_path: Path, damage: str) -> None:
+    root = tmp_path / "data"
+    for i in range(3):
+        _png(root / "a" / f"{i}.png", colour=(10, i * 60, 0))
+    _load(root, tmp_path)  # builds the entry (and maps it: dropped before damaging it)
+    (npy,) = (tmp_path / "cache").glob("*.npy")
+    meta = npy.with_suffix(".json")
+    data = npy.read_bytes()
+    npy.unlink()  # a new file, not the mapped inode rewritten in place
+    if damage == "garbage npy":
+        npy.write_bytes(b"\x00garbage" * 10)
+    elif damage == "truncated npy":
+        npy.write_bytes(data[: len(data) - 100])
+    elif damage == "garbage json":
+        npy.write_bytes(data)
+        meta.write_text("{not json")
     again = _load(root, tmp_path)
     assert not again.from_cache
-    _assert_same(first, again)
+    _assert_same(_load(root, tmp_path, use_cache=False), again)
     assert _load(root, tmp_path).from_cache  # rewritten properly
+
+
+def test_old_format_entries_are_ignored_and_pruned(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _png(root / "a.png")
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    old = cache_dir / "data-0123456789abcdef-0123456789abcdef.pt"
+    old.write_bytes(b"a version 1 entry")
+    assert not _load(root, tmp_path).from_cache
+    assert not old.exists() and _entry_files(cache_dir) == ["json", "npy"]
+
+
+def _many(root: Path, n: int, bad: tuple[int, ...] = ()) -> None:
+    """``n`` small distinct PNGs in two classes; the indices in ``bad`` are corrupt."""
+    for i in range(n):
+        p = root / ("even" if i % 2 == 0 else "odd") / f"{i:04d}.png"
+        if i in bad:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"not a png")
+        else:
+            _png(p, colour=(i % 256, (7 * i) % 256, (13 * i) % 256), size=(12, 10))
+
+
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Small tasks, 2 workers, and a counter of decode_image calls (from any thread)."""
+    from engine.data import folders
+
+    monkeypatch.setattr(folders, "_BATCH", 4)
+    monkeypatch.setattr(folders, "_num_workers", lambda: 2)
+    calls = [0]
+    lock = threading.Lock()
+    real = folders.decode_image
+
+    def counting(path: str | Path, resolution: int) -> np.ndarray:
+        with lock:
+            calls[0] += 1
+        return real(path, resolution)
+
+    monkeypatch.setattr(folders, "decode_image", counting)
+    return calls
+
+
+class _Abort(Exception):
+    pass
+
+
+def test_interrupted_decode_resumes_where_it_stopped(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 200
+    root = tmp_path / "data"
+    _many(root, n, bad=(5, 17, 150))
+    reference = _load(root, tmp_path, use_cache=False)
+    calls = _count_decodes(monkeypatch)
+
+    def abort_at_half(done: int, total: int) -> None:
+        if done >= total // 2:
+            raise _Abort
+
+    with pytest.raises(_Abort):
+        _load(root, tmp_path, progress=abort_at_half)
+    first = calls[0]
+    assert n // 2 <= first < n
+    assert _entry_files(tmp_path / "cache") == ["partial.log", "partial.npy"]
+
+    seen: list[tuple[int, int]] = []
+    ds = _load(root, tmp_path, progress=lambda d, t: seen.append((d, t)))
+    assert not ds.from_cache
+    # Every image is decoded exactly once over both loads: the second did only the rest.
+    assert first + (calls[0] - first) == n and calls[0] - first <= n // 2
+    assert seen[0] == (0, n) and seen[1][0] >= n // 2 and seen[-1] == (n, n)
+    _assert_same(reference, ds)  # failures of the first half were remembered too
+    assert len(ds.skipped) == 3
+    assert _entry_files(tmp_path / "cache") == ["json", "npy"]
+    assert _load(root, tmp_path).from_cache and calls[0] == n
+
+
+def test_changed_folder_does_not_resume_a_stale_partial(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "data"
+    _many(root, 40)
+    calls = _count_decodes(monkeypatch)
+
+    def abort(done: int, total: int) -> None:
+        if done >= 8:
+            raise _Abort
+
+    with pytest.raises(_Abort):
+        _load(root, tmp_path, progress=abort)
+    _png(root / "even" / "new.png")  # a new fingerprint: a new entry of the same group
+    calls[0] = 0
+    ds = _load(root, tmp_path)
+    assert calls[0] == 41 and len(ds) == 41
+    assert _entry_files(tmp_path / "cache") == ["json", "npy"]  # the stale partial pruned
+
+
+_CHILD_PRELUDE = """
+import hashlib, json, os, signal, sys, time
+from pathlib import Path
+from engine.data import folders, load_dataset
+folder, cache_dir, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+"""
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _child(code: str, *args: object) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(_REPO), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", _CHILD_PRELUDE + code, *map(str, args)],
+                            cwd=_REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_killed_decode_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 200
+    root = tmp_path / "data"
+    _many(root, n, bad=(3,))
+    kill_at_half = """
+folders._BATCH = 4
+folders._num_workers = lambda: 2
+def progress(done, total):
+    if done >= total // 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+load_dataset(folder, 16, cache_dir=cache_dir, progress=progress)
+"""
+    proc = _child(kill_at_half, root, tmp_path / "cache", tmp_path / "unused")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err
+    calls = _count_decodes(monkeypatch)
+    ds = _load(root, tmp_path)
+    assert 0 < calls[0] <= n // 2  # what the killed process recorded was kept
+    _assert_same(_load(root, tmp_path, use_cache=False), ds)
+
+
+def test_two_processes_load_the_same_uncached_folder_at_once(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _many(root, 300, bad=(10,))
+    load = """
+go.with_name(go.name + f".ready{os.getpid()}").touch()
+while not go.exists():
+    time.sleep(0.002)
+ds = load_dataset(folder, 16, cache_dir=cache_dir)
+h = hashlib.sha256(ds.images.numpy().tobytes())
+h.update(ds.labels.numpy().tobytes())
+h.update(json.dumps([ds.files, ds.skipped]).encode())
+print(json.dumps({"from_cache": ds.from_cache, "digest": h.hexdigest()}))
+"""
+    go = tmp_path / "go"
+    procs = [_child(load, root, tmp_path / "cache", go) for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("go.ready*"))) < 2:  # both imported torch: start at once
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.01)
+    go.touch()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    ref = _load(root, tmp_path, use_cache=False)
+    h = hashlib.sha256(ref.images.numpy().tobytes())
+    assert ref.labels is not None
+    h.update(ref.labels.numpy().tobytes())
+    h.update(json.dumps([ref.files, [list(s) for s in ref.skipped]]).encode())
+    assert [r["digest"] for r in results] == [h.hexdigest()] * 2
+    assert sorted(r["from_cache"] for r in results) == [False, True]  # exactly one decoded
+    assert _entry_files(tmp_path / "cache") == ["json", "npy"]
+
+
+def _deny_writes(monkeypatch: pytest.MonkeyPatch, d: Path) -> None:
+    """Make ``d`` read-only: by its mode, and, as root (whom modes do not stop), by
+    failing every call that would create, change or delete something in it."""
+    for p in [d, *d.iterdir()]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    if os.name != "posix" or os.geteuid() != 0:
+        return
+    import builtins
+
+    def inside(path: str | os.PathLike[str]) -> bool:
+        try:
+            return Path(os.fsdecode(path)).resolve().is_relative_to(d.resolve())
+        except (TypeError, ValueError):
+            return False
+
+    def denied(path: object) -> PermissionError:
+        return PermissionError(13, "Read-only (test)", str(path))
+
+    real_open, real_os_open = builtins.open, os.open
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def os_open(path, flags, *a, **k):  # noqa: ANN001, ANN202
+        if flags & writes and inside(path):
+            raise denied(path)
+        return real_os_open(path, flags, *a, **k)
+
+    def open_(file, mode="r", *a, **k):  # noqa: ANN001, ANN202
+        if isinstance(file, (str, bytes, os.PathLike)) and set(mode) & set("wax+") \
+                and inside(file):
+            raise denied(file)
+        return real_open(file, mode, *a, **k)
+
+    def refuse(real):  # noqa: ANN001, ANN202
+        def wrapper(src, *a, **k):  # noqa: ANN001, ANN202
+            if inside(src) or (a and inside(a[0])):
+                raise denied(src)
+            return real(src, *a, **k)
+        return wrapper
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", open_)
+    for name in ("replace", "rename", "unlink", "mkdir"):
+        monkeypatch.setattr(os, name, refuse(getattr(os, name)))
+
+
+def test_read_only_cache_dir_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "data"
+    for i in range(4):
+        _png(root / "k" / f"{i}.png", colour=(i * 50, 0, 9))
+    warm, cold = tmp_path / "warm", tmp_path / "cold"
+    reference = load_dataset(str(root), R, cache_dir=warm)
+    cold.mkdir()
+    before = _entry_files(warm)
+    try:
+        _deny_writes(monkeypatch, warm)
+        _deny_writes(monkeypatch, cold)
+        hit = load_dataset(str(root), R, cache_dir=warm)  # a shared, prepared cache
+        assert hit.from_cache
+        _assert_same(reference, hit)
+        for _ in range(2):
+            miss = load_dataset(str(root), R, cache_dir=cold)
+            assert not miss.from_cache
+            _assert_same(reference, miss)
+        shapes = load_dataset("shapes", R, shapes_count=12, cache_dir=cold)
+        assert len(shapes) == 12 and not shapes.from_cache
+    finally:
+        monkeypatch.undo()
+        for p in (warm, cold):
+            p.chmod(0o755)
+    assert list(cold.iterdir()) == [] and _entry_files(warm) == before
 
 
 def test_unwritable_cache_is_skipped(tmp_path: Path) -> None:
@@ -300,6 +596,11 @@ def test_shapes_deterministic_balanced_and_cached(tmp_path: Path) -> None:
     cached = load_dataset("shapes", 32, seed=3, **kw)
     assert cached.from_cache and cached.name == "shapes"
     _assert_same(a, cached)
+    if Path("/proc/self/maps").exists():  # generated once, then served from the mapped file
+        npys = {str(p) for p in (tmp_path / "cache").glob("shapes-*.npy")}
+        assert len(npys) == 2
+        assert _mapped_file(b.images) in npys and _mapped_file(cached.images) in npys
+        assert _mapped_file(a.images) is None  # use_cache=False: in memory
 
 
 def test_shapes_colour_carries_little_label_information() -> None:
