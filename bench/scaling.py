@@ -11,6 +11,7 @@ had). On a machine with several GPUs, run ``--nproc 1 2 4 8`` to see DDP scale.
 
     python bench/scaling.py [--method simclr] [--batch 128] [--steps 30] [--nproc 1 2]
         [--backbone auto|small_cnn|resnet18|resnet50] [--resolution 32] [--device auto]
+        [--set run.sync_batchnorm=off ...]
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def run_once(nproc: int, args: argparse.Namespace, work: Path) -> dict[str, floa
            "--runs-dir", str(runs), "--quiet"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
+    for item in args.overrides:
+        cmd += ["--set", item]
     env = dict(os.environ)
     if not (args.device in ("auto", "cuda") and torch.cuda.is_available()):
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
@@ -81,9 +84,13 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--images", type=int, default=2000, help="built-in shapes to train on")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.FIELD=VALUE", help="any other setting (repeatable), "
+                   "e.g. run.sync_batchnorm=off")
     args = p.parse_args()
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    print(f"{args.method}, global batch {args.batch}, {args.resolution}px, backbone "
+    extra = f" ({', '.join(args.overrides)})" if args.overrides else ""
+    print(f"{args.method}{extra}, global batch {args.batch}, {args.resolution}px, backbone "
           f"{args.backbone}, {args.steps} steps; {_cpu_name()}, {os.cpu_count()} cores, "
           f"{gpus} GPU(s) {torch.cuda.get_device_name(0) if gpus else ''}, torch "
           f"{torch.__version__}, {date.today()}")
@@ -94,10 +101,13 @@ def main() -> None:
             results[n] = r
             base = results[args.nproc[0]]
             speedup = r["ips"] / base["ips"]
+            # on GPUs each process brings its own device: report the scaling efficiency;
+            # on a CPU all rows share the same cores, so only the ratio means anything
+            eff = (f", efficiency {speedup / (n / args.nproc[0]):.0%}" if "cuda" in
+                   r["device"] else f" (same {os.cpu_count()} CPU cores)")
             print(f"{n} process(es) [{r['device']}]: step {1000 * r['step_s']:7.1f} ms "
                   f"(± {1000 * r['spread']:.1f}), {r['ips']:8.1f} images/s, "
-                  f"{speedup:.2f}x of {args.nproc[0]} process(es), efficiency "
-                  f"{speedup / (n / args.nproc[0]):.0%}", flush=True)
+                  f"{speedup:.2f}x of {args.nproc[0]} process(es){eff}", flush=True)
 
 
 if __name__ == "__main__":
