@@ -37,6 +37,8 @@ from PySide6.QtWidgets import (
 from engine.config import Config
 
 #: torchrun's default rendezvous port; the placeholder host is the first machine's address
+#: the built-in datasets, named not by path (engine.data.BUILTIN_DATASETS, without torch)
+BUILTIN_NAMES = ("shapes", "digits")
 RDZV_PORT = 29500
 #: CPU cores asked of SLURM per training process (augmentation runs on the GPU; the
 #: cores feed the batches and run the monitor)
@@ -159,6 +161,11 @@ class ScaleOutDialog(QDialog):
                  parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.cfg = cfg.copy()
+        # a folder given relative to this window's working directory would not be found by
+        # torchrun started elsewhere: the written config names it absolutely
+        name = self.cfg.data.dataset.strip()
+        if name not in BUILTIN_NAMES and name:
+            self.cfg.data.dataset = str(Path(name).expanduser().absolute())
         self.runs_dir = Path(runs_dir).expanduser().absolute()
         self.setWindowTitle("Run on more GPUs")
         self.setStyleSheet(STYLE)

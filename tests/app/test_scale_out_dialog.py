@@ -171,3 +171,25 @@ def test_command_builders_quote_every_path():
     assert "learning rate" in text
     _, warning = batch_split(3, 4, 1)  # a share below one image: only the multiple above
     assert "(e.g. 4)" in warning
+
+
+def test_a_relative_dataset_folder_is_written_as_an_absolute_path(qtbot, tmp_path,
+                                                                  monkeypatch):
+    """torchrun may start in another folder than the window: the config must still find
+    the data. Built-in names stay names."""
+    from app.scale_out import BUILTIN_NAMES
+    from engine.config import Config
+    from engine.data import BUILTIN_DATASETS
+    from engine.presets import load_toml
+
+    assert set(BUILTIN_NAMES) == set(BUILTIN_DATASETS)
+    (tmp_path / "photos").mkdir()
+    monkeypatch.chdir(tmp_path)
+    for given, written in (("photos", str(tmp_path / "photos")), ("shapes", "shapes")):
+        cfg = Config()
+        cfg.data.dataset = given
+        dialog = ScaleOutDialog(cfg, tmp_path / "runs")
+        qtbot.addWidget(dialog)
+        dialog.path_edit.setText(str(tmp_path / f"{given}.toml"))
+        assert dialog.write_config()
+        assert load_toml(tmp_path / f"{given}.toml").data.dataset == written
