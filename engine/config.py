@@ -187,7 +187,7 @@ def check(spec: FieldSpec, value: Any) -> None:
 
 @dataclass
 class DataConfig:
-    """Where the images come from and how they are prepared."""
+    """Where the data come from and how they are prepared (images or text)."""
 
     dataset: str = param(
         "shapes",
@@ -207,6 +207,23 @@ class DataConfig:
         choices=("upright", "any"), label="Shapes orientation", advanced=True)
     disk_cache: bool = param(True, "Cache decoded folders on disk so reopening is instant.",
                                 label="Disk cache", advanced=True)
+    # text data (the built-in 'pydocs' corpus or a folder of .txt / .md files)
+    text_sample: str = param(
+        "paragraph", "Text: what one sample is: a whole 'document' (file or docstring), a "
+        "'paragraph' (blank-line separated), or a fixed-length 'window' of seq_len tokens "
+        "(windows overlap by none). Longer samples are cut to seq_len tokens.",
+        choices=("document", "paragraph", "window"), label="Text sample")
+    seq_len: int = param(128, "Text: tokens per sample (longer samples are cut, shorter "
+                         "ones padded).", min=8, max=4096, label="Sequence length")
+    tokenizer: str = param(
+        "byte", "Text: 'byte' (UTF-8 bytes, nothing to train or download) or 'bpe' (a "
+        "byte-level BPE trained on the corpus with Hugging Face tokenizers).",
+        choices=("byte", "bpe"), advanced=True)
+    bpe_vocab_size: int = param(2048, "Text: vocabulary size of the trained BPE.", min=300,
+                                max=65536, advanced=True, label="BPE vocabulary")
+    heldout_fraction: float = param(
+        0.05, "Text: fraction of samples held out of training, where language models measure "
+        "bits per token.", min=0.0, max=0.5, advanced=True, label="Held-out fraction")
 
 
 @dataclass

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 #: monitor inputs embedded per forward pass
 CHUNK = 512
+#: held-out rows a method scores at each monitor step (bounds the monitor's cost)
+HELDOUT_MAX = 1024
 #: monitor inputs whose two augmented views measure alignment
 ALIGNMENT_PAIRS = 256
 #: offsets of ``data.seed`` for the monitor's own random draws, apart from training's
@@ -71,11 +73,17 @@ class Monitor:
     """Measures a model on fixed monitor inputs (CPU tensors) and labels."""
 
     def __init__(self, cfg: Config, inputs: torch.Tensor, labels: torch.Tensor | None,
-                 device: torch.device) -> None:
+                 device: torch.device, heldout: torch.Tensor | None = None,
+                 reference: dict[str, float] | None = None) -> None:
+        """``heldout``: the source's held-out split (scored by the method's
+        ``heldout_metrics``, at most :data:`HELDOUT_MAX` rows); ``reference``: constants of
+        the data logged beside them (a corpus's unigram entropy)."""
         self.cfg = cfg
         self.inputs = inputs
         self.labels = labels
         self.device = device
+        self.heldout = None if heldout is None or len(heldout) == 0 else heldout[:HELDOUT_MAX]
+        self.reference = dict(reference or {})
         self._augment: ViewAugment | None = None
 
     @torch.no_grad()
@@ -127,6 +135,9 @@ class Monitor:
                 z1 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
                 z2 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
                 align = alignment(z1, z2)
+            extra = dict(self.reference)
+            if self.heldout is not None:
+                extra.update(model.heldout_metrics(self.heldout.to(self.device)))
         finally:
             model.train(was_training)
         f, z = emb
@@ -140,7 +151,8 @@ class Monitor:
             std_reference=ref, effective_rank=rank, dim=int(z.shape[1]),
             backbone_rank=effective_rank(f), backbone_dim=int(f.shape[1]),
             verdict=collapse_verdict(std, ref, rank, int(z.shape[1]), int(z.shape[0])),
-            spectrum=tuple(spectrum(z)), alignment=align, uniformity=uniformity(z))
+            spectrum=tuple(spectrum(z)), alignment=align, uniformity=uniformity(z),
+            extra=extra)
         snap = EmbeddingSnapshot(step=step, features=f.half().numpy(),
                                  projections=z.half().numpy())
         return report, snap

@@ -14,7 +14,9 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-FAMILIES = ("contrastive", "non-contrastive", "pretext", "reconstruction")
+FAMILIES = ("contrastive", "non-contrastive", "pretext", "reconstruction", "generative")
+#: kinds of data a method trains on (a dataset source's ``modality``; images by default)
+MODALITIES = ("image", "text")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class MethodInfo:
     #: the paper computed BatchNorm statistics over the global batch (SyncBatchNorm or
     #: cross-replica BN): what ``run.sync_batchnorm = "auto"`` follows on several processes
     sync_batchnorm: bool = False
+    #: the kind of data it trains on (see :data:`MODALITIES`)
+    modality: str = "image"
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -49,6 +53,7 @@ def register_method(
     gpu_preset: dict[str, Any] | None = None,
     collapse_advice: str = "",
     sync_batchnorm: bool = False,
+    modality: str = "image",
 ) -> Callable[[type], type]:
     """Class decorator adding a method to the registry.
 
@@ -57,10 +62,13 @@ def register_method(
     top of it when training on an accelerator (ResNet-18). Both are applied over the
     section defaults. ``collapse_advice`` is what the collapse verdict tells the user to
     try when the method collapses with no collapse switch turned on;
-    ``sync_batchnorm`` whether its paper synchronised BatchNorm across devices.
+    ``sync_batchnorm`` whether its paper synchronised BatchNorm across devices;
+    ``modality`` the data it trains on.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
 
     def deco(cls: type) -> type:
         if name in _REGISTRY:
@@ -76,6 +84,7 @@ def register_method(
             gpu_preset=dict(gpu_preset or {}),
             collapse_advice=collapse_advice,
             sync_batchnorm=sync_batchnorm,
+            modality=modality,
         )
         return cls
 

@@ -21,6 +21,7 @@ yields events to its client.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -65,7 +66,7 @@ from engine.model import (
 from engine.monitoring import Monitor, monitor_indices, monitor_set
 from engine.presets import load_toml
 from engine.registry import get_method_info
-from engine.runs import RunFolder, default_runs_dir
+from engine.runs import RunFolder, atomic_write_bytes, default_runs_dir
 
 #: settings a paused run may change before it resumes (the rest fix the model and data)
 LIVE_SETTINGS = ("optim.lr", "optim.warmup_steps", "optim.weight_decay", "optim.max_steps",
@@ -73,6 +74,9 @@ LIVE_SETTINGS = ("optim.lr", "optim.warmup_steps", "optim.weight_decay", "optim.
 
 #: seconds between owner heartbeats in the run folder (see :meth:`RunFolder.owner_alive`)
 HEARTBEAT_SECONDS = 5.0
+
+#: a text run's vocabulary in its run folder (engine.data.tokens.tokenizer_from_dict)
+TOKENIZER_FILE = "tokenizer.json"
 
 #: offset of ``run.seed`` for the data order, apart from the augmentation draws (the
 #: order is the same on every rank, the augmentation differs per rank)
@@ -320,7 +324,10 @@ class Trainer:
 
         mon_idx = monitor_indices(len(ds), cfg)
         labels = ds.labels[mon_idx] if ds.labels is not None else None
-        self.monitor = Monitor(cfg, ds.inputs[mon_idx], labels, device)
+        unigram = getattr(ds, "unigram_bits", None)
+        self.monitor = Monitor(cfg, ds.inputs[mon_idx], labels, device,
+                               heldout=getattr(ds, "heldout", None),
+                               reference={} if unigram is None else {"unigram_bits": unigram})
         self.inputs = self._place_inputs(ds.inputs, device)
         self.n_items = len(ds)
         self.steps_per_epoch = max(1, len(ds) // self.batch_size)
@@ -460,6 +467,10 @@ class Trainer:
             return None, 0, 0.0, None
         run = RunFolder.create(self.runs_dir, cfg.method_name, ds.name, cfg.run.name)
         self._run_dir = distributed.broadcast_object(str(run.path))
+        tokenizer = getattr(ds, "tokenizer", None)
+        if tokenizer is not None:  # a text run reopens and exports with its vocabulary
+            atomic_write_bytes(run.path / TOKENIZER_FILE,
+                               json.dumps(tokenizer.to_dict(), indent=1).encode("utf-8"))
         cfg.save(run.config_path)
         run.write_summary({
             "status": "running", "run_id": run.id, "method": cfg.method_name,

@@ -125,6 +125,12 @@ class SSLMethod(nn.Module):
         """
         return None
 
+    def heldout_metrics(self, inputs: torch.Tensor) -> dict[str, float]:
+        """Scores on the dataset's held-out split (raw inputs on the device, never
+        trained on), measured at every monitor step in eval mode under no_grad: a
+        language model's bits per token, a masked model's accuracy. {} by default."""
+        return {}
+
     def lr_multipliers(self) -> dict[str, float]:
         """Learning-rate factors by parameter-name prefix (e.g. ``{"predictor.": 10.0}``).
 
