@@ -138,6 +138,7 @@ class Trainer:
         self.world = distributed.World()
         self._owns_group = False
         self._ddp: DistributedDataParallel | None = None
+        self._stop_agreed = False  # under torchrun: some rank asked to stop (all know)
 
     @classmethod
     def resume(
@@ -245,7 +246,7 @@ class Trainer:
         yield from self._prepare()
         s = self.state
         while s.step < s.total:
-            if self._stop.is_set():
+            if self._stop_now():
                 s.status = "stopped"
                 break
             if self._pause.is_set():
@@ -261,6 +262,11 @@ class Trainer:
                 yield self._checkpoint()
             self._heartbeat()
         yield from self._finish()
+
+    def _stop_now(self) -> bool:
+        """Whether to stop before the next step. Under torchrun a stop counts only once
+        the ranks have agreed on it (the per-step all-reduce), so all stop together."""
+        return self._stop_agreed if self.world.distributed else self._stop.is_set()
 
     # prepare ------------------------------------------------------------------------
     def _prepare(self) -> Iterator[Event]:
@@ -532,7 +538,7 @@ class Trainer:
             loss_value = float(values[0])
             metrics = {k: float(v) for k, v in zip(names, values[1:-1].tolist(), strict=True)}
             if float(values[-1]) > 0:
-                self._stop.set()
+                self._stop_agreed = True
         else:
             loss_value = float(out.loss.detach())
             metrics = {k: float(v) for k, v in out.metrics.items()}

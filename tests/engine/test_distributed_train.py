@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -108,12 +109,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_killing_one_process_ends_the_run_with_an_error_and_it_resumes(tmp_path: Path):
-    """Both ranks started by hand (torchrun's own variables), so the test can kill one."""
-    runs, port = tmp_path / "runs", _free_port()
-    cfg = tmp_path / "c.toml"
-    small_config(**{"optim.max_steps": 100_000, "monitor.checkpoint_every": 4,
-                    "monitor.every_steps": 50}).save(cfg)
+def _start_two_ranks(tmp_path: Path, runs: Path, cfg: Path) -> list[subprocess.Popen]:
+    """Both ranks started by hand with torchrun's variables, so a test can signal one."""
+    port = _free_port()
     procs = []
     for rank in range(2):
         env = dict(isolated_env(tmp_path), RANK=str(rank), WORLD_SIZE="2",
@@ -122,16 +120,33 @@ def test_killing_one_process_ends_the_run_with_an_error_and_it_resumes(tmp_path:
             [sys.executable, "-m", "engine", "train", str(cfg), "--runs-dir", str(runs),
              "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True))
+    return procs
+
+
+def _wait_for_steps(procs: list[subprocess.Popen], runs: Path, n: int) -> Path:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        found = list(runs.glob("*/metrics.jsonl"))
+        if found and len(_steps(found[0].parent)) >= n:
+            return found[0].parent
+        for p in procs:
+            assert p.poll() is None, p.stderr.read()  # type: ignore[union-attr]
+        time.sleep(0.2)
+    pytest.fail(f"the two-process run did not reach step {n}")
+
+
+def _long_config(tmp_path: Path) -> Path:
+    cfg = tmp_path / "c.toml"
+    small_config(**{"optim.max_steps": 100_000, "monitor.checkpoint_every": 4,
+                    "monitor.every_steps": 50}).save(cfg)
+    return cfg
+
+
+def test_killing_one_process_ends_the_run_with_an_error_and_it_resumes(tmp_path: Path):
+    runs = tmp_path / "runs"
+    procs = _start_two_ranks(tmp_path, runs, _long_config(tmp_path))
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            found = [p for p in runs.glob("*/metrics.jsonl")]
-            if found and len(_steps(found[0].parent)) >= 10:
-                break
-            assert procs[0].poll() is None, procs[0].stderr.read()  # type: ignore[union-attr]
-            time.sleep(0.2)
-        else:
-            pytest.fail("the two-process run did not reach step 10")
+        run = _wait_for_steps(procs, runs, 10)
         procs[1].kill()
         killed = time.monotonic()
         _, err = procs[0].communicate(timeout=30)
@@ -143,7 +158,6 @@ def test_killing_one_process_ends_the_run_with_an_error_and_it_resumes(tmp_path:
     assert procs[0].returncode == 1
     assert took < 15, f"rank 0 took {took:.1f} s to notice"
     assert "process 0 of 2 lost contact with another process" in err
-    (run,) = [p for p in runs.iterdir() if p.is_dir()]
     s = _summary(run)
     assert s["status"] == "failed" and "lost contact" in s["error"]
     saved = ckpt_io.load(RunFolder(run).last_checkpoint).step
@@ -152,6 +166,27 @@ def test_killing_one_process_ends_the_run_with_an_error_and_it_resumes(tmp_path:
     events = list(Trainer.resume(run, max_steps=saved + 2, pause_on_divergence=False).run())
     assert [e.step for e in events if isinstance(e, StepMetrics)] == [saved + 1, saved + 2]
     assert _summary(run)["status"] == "finished"
+
+
+def test_ctrl_c_on_one_process_stops_both_at_the_same_step(tmp_path: Path):
+    """A stop asked of one rank takes effect only once every rank knows (else the other
+    would wait for it in the next step's all-reduce forever)."""
+    runs = tmp_path / "runs"
+    procs = _start_two_ranks(tmp_path, runs, _long_config(tmp_path))
+    try:
+        run = _wait_for_steps(procs, runs, 6)
+        procs[1].send_signal(signal.SIGINT)  # the rank that does not write
+        for p in procs:
+            p.communicate(timeout=30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0]
+    s = _summary(run)
+    assert s["status"] == "stopped"
+    assert ckpt_io.load(RunFolder(run).last_checkpoint).step == s["step"] == \
+        _steps(run)[-1]
 
 
 @pytest.mark.parametrize("name", [m.name for m in available_methods()])
