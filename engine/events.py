@@ -231,24 +231,29 @@ class EmbeddingSnapshot(Event):
 
 @dataclass(frozen=True)
 class PreviewSnapshot(Event):
-    """A pretext or reconstruction method's view of fixed monitor images at ``step``.
+    """A method's view of fixed monitor inputs at ``step``.
 
-    Arrays are uint8 ``(N, H, W, 3)``. ``kind`` is ``"reconstruction"`` (``outputs`` are
-    the model's images) or ``"classification"`` (``predicted`` / ``true`` labels, one per
-    input). Saved as ``snapshots/preview_<step>.npz`` for reopening the run.
+    For images, arrays are uint8 ``(N, H, W, 3)`` and ``kind`` is ``"reconstruction"``
+    (``outputs`` are the model's images) or ``"classification"`` (``predicted`` / ``true``
+    labels, one per input). For text, ``kind`` is ``"text"``, there are no arrays, and
+    ``items`` holds one plain dict per fixed input, whose keys the method chooses and the
+    predictions panel shows (a prompt and its continuations; a masked sentence and each
+    mask's top-5 guesses; a segment pair with predicted and true order). Saved as
+    ``snapshots/preview_<step>.npz`` for reopening the run.
     """
 
     step: int
     kind: str
-    originals: np.ndarray
-    inputs: np.ndarray
+    originals: np.ndarray | None = None
+    inputs: np.ndarray | None = None
     outputs: np.ndarray | None = None
     predicted: tuple[str, ...] = ()
     true: tuple[str, ...] = ()
     input_title: str = "input"
     output_title: str = "output"
+    items: tuple[dict[str, Any], ...] = ()
 
-    META = ("step", "kind", "predicted", "true", "input_title", "output_title")
+    META = ("step", "kind", "predicted", "true", "input_title", "output_title", "items")
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return _present(originals=self.originals, inputs=self.inputs, outputs=self.outputs,
@@ -257,10 +262,11 @@ class PreviewSnapshot(Event):
     @classmethod
     def from_arrays(cls, z: Mapping[str, np.ndarray]) -> PreviewSnapshot:
         meta = json.loads(str(z["meta"]))
-        return cls(step=int(meta["step"]), kind=meta["kind"], originals=z["originals"],
-                   inputs=z["inputs"], outputs=z.get("outputs"),
+        return cls(step=int(meta["step"]), kind=meta["kind"], originals=z.get("originals"),
+                   inputs=z.get("inputs"), outputs=z.get("outputs"),
                    predicted=tuple(meta["predicted"]), true=tuple(meta["true"]),
-                   input_title=meta["input_title"], output_title=meta["output_title"])
+                   input_title=meta["input_title"], output_title=meta["output_title"],
+                   items=tuple(meta.get("items", ())))
 
 
 @dataclass(frozen=True)

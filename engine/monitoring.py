@@ -174,7 +174,9 @@ class Monitor:
         if p is None:
             return None
         return PreviewSnapshot(
-            step=step, kind=p.kind, originals=_hwc(p.originals), inputs=_hwc(p.inputs),
+            step=step, kind=p.kind,
+            originals=None if p.originals is None else _hwc(p.originals),
+            inputs=None if p.inputs is None else _hwc(p.inputs),
             outputs=None if p.outputs is None else _hwc(p.outputs),
             predicted=tuple(p.predicted), true=tuple(p.true),
-            input_title=p.input_title, output_title=p.output_title)
+            input_title=p.input_title, output_title=p.output_title, items=tuple(p.items))

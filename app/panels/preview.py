@@ -48,10 +48,11 @@ class SnapshotView(QWidget):
     def set_snapshot(self, snap: PreviewSnapshot | None) -> None:
         self.snapshot = snap
         self._rows = []
-        if snap is not None:
-            if snap.kind == "reconstruction":
+        if snap is not None:  # text previews (no images) belong to the text panel
+            if snap.kind == "reconstruction" and snap.originals is not None:
                 self._rows.append(("original", [to_qimage(a) for a in snap.originals]))
-            self._rows.append((snap.input_title, [to_qimage(a) for a in snap.inputs]))
+            if snap.inputs is not None:
+                self._rows.append((snap.input_title, [to_qimage(a) for a in snap.inputs]))
             if snap.outputs is not None:
                 self._rows.append((snap.output_title, [to_qimage(a) for a in snap.outputs]))
         self.update()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,22 +16,25 @@ if TYPE_CHECKING:
 
 @dataclass
 class Preview:
-    """What a pretext or reconstruction method makes of a few fixed monitor images.
+    """What a method makes of a few fixed monitor inputs.
 
     Images are uint8 tensors ``(N, 3, H, W)`` (any device). ``kind`` is
     ``"reconstruction"`` (``outputs`` holds the model's images) or ``"classification"``
     (``predicted`` / ``true`` hold one label per input). The titles name the columns in
-    the preview panel ("grey input", "masked", "rotated", ...).
+    the preview panel ("grey input", "masked", "rotated", ...). Text methods use kind
+    ``"text"`` with no images and one plain (JSON-able) dict per input in ``items``
+    (see :class:`engine.events.PreviewSnapshot`).
     """
 
     kind: str
-    originals: torch.Tensor
-    inputs: torch.Tensor
+    originals: torch.Tensor | None = None
+    inputs: torch.Tensor | None = None
     outputs: torch.Tensor | None = None
     predicted: list[str] = field(default_factory=list)
     true: list[str] = field(default_factory=list)
     input_title: str = "input"
     output_title: str = "output"
+    items: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
