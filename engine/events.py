@@ -188,7 +188,8 @@ class MonitorSet(Event):
     """The fixed monitor subset, sent once per run: what embedding snapshots index into.
 
     ``thumbnails`` are uint8 ``(N, t, t, 3)`` (at most 64 px) for hover previews;
-    ``labels`` index ``class_names`` (None without labels); ``files`` are display names.
+    ``labels`` index ``class_names`` (None without labels); ``files`` are display names;
+    ``texts`` the samples' (shortened) texts for hover when the source is text.
     """
 
     indices: np.ndarray
@@ -196,19 +197,21 @@ class MonitorSet(Event):
     class_names: tuple[str, ...]
     files: tuple[str, ...]
     thumbnails: np.ndarray | None  # None: the source has no pictures (e.g. text)
+    texts: tuple[str, ...] = ()
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of ``snapshots/monitor_set.npz`` (names and files as JSON)."""
+        """The arrays of ``snapshots/monitor_set.npz`` (names, files, texts as JSON)."""
         return _present(indices=self.indices, thumbnails=self.thumbnails, labels=self.labels,
                         meta=_json_array({"class_names": list(self.class_names),
-                                          "files": list(self.files)}))
+                                          "files": list(self.files),
+                                          "texts": list(self.texts)}))
 
     @classmethod
     def from_arrays(cls, z: Mapping[str, np.ndarray]) -> MonitorSet:
         meta = json.loads(str(z["meta"]))
         return cls(indices=z["indices"], labels=z.get("labels"),
                    class_names=tuple(meta["class_names"]), files=tuple(meta["files"]),
-                   thumbnails=z.get("thumbnails"))
+                   thumbnails=z.get("thumbnails"), texts=tuple(meta.get("texts", ())))
 
 
 @dataclass(frozen=True)

@@ -54,12 +54,14 @@ def monitor_set(ds: DataSource, indices: torch.Tensor) -> MonitorSet:
     files = list(ds.files)
     idx = indices.tolist()
     thumbs = ds.thumbnails(indices)
+    sample_texts = getattr(ds, "sample_texts", None)  # text sources: hover shows the text
     return MonitorSet(
         indices=indices.numpy().astype(np.int64),
         labels=None if labels is None else labels[indices].numpy().astype(np.int64),
         class_names=tuple(ds.class_names),
         files=tuple(files[i] for i in idx),
         thumbnails=None if thumbs is None else thumbs.numpy(),
+        texts=() if sample_texts is None else tuple(sample_texts(indices)),
     )
 
 
