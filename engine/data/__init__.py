@@ -1,13 +1,18 @@
-"""Datasets: built-in sets and image folders, decoded once into one uint8 tensor.
+"""Datasets: built-in sets, image folders and text, each loaded once into one tensor.
 
 Decoding up front (and caching the result on disk) keeps data loading out of the training
-loop entirely, which is what makes small-scale SSL on a laptop CPU fast. A cached set's
-tensor is the memory-mapped cache file, so a set larger than memory still trains, and the
-processes of one run share its pages.
+loop entirely, which is what makes small-scale SSL on a laptop CPU fast. A cached image
+set's tensor is the memory-mapped cache file, so a set larger than memory still trains,
+and the processes of one run share its pages. Text (the built-in ``pydocs`` corpus, a
+folder of ``.txt`` / ``.md`` files) becomes a :class:`TextDataset` of token rows.
+
+A folder holding both images and text files is an image folder (as it always was): it is
+read as text only when it has no image at all.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -22,18 +27,45 @@ from engine.data.builtin import (
     make_shapes,
 )
 from engine.data.dataset import ImageDataset
-from engine.data.folders import load_folder
+from engine.data.folders import IMAGE_EXTENSIONS, has_files, load_folder
+from engine.data.pydocs import load_pydocs
 from engine.data.source import DataSource
+from engine.data.text import TextSettings
+from engine.data.text_folders import TEXT_EXTENSIONS, load_text_folder, scan_text
+from engine.data.tokens import TextDataset
 from engine.errors import DatasetError
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "BUILTIN_MODALITY",
     "DataSource",
     "SHAPE_ORIENTATIONS",
     "ImageDataset",
+    "TextDataset",
+    "TextSettings",
+    "dataset_modality",
     "load_configured",
     "load_dataset",
 ]
+
+#: the kind of data of each built-in dataset (engine.registry.MODALITIES)
+BUILTIN_MODALITY = {"shapes": "image", "digits": "image", "pydocs": "text"}
+
+
+def dataset_modality(source: str) -> str:
+    """'image' or 'text': what ``source`` would load as, from names and a scan only
+    (nothing is decoded; an image folder is told at its first image). A source that
+    does not exist, or holds neither, says 'image' (loading it reports the problem)."""
+    name = source.strip()
+    if name in BUILTIN_MODALITY:
+        return BUILTIN_MODALITY[name]
+    try:
+        root = Path(name).expanduser()
+        if not name or not root.is_dir() or has_files(root, IMAGE_EXTENSIONS):
+            return "image"
+        return "text" if has_files(root, TEXT_EXTENSIONS) else "image"
+    except OSError:
+        return "image"
 
 
 def load_dataset(
@@ -46,20 +78,33 @@ def load_dataset(
     cache_dir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
     use_cache: bool = True,
-) -> ImageDataset:
-    """Load a built-in dataset by name ("shapes", "digits") or an image folder by path.
+    text_sample: str = DataConfig.text_sample,
+    seq_len: int = DataConfig.seq_len,
+    tokenizer: str = DataConfig.tokenizer,
+    bpe_vocab_size: int = DataConfig.bpe_vocab_size,
+    heldout_fraction: float = DataConfig.heldout_fraction,
+) -> ImageDataset | TextDataset:
+    """Load a built-in dataset by name ("shapes", "digits", "pydocs"), or a folder by path:
+    an image folder, or a text folder when it has no images.
 
     A built-in name wins over a folder of the same name in the working directory (pass
     "./shapes" for the folder); ``shapes_count``, ``seed`` and ``shapes_orientation``
-    describe the generated shapes set. ``cache_dir`` defaults to the per-user cache folder;
+    describe the generated shapes set. Text takes ``text_sample``, ``seq_len``,
+    ``tokenizer``, ``bpe_vocab_size`` and ``heldout_fraction`` (drawn with ``seed``), and
+    ignores ``resolution``. ``cache_dir`` defaults to the per-user cache folder;
     ``use_cache=False`` neither reads nor writes it. ``progress(done, total)`` is called
-    from the calling thread while images are decoded or generated; it may raise to abort.
+    from the calling thread while images are decoded or generated or text files read; it
+    may raise to abort.
     """
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive int, got {resolution!r}")
     name = source.strip()
     if not name:
-        raise DatasetError("no dataset given: choose 'shapes', 'digits' or an image folder")
+        raise DatasetError("no dataset given: choose 'shapes', 'digits', 'pydocs', or an "
+                           "image or text folder")
+    text = TextSettings(sample=text_sample, seq_len=seq_len, tokenizer=tokenizer,
+                        bpe_vocab_size=bpe_vocab_size, heldout_fraction=heldout_fraction,
+                        seed=seed)
     if name == "digits":
         ds = load_digits(resolution)
         if progress is not None:
@@ -68,6 +113,19 @@ def load_dataset(
     if name == "shapes":
         return _load_shapes(shapes_count, resolution, seed, shapes_orientation, cache_dir,
                             use_cache, progress)
+    if name == "pydocs":
+        return load_pydocs(text, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
+    root = Path(os.path.abspath(Path(source).expanduser()))
+    if root.is_dir() and not has_files(root, IMAGE_EXTENSIONS):  # stops at the first image
+        texts = scan_text(root)
+        exts = ", ".join(IMAGE_EXTENSIONS)
+        no_images = f"no images found in {root} (looked for {exts}, in any letter case)"
+        if not texts:
+            raise DatasetError(f"{no_images}, and no text files "
+                               f"({', '.join(TEXT_EXTENSIONS)})")
+        return load_text_folder(source, text, cache_dir=cache_dir, use_cache=use_cache,
+                                progress=progress, candidates=texts,
+                                nothing_prefix=f"{no_images}; read as text, ")
     return load_folder(
         source, resolution, cache_dir=cache_dir, use_cache=use_cache, progress=progress
     )
@@ -77,7 +135,7 @@ def load_configured(
     data: DataConfig,
     cache_dir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> ImageDataset:
+) -> ImageDataset | TextDataset:
     """The dataset a run's ``[data]`` section describes."""
     return load_dataset(
         data.dataset,
@@ -88,6 +146,11 @@ def load_configured(
         cache_dir=cache_dir,
         progress=progress,
         use_cache=data.disk_cache,
+        text_sample=data.text_sample,
+        seq_len=data.seq_len,
+        tokenizer=data.tokenizer,
+        bpe_vocab_size=data.bpe_vocab_size,
+        heldout_fraction=data.heldout_fraction,
     )
 
 

@@ -27,6 +27,9 @@ BUILTIN_DATASETS: dict[str, str] = {
     "shapes": "Generated shapes (circle, square, triangle, star, cross, ring) on random "
     "colours; classes differ only in shape.",
     "digits": "scikit-learn's 1797 handwritten digits (8×8 px, upscaled), 10 classes.",
+    "pydocs": "Text: the docstrings of Python's own standard library (read from this "
+    "interpreter's sources), 8 classes by package: asyncio, concurrency, email, importlib, "
+    "logging, unittest, web, xml.",
 }
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")

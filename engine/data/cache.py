@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -218,6 +218,30 @@ def write(path: Path, ds: ImageDataset) -> bool:
         os.replace(tmp, path)
         tmp = None
         _write_meta(path, ds.images.shape[0], ds.labels, ds.class_names, ds.files, ds.skipped)
+    except Exception:  # noqa: BLE001 - read-only or full disk: just run without a cache
+        if tmp is not None:
+            _unlink(tmp)
+        return False
+    _prune(path)
+    return True
+
+
+def write_file(path: Path, save: Callable[[BinaryIO], None]) -> bool:
+    """Store an entry of another kind than images (a text dataset, a trained tokenizer)
+    as the one file ``path`` (any suffix after the entry name): ``save(f)`` writes it to
+    a temp file that is then renamed into place, so readers see it whole or not at all.
+    Other entries of its group are pruned. False (and no error) if the cache is
+    unusable."""
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp(path)
+        with open(tmp, "wb") as f:
+            save(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
     except Exception:  # noqa: BLE001 - read-only or full disk: just run without a cache
         if tmp is not None:
             _unlink(tmp)
@@ -535,7 +559,7 @@ def _read_at(fd: int, size: int, offset: int, lock: threading.Lock) -> bytes:
 def _prune(path: Path) -> None:
     """Delete other entries of the same group (final and partial), entries of the old
     ``.pt`` format, and temp files left by killed writers."""
-    base = path.name[: -len(".npy")]
+    base = path.name.split(".", 1)[0]  # entry names have no dots before the suffix
     group_prefix = base.rsplit("-", 1)[0] + "-"
     now = time.time()
     try:

@@ -14,7 +14,7 @@ that decoded, so a subfolder whose files are all unreadable adds no empty class.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,12 +48,13 @@ class Candidate:
     mtime_ns: int
 
 
-def scan(root: Path) -> list[Candidate]:
-    """All image files under ``root``, recursively, hidden entries skipped, sorted by path."""
-    found: list[Candidate] = []
+def walk_files(root: Path, extensions: tuple[str, ...]) -> Iterator[Candidate]:
+    """Files under ``root`` whose names end in ``extensions`` (lower case), recursively,
+    hidden entries skipped, in no particular order: a generator, so a caller that only
+    asks whether there are any stops at the first."""
     seen_dirs: set[tuple[int, int]] = set()
 
-    def walk(d: Path, prefix: str) -> None:
+    def walk(d: Path, prefix: str) -> Iterator[Candidate]:
         try:
             st = d.stat()
         except OSError:
@@ -70,16 +71,25 @@ def scan(root: Path) -> list[Candidate]:
                 continue
             try:
                 if e.is_dir():
-                    walk(Path(e.path), prefix + e.name + "/")
-                elif e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS):
+                    yield from walk(Path(e.path), prefix + e.name + "/")
+                elif e.is_file() and e.name.lower().endswith(extensions):
                     s = e.stat()
-                    found.append(Candidate(prefix + e.name, s.st_size, s.st_mtime_ns))
+                    yield Candidate(prefix + e.name, s.st_size, s.st_mtime_ns)
             except OSError:
                 continue
 
-    walk(root, "")
-    found.sort(key=lambda c: c.rel)
-    return found
+    yield from walk(root, "")
+
+
+def scan(root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[Candidate]:
+    """All image files (or files ending in ``extensions``) under ``root``, recursively,
+    hidden entries skipped, sorted by path."""
+    return sorted(walk_files(root, extensions), key=lambda c: c.rel)
+
+
+def has_files(root: Path, extensions: tuple[str, ...]) -> bool:
+    """Whether ``root`` holds any file ending in ``extensions`` (stops at the first)."""
+    return next(walk_files(root, extensions), None) is not None
 
 
 def fingerprint(candidates: list[Candidate]) -> str:
@@ -382,10 +392,20 @@ def load_folder(
     )
 
 
-def _labels(rels: list[str]) -> tuple[torch.Tensor | None, list[str]]:
-    tops = [r.split("/", 1)[0] if "/" in r else ROOT_CLASS for r in rels]
-    if all(t == ROOT_CLASS for t in tops):
+def label_of(rel: str) -> str:
+    """The class of the file at relative path ``rel``: its first-level subfolder."""
+    return rel.split("/", 1)[0] if "/" in rel else ROOT_CLASS
+
+
+def labels_from_keys(keys: list[str]) -> tuple[torch.Tensor | None, list[str]]:
+    """Labels for items of classes ``keys`` (names; :data:`ROOT_CLASS` for items in the
+    root): none when every item is in the root, else indices into the sorted names."""
+    if all(t == ROOT_CLASS for t in keys):
         return None, []
-    class_names = sorted(set(tops))
+    class_names = sorted(set(keys))
     index = {c: i for i, c in enumerate(class_names)}
-    return torch.tensor([index[t] for t in tops], dtype=torch.int64), class_names
+    return torch.tensor([index[t] for t in keys], dtype=torch.int64), class_names
+
+
+def _labels(rels: list[str]) -> tuple[torch.Tensor | None, list[str]]:
+    return labels_from_keys([label_of(r) for r in rels])

@@ -15,13 +15,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 #: special token ids, the same for every tokenizer of the workbench
 PAD, MASK, CLS, SEP = 0, 1, 2, 3
 SPECIALS = {"[PAD]": PAD, "[MASK]": MASK, "[CLS]": CLS, "[SEP]": SEP}
+
+
+class Tokenizer(Protocol):
+    """What every tokenizer of the workbench offers (:class:`ByteTokenizer`, and the
+    trained byte-level BPE of :mod:`engine.data.bpe`); all keep the ids of
+    :data:`SPECIALS`."""
+
+    kind: str
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int] | torch.Tensor, specials: bool = False) -> str: ...
+
+    def token_text(self, i: int) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class ByteTokenizer:
@@ -69,11 +88,16 @@ class ByteTokenizer:
         return {"kind": self.kind, "vocab_size": self.vocab_size, "specials": SPECIALS}
 
 
-def tokenizer_from_dict(d: dict[str, Any]) -> ByteTokenizer:
-    """The tokenizer a run folder stored (``tokenizer.json``)."""
+def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:
+    """The tokenizer a run folder stored (``tokenizer.json``). A BPE needs the
+    ``tokenizers`` package (:class:`engine.errors.ConfigError` saying so without it)."""
     kind = d.get("kind")
     if kind == "byte":
         return ByteTokenizer()
+    if kind == "bpe":
+        from engine.data.bpe import BPETokenizer
+
+        return BPETokenizer.from_dict(d)
     raise ValueError(f"unknown tokenizer kind {kind!r}")
 
 
@@ -105,11 +129,14 @@ class TextDataset:
     class_names: list[str]
     files: list[str]
     texts: list[str]
-    tokenizer: ByteTokenizer
+    tokenizer: Tokenizer
     skipped: list[tuple[str, str]] = field(default_factory=list)
     heldout: torch.Tensor | None = None
     sample: str = "document"  # how a sample was cut: "document", "paragraph", "window"
     from_cache: bool = False
+    #: (file, what happened) for files read with a caveat: truncated, not UTF-8, ...
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    cut: int = 0  # samples (training and held out) longer than seq_len, cut to it
 
     def __post_init__(self) -> None:
         x = self.inputs
@@ -169,9 +196,13 @@ class TextDataset:
                      else "no labels")
         if self.heldout is not None:
             parts.append(f"{self.heldout.shape[0]} held out")
+        if self.cut:
+            parts.append(f"{self.cut} longer cut to {self.resolution} tokens")
         if self.skipped:
             parts.append(f"{len(self.skipped)} file{'s' if len(self.skipped) != 1 else ''} "
                          "skipped")
+        if self.notes:
+            parts.append(f"{len(self.notes)} note{'s' if len(self.notes) != 1 else ''}")
         return ", ".join(parts)
 
 

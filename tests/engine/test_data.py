@@ -577,7 +577,7 @@ def test_use_cache_false_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_builtin_names() -> None:
-    assert set(BUILTIN_DATASETS) == {"shapes", "digits"}
+    assert set(BUILTIN_DATASETS) == {"shapes", "digits", "pydocs"}
     assert all(isinstance(v, str) and v for v in BUILTIN_DATASETS.values())
 
 
