@@ -123,6 +123,7 @@ def evaluate_models(
                                     n_classes, options, device, res)
         r["seconds"] = time.perf_counter() - t0
         results[p] = r
+    heldout = heldout_scores(models, dataset, device)
     return {
         "timestamp": time.time(),
         "protocols": list(protocols),
@@ -137,7 +138,30 @@ def evaluate_models(
         "chance": float(val_counts.max()) / max(1, int(val_idx.numel())),
         "feature_seconds": feature_seconds,
         "results": results,
+        **({"heldout": heldout} if heldout else {}),
     }
+
+
+@torch.no_grad()
+def heldout_scores(models: dict[str, SSLMethod], dataset: DataSource,
+                   device: torch.device) -> dict[str, dict[str, float]]:
+    """Each model's ``heldout_metrics`` on the source's held-out split (a language model's
+    bits per token, a masked model's accuracy), or {} when the source has no held-out
+    split or the method scores none."""
+    heldout = getattr(dataset, "heldout", None)
+    if heldout is None or len(heldout) == 0:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for name, m in models.items():
+        was = m.training
+        m.eval()
+        try:
+            scores = m.heldout_metrics(heldout.to(device))
+        finally:
+            m.train(was)
+        if scores:
+            out[name] = {k: float(v) for k, v in scores.items()}
+    return out
 
 
 def evaluate_model(

@@ -40,6 +40,18 @@ def table_rows(ev: dict[str, Any]) -> list[tuple[str, str, str, str, float | Non
             name = f"fine-tune ({s['finetune_steps']} steps, val top-1)"
         a, b = tr.get("accuracy"), rnd.get("accuracy")
         rows.append((name, pct(a), pct(b), diff(a, b), secs))
+    held = ev.get("heldout") or {}
+    tr, rnd = held.get("trained", {}), held.get("random_init", {})
+    for key in tr:
+        a, b = tr.get(key), rnd.get(key)
+        label = "held-out " + key.removeprefix("heldout_").replace("_", " ")
+        if "accuracy" in key:
+            rows.append((label, pct(a), pct(b), diff(a, b), None))
+        else:
+            num = "-" if a is None else f"{a:.3f}"
+            ref = "-" if b is None else f"{b:.3f}"
+            d = "-" if a is None or b is None else f"{a - b:+.3f}"
+            rows.append((label, num, ref, d, None))
     return rows
 
 
