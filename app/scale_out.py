@@ -38,7 +38,7 @@ from engine.config import Config
 
 #: torchrun's default rendezvous port; the placeholder host is the first machine's address
 #: the built-in datasets, named not by path (engine.data.BUILTIN_DATASETS, without torch)
-BUILTIN_NAMES = ("shapes", "digits")
+BUILTIN_NAMES = ("shapes", "digits", "pydocs")
 RDZV_PORT = 29500
 #: CPU cores asked of SLURM per training process (augmentation runs on the GPU; the
 #: cores feed the batches and run the monitor)

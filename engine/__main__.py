@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a self-supervised model")
     t.add_argument("config", nargs="?", help="a config TOML file (defaults otherwise)")
     t.add_argument("--method", help="method name (see 'methods')")
-    t.add_argument("--dataset", help="'shapes', 'digits' or an image folder")
+    t.add_argument("--dataset", help="'shapes', 'digits', 'pydocs' (text), or a folder of "
+                   "images or of text files")
     t.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.FIELD=VALUE", help="override one setting (repeatable)")
     t.add_argument("--runs-dir", help="where run folders go (default: $SELFSUP_RUNS_DIR or "
@@ -154,7 +155,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                 code = 2 if e.input_error else 1
             continue
         if isinstance(e, ev.DatasetReady):
-            print(f"dataset {e.name}: {e.n_images} images at {e.resolution}px, "
+            from engine.registry import get_method_info
+
+            text = get_method_info(trainer.cfg.method_name).modality == "text"
+            size = (f"{e.n_images} text samples of up to {e.resolution} tokens" if text
+                    else f"{e.n_images} images at {e.resolution}px")
+            print(f"dataset {e.name}: {size}, "
                   f"{len(e.class_names)} classes" + (" (cached)" if e.from_cache else ""))
             for f, why in e.skipped[:10]:
                 print(f"  skipped {f}: {why}")

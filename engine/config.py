@@ -191,8 +191,9 @@ class DataConfig:
 
     dataset: str = param(
         "shapes",
-        "Built-in dataset ('shapes', 'digits') or the path of an image folder. Subfolders "
-        "are class labels, used only for evaluation and plot colours.",
+        "Built-in dataset ('shapes', 'digits'; 'pydocs' for text) or the path of a folder of "
+        "images or of text files (.txt, .md). Subfolders are class labels, used only for "
+        "evaluation and plot colours.",
     )
     resolution: int = param(32, "Training resolution in pixels (images are resized once).",
                             min=8, max=512)
