@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.data.tokens import PAD
+
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """Normalised temperature-scaled cross entropy (SimCLR; Chen et al. 2020, eq. 1).
@@ -325,3 +327,71 @@ def pretext_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     ``log K`` for uniform logits, the loss of guessing. Computed in float32 (AMP-safe).
     """
     return F.cross_entropy(logits.float(), labels)
+
+
+# ------------------------------------------------------------------------------ text
+
+
+def causal_lm_loss(logits: torch.Tensor, ids: torch.Tensor, reduction: str = "mean"
+                   ) -> torch.Tensor:
+    """Next-token prediction, the language-modelling objective of GPT (Radford et al.
+    2018, "Improving Language Understanding by Generative Pre-Training", eq. 1).
+
+    ``logits`` ``(B, L, V)`` are a causal model's predictions at every position of the
+    token rows ``ids`` ``(B, L)``; position ``t`` predicts token ``t + 1``:
+    ``L = -1/T sum_{b, t : ids[b, t+1] != PAD} log softmax(logits[b, t])[ids[b, t+1]]``
+    with ``T`` the number of real targets, so padding neither counts nor dilutes the mean
+    (``reduction="sum"``: the sum, for held-out totals). ``log V`` for uniform logits.
+    Computed in float32 (AMP-safe).
+    """
+    v = logits.shape[-1]
+    pred = logits[:, :-1].reshape(-1, v).float()
+    return F.cross_entropy(pred, ids[:, 1:].reshape(-1), ignore_index=PAD,
+                           reduction=reduction)
+
+
+def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor, chosen: torch.Tensor
+                   ) -> torch.Tensor:
+    """Masked language modelling, BERT's "masked LM" (Devlin et al. 2019, "BERT:
+    Pre-training of Deep Bidirectional Transformers for Language Understanding", section
+    3.1, task 1): the cross-entropy of the original token at the chosen positions only.
+
+    ``logits`` ``(B, L, V)`` from the corrupted rows, ``targets`` ``(B, L)`` the original
+    rows, ``chosen`` ``(B, L)`` bool (True where a token was selected for prediction,
+    whether it was then replaced by [MASK], by a random token or kept):
+    ``L = -1/|C| sum_{(b, t) in C} log softmax(logits[b, t])[targets[b, t]]``. Positions
+    outside ``C`` change neither the value nor the gradient. Float32.
+    """
+    v = logits.shape[-1]
+    t = targets.masked_fill(~chosen, -100).reshape(-1)
+    return F.cross_entropy(logits.reshape(-1, v).float(), t, ignore_index=-100)
+
+
+def simcse_loss(anchors: torch.Tensor, keys: torch.Tensor, start: int, temperature: float
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unsupervised SimCSE's InfoNCE (Gao, Yao, Chen 2021, "SimCSE: Simple Contrastive
+    Learning of Sentence Embeddings", eq. 1; section 3: the positives are dropout noise).
+
+    ``anchors`` ``(n, D)`` are the first dropout view of sentences ``start .. start + n
+    - 1`` of a batch whose second views are ``keys`` ``(N, D)`` (``keys[start + i]`` is
+    anchor ``i``'s positive, every other key a negative; ``start = 0`` and ``n = N`` for a
+    whole batch). With cosine similarity ``s`` and temperature ``t``:
+    ``l_i = -log exp(s(a_i, k_{start+i}) / t) / sum_j exp(s(a_i, k_j) / t)``, averaged over
+    the anchors. One direction, as the paper's code (``cos_sim(z1, z2)`` against
+    ``arange``); the mean of equal shards covering the batch is the whole-batch loss.
+
+    Returns ``(loss, positive, negative)``: the loss and, detached, the mean cosine
+    similarity of the positive pairs and of the negative pairs.
+    """
+    a = F.normalize(anchors.float(), dim=1)
+    k = F.normalize(keys.float(), dim=1)
+    cos = a @ k.t()
+    n, total = cos.shape
+    targets = torch.arange(start, start + n, device=cos.device)
+    loss = F.cross_entropy(cos / temperature, targets)
+    with torch.no_grad():
+        pos_sum = cos[torch.arange(n, device=cos.device), targets].sum()
+        pos = pos_sum / n
+        neg = ((cos.sum() - pos_sum) / (n * (total - 1)) if total > 1
+               else torch.zeros((), device=cos.device))
+    return loss, pos, neg

@@ -1,5 +1,6 @@
-"""Every registered method trains on every kind of data (shapes, digits, a user folder),
-and its GPU preset builds and takes a step.
+"""Every registered image method trains on every kind of image data (shapes, digits, a
+user folder), every text method on a small text corpus, and each GPU preset builds and
+takes a step.
 
 Parametrised over the registry, so a new method file is covered without touching this.
 """
@@ -17,11 +18,14 @@ from engine import events as ev
 from engine.data import load_dataset
 from engine.model import build_model, build_optimizer
 from engine.presets import default_config
-from engine.registry import available_methods, get_method_info
+from engine.registry import FAMILIES, MODALITIES, available_methods, get_method_info
 from engine.train import Trainer
 from tests.engine.conftest import small_config
+from tests.engine.test_text_methods import corpus
 
 METHODS = [m.name for m in available_methods()]
+IMAGE_METHODS = [m.name for m in available_methods() if m.modality == "image"]
+TEXT_METHODS = [m.name for m in available_methods() if m.modality == "text"]
 
 #: Smaller still than ``small_config``: 45 runs (15 methods x 3 datasets) of 3 steps.
 TINY = {"data.shapes_count": 120, "optim.batch_size": 16, "optim.warmup_steps": 1,
@@ -42,7 +46,7 @@ def user_folder(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", IMAGE_METHODS)
 @pytest.mark.parametrize("dataset", ["shapes", "digits", "folder"])
 def test_method_trains_on_dataset(method, dataset, user_folder, tmp_path):
     source = str(user_folder) if dataset == "folder" else dataset
@@ -57,10 +61,34 @@ def test_method_trains_on_dataset(method, dataset, user_folder, tmp_path):
     assert knn is not None and 0 <= knn <= 1 and math.isfinite(reports[-1].std)
 
 
+#: a text method's tiny encoder (the text counterpart of TINY)
+TINY_TEXT = {"data.seq_len": 48, "method.dim": 32, "method.depth": 2, "method.heads": 2,
+             "optim.batch_size": 16, "optim.warmup_steps": 1, "monitor.every_steps": 3,
+             "monitor.monitor_size": 40}
+
+
+@pytest.mark.parametrize("method", TEXT_METHODS)
+def test_text_method_trains_on_text(method, tmp_path):
+    """A labelled corpus of short sentences (tests/engine/test_text_methods.py) with a
+    held-out split, given to the trainer directly (no built-in text set needed)."""
+    cfg = small_config(method, 3, **TINY_TEXT)
+    events = list(Trainer(cfg, tmp_path, dataset=corpus()).run())
+    last = events[-1]
+    assert isinstance(last, ev.Finished), getattr(last, "message", last)
+    losses = [e.loss for e in events if isinstance(e, ev.StepMetrics)]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    reports = [e for e in events if isinstance(e, ev.MonitorReport)]
+    knn = reports[-1].knn_accuracy
+    assert knn is not None and 0 <= knn <= 1 and math.isfinite(reports[-1].std)
+
+
 def test_every_method_is_described():
     for m in available_methods():
         assert m.description and m.paper, m.name
-        assert m.family in ("contrastive", "non-contrastive", "pretext", "reconstruction")
+        assert m.family in FAMILIES and m.modality in MODALITIES, m.name
+    assert {m.modality for m in available_methods()} == {"image", "text"}
+    assert {m.family for m in available_methods() if m.modality == "image"} == {
+        "contrastive", "non-contrastive", "pretext", "reconstruction"}
 
 
 # ----------------------------------------------------------------------------- GPU presets
@@ -82,6 +110,8 @@ GPU_PRESET_VALUES: dict[str, dict[str, object]] = {
 #: Settings the GPU preset makes larger than the CPU preset.
 GPU_PRESET_LARGER: dict[str, tuple[str, ...]] = {
     "mae": ("backbone.vit_dim", "optim.max_steps"),
+    **{m: ("method.dim", "method.depth", "data.seq_len", "optim.batch_size")
+       for m in ("gpt", "mlm", "simcse")},
 }
 #: Preview column titles, where the method names them after its corruption.
 PREVIEW_TITLES: dict[str, dict[str, str]] = {
@@ -105,6 +135,7 @@ def test_gpu_preset_builds_and_takes_a_step_on_cpu(method, shapes_batch):
     test_method_trains_on_dataset, and a monitor pass over 2048-d projections costs
     seconds on a CPU."""
     info = get_method_info(method)
+    text = info.modality == "text"
     cpu, cfg = default_config(method), default_config(method, accelerator=True)
     for key, value in info.gpu_preset.items():  # applied on top of the CPU preset
         assert cfg.get(key) == value, key
@@ -119,9 +150,14 @@ def test_gpu_preset_builds_and_takes_a_step_on_cpu(method, shapes_batch):
 
     torch.manual_seed(0)
     model, backbone = build_model(cfg, torch.device("cpu"))
-    assert backbone == cfg.backbone.name
+    assert backbone == ("text_transformer" if text else cfg.backbone.name)
+    batch = shapes_batch
+    if text:  # four token rows of the GPU preset's length, the last half padded
+        batch = torch.randint(4, 260, (4, cfg.data.seq_len),
+                              generator=torch.Generator().manual_seed(0))
+        batch[:, cfg.data.seq_len // 2 :] = 0
     optimizer = build_optimizer(model, cfg)
-    out = model.training_step(shapes_batch, model.train_augment(),
+    out = model.training_step(batch, model.train_augment(),
                               torch.Generator().manual_seed(0))
     assert out.loss.ndim == 0 and math.isfinite(float(out.loss.detach()))
     assert all(math.isfinite(float(v)) for v in out.metrics.values()), out.metrics
@@ -132,12 +168,14 @@ def test_gpu_preset_builds_and_takes_a_step_on_cpu(method, shapes_batch):
 
     model.eval()
     with torch.no_grad():
-        features = model.embed(model.eval_inputs(shapes_batch[:2], cfg.data.resolution))
+        features = model.embed(model.eval_inputs(batch[:2], cfg.data.resolution))
         projections = model.project(features)
-        preview = model.preview(shapes_batch[:2], torch.Generator().manual_seed(0))
+        preview = model.preview(batch[:2], torch.Generator().manual_seed(0))
     assert features.shape == (2, model.feature_dim) and torch.isfinite(features).all()
     assert projections.shape[0] == 2 and torch.isfinite(projections).all()
-    if info.family == "pretext":
+    if text:
+        assert preview is None  # text previews are not drawn yet
+    elif info.family == "pretext":
         assert preview is not None and preview.kind == "classification"
         assert len(preview.predicted) == len(preview.true) == 2
     elif info.family == "reconstruction":

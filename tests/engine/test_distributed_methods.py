@@ -4,9 +4,9 @@ The gradient contract of :mod:`engine.distributed`: DDP averages the processes'
 gradients, so with every whole-batch statistic gathered across processes (SimCLR's
 negatives, the triplet negatives, MoCo's queue, Barlow Twins' cross-correlation,
 VICReg's variance and covariance, DINO's centre, colorization's colour prior, the
-PSNR metrics) and BatchNorm synchronised, N processes on N contiguous shards must give
-the loss (mean over ranks), the metrics (mean over ranks), the parameters and the buffers
-of one process on the whole batch.
+PSNR metrics, SimCSE's negatives) and BatchNorm synchronised, N processes on N contiguous
+shards must give the loss (mean over ranks), the metrics (mean over ranks), the parameters
+and the buffers of one process on the whole batch.
 
 Two gloo processes are spawned once for the module and loop over every case; the parent
 computes the single-process references (no process group, ordinary BatchNorm) and each
@@ -54,7 +54,13 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "simsiam": ("simsiam", {**HEAD, "method.pred_hidden_dim": 8}),
     "colorization": ("colorization", {"method.rebalance": True}),
     "inpainting": ("inpainting", {"method.mask_mode": "central"}),
+    # text: a tiny encoder on token rows; dropout off, because its masks come from each
+    # process's own RNG (as augmentation draws do), so the views would differ
+    "simcse": ("simcse", {"data.seq_len": 12, "method.dim": 16, "method.depth": 1,
+                          "method.heads": 2, "method.dropout": 0.0}),
 }
+#: cases whose batch is token rows, not images
+TEXT_CASES = {"simcse"}
 
 
 class MirrorViews:
@@ -73,8 +79,13 @@ class MirrorViews:
         return x if self.calls % 2 == 1 else x.flip(-1)
 
 
-def global_batch() -> torch.Tensor:
+def global_batch(case: str = "") -> torch.Tensor:
     g = torch.Generator().manual_seed(1234)
+    if case in TEXT_CASES:  # byte ids, rows of 5-12 real tokens right-padded with [PAD]
+        length = int(CASES[case][1]["data.seq_len"])
+        ids = torch.randint(4, 260, (BATCH, length), generator=g)
+        real = torch.randint(5, length + 1, (BATCH, 1), generator=g)
+        return ids.masked_fill(torch.arange(length)[None, :] >= real, 0)
     res = COMMON["data.resolution"]
     return torch.randint(0, 256, (BATCH, 3, res, res), generator=g, dtype=torch.uint8)
 
@@ -130,8 +141,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     distributed.init("cpu", timeout_s=60)
     try:
         n = BATCH // WORLD
-        shard = global_batch()[rank * n : (rank + 1) * n]
         for case in CASES:
+            shard = global_batch(case)[rank * n : (rank + 1) * n]
             try:
                 result: dict[str, Any] = take_step(case, shard, ddp=True)
                 result["world"] = distributed.world_size()
@@ -216,7 +227,7 @@ def test_two_processes_equal_one_on_the_whole_batch(case, ddp_results):
         if "error" in r:
             pytest.fail(r["error"])
         assert r["world"] == WORLD  # the step really ran in a process group of two
-    ref = reference(case, global_batch())
+    ref = reference(case, global_batch(case))
     assert ref["moved"] > 100 * ATOL  # the step moves weights far beyond the tolerance
     rows = compare(ranks, ref)
     diff, ratio, name = rows[0]
@@ -230,7 +241,7 @@ def test_two_processes_equal_one_on_the_whole_batch(case, ddp_results):
 def test_halves_alone_give_a_different_step(case):
     """The comparison above can fail: without any cross-process statistic (each half on
     its own, ordinary BatchNorm, the updates averaged as DDP would) the step differs."""
-    x = global_batch()
+    x = global_batch(case)
     n = BATCH // WORLD
     halves = [reference(case, x[i * n : (i + 1) * n]) for i in range(WORLD)]
     ref = reference(case, x)

@@ -20,7 +20,7 @@ from engine import checkpoint as ckpt_io
 from engine.events import Failed, Finished, StepMetrics
 from engine.model import build_model
 from engine.presets import default_config
-from engine.registry import available_methods
+from engine.registry import available_methods, get_method_info
 from engine.runs import RunFolder
 from engine.train import Trainer
 from tests.conftest import isolated_env, small_config, torchrun
@@ -195,8 +195,11 @@ def test_every_parameter_gets_a_gradient_each_step(name: str):
     every step, or the next step's gradient reduction fails on all ranks."""
     cfg = default_config(name, False)
     model, _ = build_model(cfg, torch.device("cpu"))
-    x = torch.randint(0, 256, (8, 3, cfg.data.resolution, cfg.data.resolution),
-                      dtype=torch.uint8)
+    if get_method_info(name).modality == "text":  # token rows (byte ids, no specials)
+        x = torch.randint(4, 260, (8, cfg.data.seq_len))
+    else:
+        x = torch.randint(0, 256, (8, 3, cfg.data.resolution, cfg.data.resolution),
+                          dtype=torch.uint8)
     model(x, model.train_augment(), torch.Generator().manual_seed(0)).loss.backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused

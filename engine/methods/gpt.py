@@ -1,0 +1,89 @@
+"""Next-token prediction (GPT): a causal language model of the token rows.
+
+Radford, Narasimhan, Salimans, Sutskever. "Improving Language Understanding by Generative
+Pre-Training", OpenAI 2018.
+
+The encoder reads each row causally (every token sees only the tokens before it) and its
+states, through the transposed token embedding (GPT's tied output matrix ``W_e^T``,
+eq. 2), predict the next token; the loss is the cross-entropy over the shifted sequence
+with [PAD] targets ignored (:func:`engine.losses.causal_lm_loss`, eq. 1). ``bits_per_token``
+is the loss in bits; with the byte tokenizer that is bits per byte, and below the
+corpus's unigram entropy (``unigram_bits`` in the monitor rows) only if the model uses
+context.
+
+Held out (``heldout_metrics``): the bits per token of the rows never trained on, the
+measure that shows a language model generalising rather than memorising.
+
+The feature kNN and the collapse scores read is the mean of the *causal* states over the
+real tokens: a token's state depends on what precedes it only, so the pooled vector leans
+on a row's beginning. That is a language model's representation as GPT fine-tunes it
+(the paper classifies from the last token's state); a bidirectional encoder (MLM, SimCSE)
+sees each row whole.
+
+On several processes nothing is gathered: each process averages over its own real
+tokens (as nanoGPT and Megatron do), DDP averages the processes' gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engine.data.tokens import PAD
+from engine.losses import causal_lm_loss
+from engine.methods._base import StepOutput
+from engine.methods._text import TextEncoderConfig, TextMethod
+from engine.registry import register_method
+
+
+@dataclass
+class GPTConfig(TextEncoderConfig):
+    """GPT has no settings beyond its encoder's."""
+
+
+@register_method(
+    "gpt",
+    config=GPTConfig,
+    family="generative",
+    modality="text",
+    description="Predict every next token from the ones before it (a causal language model).",
+    paper="Radford et al. 2018, Improving Language Understanding by Generative Pre-Training",
+    preset={"data.dataset": "pydocs", "optim.lr": 1e-3, "optim.weight_decay": 0.01,
+            "optim.batch_size": 32, "optim.max_steps": 1500, "optim.warmup_steps": 100,
+            "monitor.every_steps": 100, "monitor.monitor_size": 500},
+    gpu_preset={"method.dim": 384, "method.depth": 6, "method.heads": 6,
+                "data.seq_len": 256, "optim.lr": 6e-4, "optim.batch_size": 128,
+                "optim.max_steps": 5000, "optim.warmup_steps": 200,
+                "monitor.every_steps": 250, "monitor.monitor_size": 2000},
+    collapse_advice=(
+        "A language model has no collapse to fear in its loss: judge it by the held-out "
+        "bits per token against the unigram line. Its pooled causal states can have a "
+        "low effective rank without anything being wrong (they lean on a row's first "
+        "tokens); if the held-out bits stall near the unigram entropy, lower the "
+        "learning rate or train longer."
+    ),
+)
+class GPT(TextMethod):
+    causal = True
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``(B, L, V)``: causal states times the tied embedding."""
+        return self.states(ids) @ self.backbone.token.weight.t()
+
+    def training_step(self, images: torch.Tensor, augment: Any,
+                      generator: torch.Generator) -> StepOutput:
+        loss = causal_lm_loss(self.logits(images), images)
+        return StepOutput(loss, {"bits_per_token": loss.detach() / math.log(2)})
+
+    def heldout_metrics(self, inputs: torch.Tensor) -> dict[str, float]:
+        """Mean cross-entropy over every real next token of the held-out rows, in nats
+        and in bits (token-weighted over all rows, chunked)."""
+        total, count = 0.0, 0
+        for chunk in self.chunks(inputs):
+            total += float(causal_lm_loss(self.logits(chunk), chunk, reduction="sum"))
+            count += int((chunk[:, 1:] != PAD).sum())
+        nats = total / max(count, 1)
+        return {"heldout_loss": nats, "heldout_bits_per_token": nats / math.log(2)}
