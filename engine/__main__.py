@@ -157,8 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if isinstance(e, ev.DatasetReady):
             from engine.registry import get_method_info
 
-            text = get_method_info(trainer.cfg.method_name).modality == "text"
-            size = (f"{e.n_images} text samples of up to {e.resolution} tokens" if text
+            is_text = get_method_info(trainer.cfg.method_name).modality == "text"
+            size = (f"{e.n_images} text samples of up to {e.resolution} tokens" if is_text
                     else f"{e.n_images} images at {e.resolution}px")
             print(f"dataset {e.name}: {size}, "
                   f"{len(e.class_names)} classes" + (" (cached)" if e.from_cache else ""))
