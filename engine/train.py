@@ -310,6 +310,7 @@ class Trainer:
                 yield RunWarning(note)
 
         self.model, self.backbone_name = build_model(cfg, device)
+        self.model.attach_source(ds)
         self.sync_bn = w.distributed and (
             cfg.run.sync_batchnorm == "on" or (cfg.run.sync_batchnorm == "auto"
                                               and get_method_info(cfg.method_name).sync_batchnorm))

@@ -128,6 +128,11 @@ class SSLMethod(nn.Module):
         """
         return None
 
+    def attach_source(self, source: object) -> None:
+        """Called by the trainer with the dataset source before training: what a method
+        needs of the data beyond its batches (a text method keeps the tokenizer, to show
+        its predictions as text). Nothing by default."""
+
     def heldout_metrics(self, inputs: torch.Tensor) -> dict[str, float]:
         """Scores on the dataset's held-out split (raw inputs on the device, never
         trained on), measured at every monitor step in eval mode under no_grad: a

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from engine.config import Config, DataConfig, MethodConfig, param
-from engine.data.tokens import SPECIALS, ByteTokenizer
+from engine.data.tokens import PAD, SPECIALS, ByteTokenizer, Tokenizer
 from engine.errors import ConfigError
 from engine.methods._base import SSLMethod, StepOutput
 from engine.text_encoder import POSITIONS, TextEncoder, mean_pool
@@ -124,6 +124,17 @@ class TextMethod(SSLMethod):
     def __init__(self, cfg: Config, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
         self.vocab_size = int(self.backbone.vocab_size)
+        #: turns token ids back into text for previews; the source's (BPE) replaces it
+        self.tokenizer: Tokenizer = ByteTokenizer()
+
+    def attach_source(self, source: object) -> None:
+        tok = getattr(source, "tokenizer", None)
+        if tok is not None:
+            self.tokenizer = tok
+
+    def text(self, ids: torch.Tensor) -> str:
+        """A row of ids as text (specials dropped)."""
+        return self.tokenizer.decode(ids[ids != PAD].tolist())
 
     def training_step(self, images: torch.Tensor, augment: Any,
                       generator: torch.Generator) -> StepOutput:

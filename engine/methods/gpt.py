@@ -11,6 +11,11 @@ is the loss in bits; with the byte tokenizer that is bits per byte, and below th
 corpus's unigram entropy (``unigram_bits`` in the monitor rows) only if the model uses
 context.
 
+Preview: for the first monitor rows, the first :data:`PROMPT_TOKENS` tokens as a prompt
+and :data:`CONTINUE_TOKENS` generated after it, greedily and sampled at
+:data:`SAMPLE_TEMPERATURE` (the same draws at every monitor step), so the continuations
+visibly turn from noise into words.
+
 Held out (``heldout_metrics``): the bits per token of the rows never trained on, the
 measure that shows a language model generalising rather than memorising.
 
@@ -32,11 +37,14 @@ from typing import Any
 
 import torch
 
-from engine.data.tokens import PAD
+from engine.data.tokens import PAD, SPECIALS
 from engine.losses import causal_lm_loss
-from engine.methods._base import StepOutput
+from engine.methods._base import Preview, StepOutput
 from engine.methods._text import TextEncoderConfig, TextMethod
 from engine.registry import register_method
+
+#: preview: rows shown, prompt length, tokens generated and the sampling temperature
+PREVIEW_ROWS, PROMPT_TOKENS, CONTINUE_TOKENS, SAMPLE_TEMPERATURE = 4, 24, 48, 0.8
 
 
 @dataclass
@@ -87,3 +95,36 @@ class GPT(TextMethod):
             count += int((chunk[:, 1:] != PAD).sum())
         nats = total / max(count, 1)
         return {"heldout_loss": nats, "heldout_bits_per_token": nats / math.log(2)}
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, steps: int, temperature: float,
+                 generator: torch.Generator | None) -> torch.Tensor:
+        """``steps`` tokens after each prompt row ``(B, P)`` (all real tokens): greedy
+        with ``temperature`` 0, else sampled from the softmax at that temperature. Never
+        emits a special token, and stops at the encoder's positions."""
+        ids = prompt
+        steps = min(steps, self.backbone.max_len - prompt.shape[1])
+        for _ in range(steps):
+            logits = self.logits(ids)[:, -1].float()
+            logits[:, : len(SPECIALS)] = float("-inf")
+            if temperature <= 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                probs = torch.softmax(logits / temperature, -1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(ids.device)
+            ids = torch.cat([ids, nxt], 1)
+        return ids[:, prompt.shape[1]:]
+
+    def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview | None:
+        rows = images[:PREVIEW_ROWS]
+        n_real = int((rows != PAD).sum(1).min())
+        p = max(1, min(PROMPT_TOKENS, n_real - 1))
+        prompt = rows[:, :p]
+        gen = torch.Generator().manual_seed(generator.initial_seed())  # same draws each time
+        greedy = self.generate(prompt, CONTINUE_TOKENS, 0.0, None)
+        sampled = self.generate(prompt, CONTINUE_TOKENS, SAMPLE_TEMPERATURE, gen)
+        items = [{"type": "continuation", "prompt": self.text(prompt[i]),
+                  "greedy": self.text(greedy[i]), "sampled": self.text(sampled[i]),
+                  "temperature": SAMPLE_TEMPERATURE} for i in range(rows.shape[0])]
+        return Preview(kind="text", items=items, input_title="prompt",
+                       output_title="continuation")

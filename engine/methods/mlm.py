@@ -53,13 +53,15 @@ from engine.config import Config, param
 from engine.data.tokens import CLS, MASK, PAD, SEP
 from engine.errors import ConfigError
 from engine.losses import masked_lm_loss, pretext_cross_entropy
-from engine.methods._base import StepOutput
+from engine.methods._base import Preview, StepOutput
 from engine.methods._text import FIRST_REAL, TextEncoderConfig, TextMethod, draw, draw_ints
 from engine.registry import register_method
 
 SENTENCE_TASKS = ("none", "sop", "nsp")
 #: the seed of the one masking (and pairing) draw every held-out score uses
 HELDOUT_SEED = 20190601
+#: preview: monitor rows shown, and tokens of each row shown (its masks among them)
+PREVIEW_ROWS, PREVIEW_TOKENS = 4, 64
 
 
 def mask_tokens(ids: torch.Tensor, generator: torch.Generator, mask_prob: float,
@@ -235,11 +237,13 @@ class MLM(TextMethod):
         inputs, chosen = mask_tokens(ids, generator, m.mask_prob, m.mask_fraction,
                                      m.random_fraction, self.vocab_size)
         states = self.backbone(inputs, segments=segments)
-        out = {"ids": ids, "chosen": chosen, "logits": self.lm_logits(states)}
+        out = {"ids": ids, "chosen": chosen, "inputs": inputs,
+               "logits": self.lm_logits(states)}
         if self.sentence_head is not None:
-            assert labels is not None
+            assert labels is not None and segments is not None
             out["sentence_logits"] = self.sentence_head(states[:, 0])
             out["labels"] = labels
+            out["segments"] = segments
         return out
 
     def training_step(self, images: torch.Tensor, augment: Any,
@@ -282,3 +286,48 @@ class MLM(TextMethod):
         if self.sentence_head is not None:
             out["heldout_sentence_accuracy"] = sent_hits / max(rows, 1)
         return out
+
+    def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview | None:
+        """For the first monitor rows: the masked row with each chosen position's true
+        token and the model's top 5 (the same masks at every monitor step), and with a
+        sentence task, each pair's true and predicted order."""
+        gen = torch.Generator().manual_seed(generator.initial_seed())
+        rows = images[:PREVIEW_ROWS]
+        f = self._forward(rows, gen)
+        tok = self.tokenizer
+        inputs = f["inputs"]
+        probs = torch.softmax(f["logits"].float(), -1)
+        top = probs.topk(5, -1)
+        items: list[dict[str, Any]] = []
+        for i in range(rows.shape[0]):
+            real = (f["ids"][i] != PAD).nonzero().flatten().tolist()
+            shown = real[:PREVIEW_TOKENS]
+            masks = []
+            for pos in shown:
+                if not bool(f["chosen"][i, pos]):
+                    continue
+                true_id = int(f["ids"][i, pos])
+                ids5 = top.indices[i, pos].tolist()
+                masks.append({"position": shown.index(pos),
+                              "true": tok.token_text(true_id),
+                              "top5": [tok.token_text(t) for t in ids5],
+                              "probs": [round(float(p), 4) for p in top.values[i, pos]],
+                              "correct": ids5[0] == true_id})
+            items.append({"type": "masked",
+                          "tokens": [tok.token_text(int(inputs[i, pos])) for pos in shown],
+                          "masks": masks})
+        if "sentence_logits" in f:
+            names = (("in order", "swapped") if self.m.sentence_task == "sop"
+                     else ("random", "next"))
+            sp = torch.softmax(f["sentence_logits"].float(), -1)
+            for i in range(rows.shape[0]):
+                ids, seg = f["ids"][i], f["segments"][i]
+                body = ids >= FIRST_REAL
+                a = self.text(ids[body & (seg == 0)])
+                b = self.text(ids[body & (seg == 1)])
+                pred = int(sp[i].argmax())
+                items.append({"type": "order", "a": a, "b": b,
+                              "true": names[int(f["labels"][i])], "predicted": names[pred],
+                              "confidence": round(float(sp[i, pred]), 4)})
+        return Preview(kind="text", items=items, input_title="masked",
+                       output_title="top 5")

@@ -451,3 +451,44 @@ def test_gpt_learns_context_within_a_hundred_steps():
         held = model.heldout_metrics(ds.heldout)["heldout_bits_per_token"]
     unigram = ds.unigram_bits
     assert held < unigram - 0.75, (held, unigram)
+
+
+# -------------------------------------------------------------------------- previews
+
+
+@pytest.mark.parametrize("case", ["gpt", "mlm_sop", "mlm_nsp"])
+def test_text_previews_show_the_monitor_rows_as_text_with_fixed_draws(case, tmp_path):
+    """The predictions panel's data: continuations of the monitor rows' own beginnings;
+    masks with their true token and a top 5; segment pairs with true and predicted
+    order. The same draws at every monitor step, so snapshots compare."""
+    name, _, task = case.partition("_")
+    cfg = tiny(name, **({"method.sentence_task": task} if task else {}))
+    ds = corpus()
+    snaps = [e for e in Trainer(cfg, tmp_path, dataset=ds).run()
+             if isinstance(e, ev.PreviewSnapshot)]
+    assert [s.step for s in snaps] == [0, 2, 4] and all(s.kind == "text" for s in snaps)
+    items = snaps[-1].items
+    from engine.monitoring import monitor_indices
+
+    first = ds.texts[int(monitor_indices(len(ds), cfg)[0])]
+    if name == "gpt":
+        assert {i["type"] for i in items} == {"continuation"}
+        assert first.startswith(items[0]["prompt"]) and len(items[0]["prompt"]) >= 10
+        assert items[0]["greedy"] and items[0]["sampled"]
+        return
+    masked = [i for i in items if i["type"] == "masked"]
+    order = [i for i in items if i["type"] == "order"]
+    assert masked and order
+    for item in masked:
+        assert item["masks"]
+        for m in item["masks"]:
+            assert len(m["top5"]) == 5 and m["correct"] == (m["top5"][0] == m["true"])
+            assert sorted(m["probs"], reverse=True) == m["probs"]
+    expected = {"sop": {"in order", "swapped"}, "nsp": {"next", "random"}}[task]
+    assert all(o["true"] in expected and o["predicted"] in expected and o["a"] and o["b"]
+               for o in order)
+    # the same masks and pairs at every step: only the predictions move
+    assert [i["tokens"] for i in snaps[0].items if i["type"] == "masked"] == \
+        [i["tokens"] for i in masked]
+    assert [(o["a"], o["true"]) for o in snaps[0].items if o["type"] == "order"] == \
+        [(o["a"], o["true"]) for o in order]
