@@ -4,8 +4,11 @@
   torchvision's, so it loads into ``torchvision.models.resnet18`` (with the small-image
   stem the run used, see the generated ``load_encoder.py``); other backbones load into
   :func:`engine.backbones.build_backbone`. A JSON file records what it is.
-- **Embeddings**: backbone features of every image of the run's dataset as ``.npy``,
-  with file names and labels in a ``.csv`` (one row per image, same order).
+  A text run's encoder (:class:`engine.text_encoder.TextEncoder`) comes with its
+  vocabulary (``tokenizer.json``) and a loader that embeds a sentence.
+- **Embeddings**: backbone features of every image (or text sample) of the run's dataset
+  as ``.npy``, with file names and labels (and, for text, the sample's text) in a
+  ``.csv`` (one row per sample, same order).
 - **Config**: the run's ``config.toml`` and the command line that reruns it.
 """
 
@@ -24,7 +27,7 @@ import torch
 from engine import checkpoint as ckpt_io
 from engine.errors import UserInputError
 from engine.presets import load_toml
-from engine.runs import RunFolder
+from engine.runs import TOKENIZER_FILE, RunFolder
 
 LOADER_RESNET = '''"""Load the encoder exported by SelfSup Workbench into torchvision's ResNet."""
 import torch
@@ -53,6 +56,27 @@ print(net(torch.rand(1, 3, {res}, {res})).shape)
 '''
 
 
+LOADER_TEXT = '''"""Load the text encoder exported by SelfSup Workbench (needs the workbench)."""
+import json
+
+import torch
+
+from engine.data.tokens import PAD, tokenizer_from_dict
+from engine.text_encoder import TextEncoder, mean_pool
+
+meta = json.load(open("encoder.json", encoding="utf-8"))
+tok = tokenizer_from_dict(json.load(open("tokenizer.json", encoding="utf-8")))
+net = TextEncoder(**meta["encoder"])
+net.load_state_dict(torch.load("encoder.pt", map_location="cpu", weights_only=True))
+net.eval()
+ids = torch.full((1, meta["encoder"]["max_len"]), PAD)
+row = tok.encode("An example sentence.")[: ids.shape[1]]
+ids[0, : len(row)] = torch.tensor(row)
+with torch.no_grad():  # {dim}-d sentence embedding: the mean of the token states
+    print(mean_pool(net(ids, causal=meta["causal"]), ids).shape)
+'''
+
+
 def _load(run_dir: str | Path) -> tuple[RunFolder, Any, ckpt_io.Checkpoint]:
     run = RunFolder(run_dir)
     if not run.config_path.is_file():
@@ -72,6 +96,11 @@ def export_encoder(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     name = ckpt.backbone or cfg.backbone.name
     state = ckpt_io.backbone_state(ckpt)
+    from engine.registry import get_method_info
+
+    info = get_method_info(cfg.method_name)
+    if info.modality == "text":
+        return _export_text_encoder(run, cfg, ckpt, info.cls, state, out)
     res = cfg.data.resolution
     net, dim = build_backbone(name, res, cfg.backbone.width, **_backbone_kwargs(cfg, name))
     net.load_state_dict(state)  # proves the state_dict is complete before writing it
@@ -92,6 +121,30 @@ def export_encoder(run_dir: str | Path, out_dir: str | Path) -> dict[str, Path]:
     (out / "load_encoder.py").write_text(text, encoding="utf-8")
     return {"encoder": out / "encoder.pt", "meta": out / "encoder.json",
             "loader": out / "load_encoder.py"}
+
+
+def _export_text_encoder(run: RunFolder, cfg: Any, ckpt: ckpt_io.Checkpoint, cls: Any,
+                         state: dict[str, torch.Tensor], out: Path) -> dict[str, Path]:
+    """A text run's encoder, its constructor arguments and its vocabulary."""
+    from engine.text_encoder import TextEncoder
+
+    kwargs = cls.encoder_kwargs(cfg)
+    TextEncoder(**kwargs).load_state_dict(state)  # complete before anything is written
+    vocab = run.path / TOKENIZER_FILE
+    if not vocab.is_file():
+        raise UserInputError(f"{vocab} is missing: the run's vocabulary is needed to use "
+                             "its text encoder")
+    torch.save(state, out / "encoder.pt")
+    shutil.copyfile(vocab, out / "tokenizer.json")
+    meta = {"run_id": run.id, "method": cfg.method_name, "backbone": ckpt.backbone,
+            "feature_dim": kwargs["dim"], "step": ckpt.step, "encoder": kwargs,
+            "causal": bool(getattr(cls, "causal", False)),
+            "pooling": "mean over non-[PAD] tokens"}
+    (out / "encoder.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    (out / "load_encoder.py").write_text(LOADER_TEXT.format(dim=kwargs["dim"]),
+                                         encoding="utf-8")
+    return {"encoder": out / "encoder.pt", "meta": out / "encoder.json",
+            "vocabulary": out / "tokenizer.json", "loader": out / "load_encoder.py"}
 
 
 def _backbone_kwargs(cfg: Any, name: str) -> dict[str, Any]:
@@ -127,10 +180,11 @@ def export_embeddings(run_dir: str | Path, out_dir: str | Path, *,
     np.save(out / "embeddings.npy", feats.astype(np.float32))
     with open(out / "embeddings.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["index", "file", "label"])
+        texts = getattr(ds, "texts", None)  # a text source: each sample's text too
+        w.writerow(["index", "file", "label"] + (["text"] if texts is not None else []))
         for i, name in enumerate(ds.files):
             label = "" if ds.labels is None else ds.class_names[int(ds.labels[i])]
-            w.writerow([i, name, label])
+            w.writerow([i, name, label] + ([texts[i]] if texts is not None else []))
     return {"embeddings": out / "embeddings.npy", "index": out / "embeddings.csv"}
 
 

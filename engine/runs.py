@@ -46,6 +46,9 @@ LOCAL_OWNER_TIMEOUT = 3600.0
 APP_NAME = "selfsup-workbench"
 
 
+#: a text run's vocabulary in its run folder (engine.data.tokens.tokenizer_from_dict)
+TOKENIZER_FILE = "tokenizer.json"
+
 def default_runs_dir() -> Path:
     """``$SELFSUP_RUNS_DIR`` if set, else the platform's user data dir + ``runs``."""
     env = os.environ.get(RUNS_DIR_ENV)

@@ -66,7 +66,7 @@ from engine.model import (
 from engine.monitoring import Monitor, monitor_indices, monitor_set
 from engine.presets import load_toml
 from engine.registry import get_method_info
-from engine.runs import RunFolder, atomic_write_bytes, default_runs_dir
+from engine.runs import TOKENIZER_FILE, RunFolder, atomic_write_bytes, default_runs_dir
 
 #: settings a paused run may change before it resumes (the rest fix the model and data)
 LIVE_SETTINGS = ("optim.lr", "optim.warmup_steps", "optim.weight_decay", "optim.max_steps",
@@ -74,9 +74,6 @@ LIVE_SETTINGS = ("optim.lr", "optim.warmup_steps", "optim.weight_decay", "optim.
 
 #: seconds between owner heartbeats in the run folder (see :meth:`RunFolder.owner_alive`)
 HEARTBEAT_SECONDS = 5.0
-
-#: a text run's vocabulary in its run folder (engine.data.tokens.tokenizer_from_dict)
-TOKENIZER_FILE = "tokenizer.json"
 
 #: offset of ``run.seed`` for the data order, apart from the augmentation draws (the
 #: order is the same on every rank, the augmentation differs per rank)

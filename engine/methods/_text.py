@@ -115,11 +115,18 @@ class TextMethod(SSLMethod):
     def make_backbone(cls, cfg: Config, device: torch.device) -> tuple[nn.Module, int, str]:
         """The encoder of ``cfg.method``'s encoder fields, with ``data.seq_len``
         positions and the tokenizer's vocabulary (:func:`vocab_size`)."""
+        kwargs = cls.encoder_kwargs(cfg)
+        return TextEncoder(**kwargs), int(kwargs["dim"]), BACKBONE_NAME
+
+    @classmethod
+    def encoder_kwargs(cls, cfg: Config) -> dict[str, Any]:
+        """The :class:`TextEncoder` arguments of a run's config (exports record them, so
+        the encoder rebuilds without the workbench's configs)."""
         m: TextEncoderConfig = cfg.method  # type: ignore[assignment]
-        net = TextEncoder(vocab_size(cfg.data), cfg.data.seq_len, dim=m.dim, depth=m.depth,
-                          heads=m.heads, mlp_ratio=m.mlp_ratio, dropout=m.dropout,
-                          positions=m.positions, segments=cls.segment_embeddings(cfg))
-        return net, m.dim, BACKBONE_NAME
+        return {"vocab_size": vocab_size(cfg.data), "max_len": cfg.data.seq_len,
+                "dim": m.dim, "depth": m.depth, "heads": m.heads, "mlp_ratio": m.mlp_ratio,
+                "dropout": m.dropout, "positions": m.positions,
+                "segments": cls.segment_embeddings(cfg)}
 
     def __init__(self, cfg: Config, backbone: nn.Module, feature_dim: int) -> None:
         super().__init__(cfg, backbone, feature_dim)
