@@ -10,14 +10,15 @@ from __future__ import annotations
 from engine.config import Config
 from engine.presets import default_config
 from engine.registry import get_method_info
-from engine.verdict import VERDICT_TEXT
+from engine.verdict import verdict_text
 
 
 def explain_collapse(verdict: str, cfg: Config) -> str:
     """The verdict in plain words, naming the run's collapse switches that are turned on
     (settings marked ``collapse=`` that differ from the method's defaults) as the likely
     cause, with the fix; with no switch on, the method's own advice."""
-    text = VERDICT_TEXT[verdict]
+    info = get_method_info(cfg.method_name)
+    text = verdict_text(verdict, info.modality)
     if verdict == "healthy":
         return text
     defaults = default_config(cfg.method_name)
@@ -29,8 +30,11 @@ def explain_collapse(verdict: str, cfg: Config) -> str:
     if causes:
         text += " Likely cause: " + " ".join(causes) + " Fix: restore the default."
     else:
-        advice = get_method_info(cfg.method_name).collapse_advice
+        advice = info.collapse_advice
+        general = ("a lower learning rate, more warm-up or a larger batch"
+                   if info.modality == "text" else
+                   "a lower learning rate, more warm-up, stronger augmentation or a larger "
+                   "batch")
         text += (" No collapse switch is on. " + (advice + " " if advice else "") +
-                 "In general: a lower learning rate, more warm-up, stronger augmentation "
-                 "or a larger batch.")
+                 f"In general: {general}.")
     return text

@@ -96,3 +96,16 @@ def uniformity(z: torch.Tensor, t: float = 2.0, max_points: int = 1024) -> float
     off = ~torch.eye(n, dtype=torch.bool)
     vals = -t * d2[off]
     return float(torch.logsumexp(vals, 0) - math.log(vals.numel()))
+
+
+def anisotropy(z: torch.Tensor) -> float:
+    """The mean cosine similarity between the embeddings of two different samples
+    (Ethayarajh 2019's anisotropy): 0 for directions spread evenly, 1 when every sample
+    points the same way. Exact over all pairs, from the norm of the unit vectors' sum:
+    ``(|sum_i u_i|^2 - n) / (n (n - 1))``."""
+    n = z.shape[0]
+    if n < 2:
+        return 0.0
+    u = F.normalize(z.double(), dim=1)
+    total = float(u.sum(0).pow(2).sum())
+    return (total - n) / (n * (n - 1))

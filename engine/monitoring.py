@@ -22,7 +22,7 @@ from engine.config import Config
 from engine.events import EmbeddingSnapshot, MonitorReport, MonitorSet, PreviewSnapshot
 from engine.knn import knn_accuracy
 from engine.methods._base import SSLMethod
-from engine.monitor import alignment, collapse_std, effective_rank, spectrum, uniformity
+from engine.monitor import alignment, anisotropy, collapse_std, effective_rank, spectrum, uniformity
 from engine.verdict import collapse_verdict
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ class Monitor:
                 z2 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
                 align = alignment(z1, z2)
             extra = dict(self.reference)
+            extra["anisotropy"] = anisotropy(emb[0])
             if self.heldout is not None:
                 extra.update(model.heldout_metrics(self.heldout.to(self.device)))
         finally:

@@ -20,6 +20,25 @@ VERDICT_TEXT = {
     "std near 0); the loss can still look fine.",
 }
 
+#: the same verdicts in the words of text (document embeddings). A contextual encoder's
+#: embeddings crowding into a narrow cone is what Ethayarajh (2019, "How Contextual are
+#: Contextualized Word Representations?") calls anisotropy: the text form of dimensional
+#: collapse, measured by the same thresholds and shown with the mean cosine similarity
+#: between documents (``anisotropy`` in the monitor rows).
+VERDICT_TEXT_FOR_TEXT = {
+    "healthy": "Healthy: the document embeddings are spread out and use many directions.",
+    "dimensional": "Anisotropy (dimensional collapse): the document embeddings crowd into "
+    "a few directions (low effective rank), so documents look alike to kNN even when the "
+    "loss falls.",
+    "complete": "Complete collapse: every document maps to nearly the same point (per-dim "
+    "std near 0, mean cosine similarity near 1); the loss can still look fine.",
+}
+
+
+def verdict_text(verdict: str, modality: str = "image") -> str:
+    """The verdict's sentence for images or for text."""
+    return (VERDICT_TEXT_FOR_TEXT if modality == "text" else VERDICT_TEXT)[verdict]
+
 
 def collapse_verdict(std: float, std_reference: float, rank: float, dim: int, n: int) -> str:
     """'healthy', 'dimensional' or 'complete', from the per-dim std and the effective rank.

@@ -90,3 +90,28 @@ def test_collapse_explanations_name_switches_or_give_the_methods_advice():
     with_advice = {m.name for m in available_methods() if m.collapse_advice}
     assert {"simclr", "moco", "byol", "simsiam", "barlow_twins", "vicreg", "dino",
             "triplet", "mae"} <= with_advice
+
+
+def test_anisotropy_is_the_mean_cosine_between_different_samples():
+    import torch.nn.functional as F
+
+    from engine.monitor import anisotropy
+
+    z = torch.randn(60, 16, generator=torch.Generator().manual_seed(0))
+    u = F.normalize(z, dim=1)
+    c = u @ u.t()
+    pairs = (c.sum() - c.diagonal().sum()) / (60 * 59)
+    assert abs(anisotropy(z) - float(pairs)) < 1e-6
+    assert abs(anisotropy(torch.randn(2000, 32))) < 0.01  # isotropic
+    assert anisotropy(torch.randn(200, 32) + 20) > 0.99  # one narrow cone
+
+
+def test_text_runs_hear_the_verdict_in_words_of_text():
+    from engine.advice import explain_collapse
+    from engine.presets import default_config
+
+    text = explain_collapse("dimensional", default_config("gpt", False))
+    assert text.startswith("Anisotropy") and "document" in text
+    assert "augmentation" not in text  # text methods have no image augmentation
+    image = explain_collapse("dimensional", default_config("simclr", False))
+    assert image.startswith("Dimensional collapse") and "augmentation" in image
