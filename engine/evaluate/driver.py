@@ -131,6 +131,7 @@ def evaluate_models(
         "device": str(device),
         "dataset": dataset.name,
         "n_images": len(dataset),
+        "modality": getattr(dataset, "modality", "image"),
         "classes": list(dataset.class_names),
         "split": {"train": int(train_idx.numel()), "val": int(val_idx.numel()),
                   "stratified": True, "val_fraction": options.val_fraction,

@@ -60,7 +60,9 @@ def format_table(ev: dict[str, Any]) -> str:
     sp = ev["split"]
     head = (f"{ev.get('run_id', 'model')}: {ev.get('method', '?')} on {ev['dataset']}"
             + (f", step {ev['checkpoint_step']}" if "checkpoint_step" in ev else "")
-            + f"; {ev['n_images']} images, {len(ev['classes'])} classes, split "
+            + f"; {ev['n_images']} "
+            f"{'text samples' if ev.get('modality') == 'text' else 'images'}, "
+            f"{len(ev['classes'])} classes, split "
             f"{sp['train']} train / {sp['val']} val (stratified, seed {sp['seed']}); "
             f"majority class {100 * ev['chance']:.1f}% of val")
     rows = table_rows(ev)
