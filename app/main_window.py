@@ -33,6 +33,7 @@ from app.panels.embedding import EmbeddingPanel
 from app.panels.evaluate import EvaluatePanel
 from app.panels.preview import PreviewPanel
 from app.panels.runs import RunsPanel
+from app.panels.text_preview import TextPreviewPanel
 from app.panels.training_plots import TrainingPlots
 from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
 from engine import events as ev
@@ -46,7 +47,10 @@ FAMILY_TITLES = {
     "non-contrastive": "Non-contrastive",
     "pretext": "Pretext tasks",
     "reconstruction": "Reconstruction",
+    "generative": "Generative (language models)",
 }
+#: what the status bar and the run line call one item of a modality's data
+ITEM_WORDS = {"image": ("img", "images"), "text": ("samples", "text samples")}
 
 
 def _load_engine() -> dict[str, Any]:
@@ -118,6 +122,13 @@ class MainWindow(QMainWindow):
     ) -> None:
         super().__init__()
         self._initial_method = method or DEFAULT_METHOD
+        # a method asked for without a dataset brings its own when the default data do not
+        # fit it (--method gpt: the text corpus); otherwise the data decide the method
+        self._method_picks_data = method is not None and dataset is None
+        self.data_modality: str | None = None  # of the chosen dataset, once known
+        self.run_modality = "image"
+        self._all_methods: list[Any] = []
+        self._last_method: dict[str, str] = {}  # by modality: what to go back to
         self._initial_overrides = list(overrides or [])
         self.setWindowTitle("SelfSup Workbench")
         self.resize(1400, 860)
@@ -149,6 +160,9 @@ class MainWindow(QMainWindow):
         self.embedding = EmbeddingPanel()
         self.tabs.addTab(self.embedding, "Embedding (UMAP)")
         self.tabs.addTab(self.preview, "Predictions && reconstructions")
+        self.text_preview = TextPreviewPanel()
+        self.tabs.addTab(self.text_preview, "Predictions")
+        self.tabs.setTabVisible(self.tabs.indexOf(self.text_preview), False)
         self.evaluate = EvaluatePanel()
         self.tabs.addTab(self.evaluate, "Evaluate")
         self.runs = RunsPanel(runs_dir)
@@ -169,6 +183,8 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self._build_status_bar()
+        self.dataset_chooser.modality_known.connect(self._on_data_modality)
+        self.dataset_chooser.changed.connect(self._on_dataset_changed)
         self.dataset_chooser.set_source(dataset if dataset is not None else DataConfig().dataset)
 
         self.status_timer = QTimer(self)
@@ -304,18 +320,9 @@ class MainWindow(QMainWindow):
         self.accelerator = info["accelerator"]
         self.evaluate.set_option_specs(info["eval_specs"])
         self.methods = {m.name: m for m in info["methods"]}
-        self.method_combo.blockSignals(True)
-        self.method_combo.clear()
-        family = None
-        for m in info["methods"]:
-            if m.family != family:
-                family = m.family
-                self.method_combo.addItem(f"— {FAMILY_TITLES[family]} —")
-                item = self.method_combo.model().item(self.method_combo.count() - 1)
-                item.setEnabled(False)
-            self.method_combo.addItem(f"   {m.name}", m.name)
+        self._all_methods = list(info["methods"])
+        self._fill_method_combo()
         self.method_combo.setEnabled(True)
-        self.method_combo.blockSignals(False)
         index = self.method_combo.findData(self._initial_method)
         if index < 0:
             self.message_bar.show_message(
@@ -327,6 +334,7 @@ class MainWindow(QMainWindow):
         self._apply_overrides(self._initial_overrides)
         self.statusBar().showMessage("Ready", 3000)
         self.dataset_chooser.engine_ready = True
+        self.dataset_chooser.sync_builtins()
         self.dataset_chooser.scan()
         self._set_buttons()
         self.engine_loaded.emit()
@@ -340,6 +348,7 @@ class MainWindow(QMainWindow):
             try:
                 key, value = parse_override(text)
                 if key == "data.dataset":
+                    self._method_picks_data = False  # the data were asked for too
                     self.dataset_chooser.set_source(value)
                     continue
                 editor = self.form.editors.get(key)
@@ -358,6 +367,7 @@ class MainWindow(QMainWindow):
         from engine.presets import default_config
 
         info = self.methods[name]
+        self._last_method[info.modality] = name
         # the preset in force on this device: the form's values and its tooltips' defaults
         cfg = default_config(name, self.accelerator)
         text = f"<b>{info.name}</b>: {info.description}<br><i>{info.paper}</i>"
@@ -367,6 +377,105 @@ class MainWindow(QMainWindow):
                      f"{', '.join(switches)}</span>")
         self.method_desc.setText(text)
         self.form.set_config(cfg, defaults=cfg)
+        self._show_preview_tab(info.modality)
+        data = self.data_modality
+        if data is not None and info.modality != data and not self.running:
+            # the list offers only methods for the chosen data, but a method can still be
+            # asked for (command line, a test): it brings the dataset its preset names
+            self._method_picks_data = False
+            preset = cfg.data.dataset
+            self.message_bar.show_message(
+                f"{info.name} trains on {info.modality}, not on the {data} data of "
+                f"{self.dataset_chooser.source}: switched the dataset to {preset}.", "info")
+            self.data_modality = None  # until the new dataset's kind is known
+            self.dataset_chooser.set_source(preset)
+
+    # methods for the chosen data ------------------------------------------------------
+    def _fill_method_combo(self) -> None:
+        """List the methods that train on the chosen data (all while its kind is not
+        known), grouped by family; the selection stays when it is still listed."""
+        current = self.method_combo.currentData()
+        combo = self.method_combo
+        combo.blockSignals(True)
+        combo.clear()
+        family = None
+        for m in self._all_methods:
+            if self.data_modality is not None and m.modality != self.data_modality:
+                continue
+            if m.family != family:
+                family = m.family
+                combo.addItem(f"— {FAMILY_TITLES.get(family, family.capitalize())} —")
+                combo.model().item(combo.count() - 1).setEnabled(False)
+            combo.addItem(f"   {m.name}", m.name)
+        index = combo.findData(current) if current else -1
+        if index >= 0:
+            combo.setCurrentIndex(index)
+        combo.blockSignals(False)
+
+    def listed_methods(self) -> list[str]:
+        """The method names the list offers now."""
+        combo = self.method_combo
+        return [combo.itemData(i) for i in range(combo.count()) if combo.itemData(i)]
+
+    def _on_data_modality(self, modality: str) -> None:
+        """The chosen dataset's kind is known: offer only the methods that train on it,
+        and when the current one does not, switch (the data or the method)."""
+        if not self.methods:
+            self.data_modality = modality  # the list is filled when the engine is up
+            return
+        current = self.method_combo.currentData()
+        info = self.methods.get(current) if current else None
+        if info is not None and info.modality != modality and self._method_picks_data:
+            self._method_picks_data = False  # once: the method asked for on start-up
+            from engine.presets import default_config
+
+            preset = default_config(info.name, self.accelerator).data.dataset
+            if preset != self.dataset_chooser.source:
+                self.message_bar.show_message(
+                    f"{info.name} trains on {info.modality}: switched the dataset to "
+                    f"{preset}.", "info")
+                self.dataset_chooser.set_source(preset)
+                return
+        self._method_picks_data = False
+        self.data_modality = modality
+        self._fill_method_combo()
+        if self.running or (info is not None and info.modality == modality):
+            return
+        fitting = [m.name for m in self._all_methods if m.modality == modality]
+        # back to the method last used on such data (the default one for images)
+        first = next((n for n in (self._last_method.get(modality), DEFAULT_METHOD)
+                      if n in fitting), fitting[0] if fitting else None)
+        if first is None:
+            self.message_bar.show_message(f"No method trains on {modality} data.", "warning")
+            return
+        self.method_combo.setCurrentIndex(self.method_combo.findData(first))
+        if info is not None:
+            self.message_bar.show_message(
+                f"{info.name} does not train on {modality} data like "
+                f"{self.dataset_chooser.source}: switched the method to {first}.", "info")
+
+    def _on_dataset_changed(self, _source: str) -> None:
+        self.data_modality = None  # until the chooser has looked at the new source
+
+    def _settle_modality(self) -> None:
+        """Start pressed before the chooser said what the data are: look now (a cheap
+        scan), so a run never starts with a method for the other kind of data."""
+        from engine.data import dataset_modality
+
+        for _ in range(2):  # a second time when the method brought its own dataset
+            if self.data_modality is not None:
+                return
+            self._on_data_modality(dataset_modality(self.dataset_chooser.source))
+
+    def _show_preview_tab(self, modality: str) -> None:
+        """The predictions tab of the modality: images' previews or texts'."""
+        shown = self.text_preview if modality == "text" else self.preview
+        hidden = self.preview if shown is self.text_preview else self.text_preview
+        was_current = self.tabs.currentWidget() is hidden
+        self.tabs.setTabVisible(self.tabs.indexOf(shown), True)
+        self.tabs.setTabVisible(self.tabs.indexOf(hidden), False)
+        if was_current:
+            self.tabs.setCurrentWidget(shown)
 
     # run control ------------------------------------------------------------------
     def _set_buttons(self) -> None:
@@ -393,6 +502,7 @@ class MainWindow(QMainWindow):
 
         if self.running or not self.methods:
             return False
+        self._settle_modality()
         source = self.dataset_chooser.source
         try:
             cfg = self.form.config(source)
@@ -405,6 +515,8 @@ class MainWindow(QMainWindow):
         if ds is not None and not (ds.resolution == cfg.data.resolution and
                                    ds.name == source and len(ds) > 0):
             ds = None
+        if getattr(ds, "modality", "image") == "text":
+            ds = None  # scanned with the default text settings, not the form's
         chooser = self.dataset_chooser
         if source == "shapes" and (cfg.data.shapes_count, cfg.data.seed,
                                    cfg.data.shapes_orientation) != (
@@ -413,6 +525,7 @@ class MainWindow(QMainWindow):
         self.message_bar.hide()
         self.plots.clear()
         self.preview.clear()
+        self.text_preview.clear()
         self.embedding.clear()
         self.collapse.clear()
         self.trainer = Trainer(cfg, self.runs_dir, dataset=ds)
@@ -483,7 +596,8 @@ class MainWindow(QMainWindow):
         """
         from engine.runs import RunFolder
 
-        rows = RunFolder(run_dir).read_metrics()
+        run = RunFolder(run_dir)
+        rows = run.read_metrics()
         self.plots.clear()
         self.plots.load_rows(rows)
         self.plots.refresh()
@@ -491,6 +605,12 @@ class MainWindow(QMainWindow):
         self.collapse.load_rows(rows)
         self.embedding.load_run(str(run_dir))
         self.preview.load_run(str(run_dir), rows)
+        self.text_preview.load_run(str(run_dir))
+        info = self.methods.get(str(run.read_summary().get("method", "")))
+        if info is not None:
+            self._show_preview_tab(info.modality)
+        elif self.text_preview.snapshots or self.preview.snapshots:
+            self._show_preview_tab("text" if self.text_preview.snapshots else "image")
 
     # run history -------------------------------------------------------------------------
     def _on_tab_changed(self, _index: int) -> None:
@@ -638,7 +758,8 @@ class MainWindow(QMainWindow):
     def on_event(self, e: object) -> None:
         """Every engine event arrives here, on the GUI thread, through a queued signal."""
         self.plots.add_event(e)
-        self.preview.add_event(e)
+        self.preview.add_event(e)  # both take only the previews of their modality
+        self.text_preview.add_event(e)
         self.embedding.add_event(e)
         self.collapse.add_event(e)
         if isinstance(e, ev.StepMetrics):
@@ -656,8 +777,12 @@ class MainWindow(QMainWindow):
             self.runs.active_run = e.run_dir
             self.evaluate.set_run(e.run_dir)
             self.total_steps = e.total_steps
+            info = self.methods.get(e.method)
+            self.run_modality = info.modality if info is not None else "image"
+            self._show_preview_tab(self.run_modality)
+            items = ITEM_WORDS.get(self.run_modality, ITEM_WORDS["image"])[1]
             self.run_label.setText(
-                f"<b>{e.method}</b> · {e.backbone} on {e.device} · {e.n_images} images · "
+                f"<b>{e.method}</b> · {e.backbone} on {e.device} · {e.n_images} {items} · "
                 f"run folder: <code>{e.run_dir}</code>")
         elif isinstance(e, ev.Paused):
             self.paused = True
@@ -733,7 +858,8 @@ class MainWindow(QMainWindow):
             return
         self.step_label.setText(f"step {e.step}/{self.total_steps}")
         self.epoch_label.setText(f"epoch {e.epoch:.2f}")
-        self.ips_label.setText(f"{e.images_per_sec:.0f} img/s")
+        unit = ITEM_WORDS.get(self.run_modality, ITEM_WORDS["image"])[0]
+        self.ips_label.setText(f"{e.images_per_sec:.0f} {unit}/s")
         if self.running and e.images_per_sec > 0 and self.trainer is not None:
             remaining = (self.total_steps - e.step) * self.trainer.cfg.optim.batch_size
             secs = int(remaining / e.images_per_sec)

@@ -1,6 +1,10 @@
-"""Dataset chooser: a built-in set or a folder, scanned off the GUI thread.
+"""Dataset chooser: a built-in set or a folder (of images or text), scanned off the GUI
+thread.
 
-Shows the image count, the label summary and the files that could not be decoded. The
+Shows the chosen set's description, its size, the label summary and the files that could
+not be read, and tells the window what kind of data it is (``modality_known``: 'image' or
+'text', from :func:`engine.data.dataset_modality`) so the method list offers only
+methods that train on it. The
 dataset, resolution and shapes settings it starts with are :class:`engine.config.DataConfig`'s
 defaults, so a run with the default config reuses the set it shows.
 """
@@ -25,18 +29,23 @@ from PySide6.QtWidgets import (
 from app.worker import FunctionWorker, start_in_thread
 from engine.config import DataConfig
 
+# Shown before the engine (torch) has loaded; then the descriptions are the engine's own
+# (engine.data.BUILTIN_DATASETS), and any built-in set added there is listed too.
 BUILTINS = {
     "shapes": ("Shapes (built-in)", "6 procedurally drawn shape classes on random colours"),
     "digits": ("Digits (built-in)", "scikit-learn's 1,797 handwritten digits, 10 classes"),
+    "pydocs": ("Python docs (built-in text)", "Text: the docstrings of Python's standard "
+               "library, labelled by package"),
 }
-FOLDER_ITEM = "Image folder…"
+FOLDER_ITEM = "Folder of images or text…"
 
 
 class DatasetChooser(QWidget):
     """Emits ``changed`` with the source string whenever the choice changes."""
 
     changed = Signal(str)
-    scanned = Signal(object)  # the loaded ImageDataset
+    scanned = Signal(object)  # the loaded dataset source (ImageDataset, TextDataset)
+    modality_known = Signal(str)  # 'image' or 'text': what the chosen source holds
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -57,6 +66,11 @@ class DatasetChooser(QWidget):
         self.browse.clicked.connect(self.choose_folder)
         row.addWidget(self.browse)
         lay.addLayout(row)
+        self.description = QLabel("")
+        self.description.setObjectName("datasetDescription")
+        self.description.setWordWrap(True)
+        self.description.setStyleSheet("color: #666;")
+        lay.addWidget(self.description)
         self.info = QLabel("Engine loading…")
         self.info.setObjectName("datasetInfo")
         self.info.setWordWrap(True)
@@ -73,9 +87,24 @@ class DatasetChooser(QWidget):
         self.shapes_seed = defaults.seed
         self.shapes_orientation = defaults.shapes_orientation
         self.dataset: Any = None
+        self.modality: str | None = None  # of the chosen source; None until known
+        self.descriptions = {name: tip for name, (_, tip) in BUILTINS.items()}
         self._scan_id = 0
         self.engine_ready = False
 
+    def sync_builtins(self) -> None:
+        """Take the engine's built-in sets and descriptions (once it has loaded): a set
+        the engine adds appears here without a change to the window."""
+        from engine.data import BUILTIN_DATASETS
+
+        for name, description in BUILTIN_DATASETS.items():
+            self.descriptions[name] = description
+            idx = self.combo.findData(name)
+            if idx < 0:
+                idx = self.combo.findData("")  # before the folder item
+                self.combo.insertItem(idx, f"{name} (built-in)", name)
+            self.combo.setItemData(idx, description, Qt.ItemDataRole.ToolTipRole)
+        self._sync_combo()
     def _on_activated(self, index: int) -> None:
         data = self.combo.itemData(index)
         if data:
@@ -84,7 +113,8 @@ class DatasetChooser(QWidget):
             self.choose_folder()
 
     def choose_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose an image folder")
+        folder = QFileDialog.getExistingDirectory(
+            self, "Choose a folder of images (or of .txt / .md files)")
         if folder:
             self.set_source(folder)
         else:
@@ -97,6 +127,9 @@ class DatasetChooser(QWidget):
             self.combo.setItemText(idx, f"Folder: {Path(self.source).name}")
             self.combo.setItemData(idx, self.source, Qt.ItemDataRole.ToolTipRole)
         self.combo.setCurrentIndex(idx)
+        description = self.descriptions.get(self.source, "")
+        self.description.setText(description)
+        self.description.setVisible(bool(description))
 
     def set_source(self, source: str, resolution: int | None = None) -> None:
         """Choose a dataset (built-in name or folder path) and scan it in the background."""
@@ -109,10 +142,17 @@ class DatasetChooser(QWidget):
             self.scan()
 
     def scan(self) -> None:
-        from engine.data import load_dataset
+        from engine.data import dataset_modality, load_dataset
 
         self._scan_id += 1
         scan_id = self._scan_id
+        self.modality = None
+        # first the cheap look at what kind of data it is, so the method list follows at
+        # once; then the full load, which may take a while
+        source = self.source
+        kind = FunctionWorker(lambda: dataset_modality(source))
+        kind.result.connect(lambda m: self._on_modality(scan_id, m))
+        start_in_thread(kind, self)
         source, res = self.source, self.resolution
         shapes = {"shapes_count": self.shapes_count, "seed": self.shapes_seed,
                   "shapes_orientation": self.shapes_orientation}
@@ -123,6 +163,12 @@ class DatasetChooser(QWidget):
         worker.result.connect(lambda ds: self._on_scanned(scan_id, ds))
         worker.error.connect(lambda msg, _tb: self._on_error(scan_id, msg))
         start_in_thread(worker, self)
+
+    def _on_modality(self, scan_id: int, modality: str) -> None:
+        if scan_id != self._scan_id:
+            return
+        self.modality = modality
+        self.modality_known.emit(modality)
 
     def _on_scanned(self, scan_id: int, ds: Any) -> None:
         if scan_id != self._scan_id:

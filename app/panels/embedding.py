@@ -11,6 +11,7 @@ features. The panel takes plain engine events, so it runs on its own with fake o
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,33 @@ from engine.events import EmbeddingSnapshot, MonitorSet, RunStarted
 FEATURES = {"backbone": "Backbone features (what kNN uses)",
             "projector": "Projector output (what the loss sees)"}
 N_NEIGHBOURS = 10
+HOVER_TEXT_CHARS = 300  # a hovered text sample is shortened to this
+IMAGE_HINT = ("Hover a point to see its image; click to select it and ring its "
+              f"{N_NEIGHBOURS} nearest neighbours.")
+TEXT_HINT = ("Hover a point to read its text; click to select it and ring its "
+             f"{N_NEIGHBOURS} nearest neighbours.")
+
+
+def hover_text(text: str, limit: int = HOVER_TEXT_CHARS, chunk: int = 40) -> str:
+    """A sample's text as HTML for the side panel: whitespace collapsed, shortened,
+    escaped, and a break opportunity inside words longer than ``chunk`` (identifiers,
+    URLs), which a word-wrapping label cannot break and which would widen the panel."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    words = []
+    for w in text.split(" "):
+        words.append("\u200b".join(w[i:i + chunk] for i in range(0, len(w), chunk)) or w)
+    return html.escape(" ".join(words), quote=False)
+
+
+def breakable_name(name: str) -> str:
+    """A file name as HTML that may wrap after its separators (``pkg/module.py:func#p1``
+    is one long word to a label)."""
+    out = html.escape(name, quote=False)
+    for sep in ("/", ":", "#"):
+        out = out.replace(sep, sep + "\u200b")
+    return out
 
 
 def label_colours(n: int) -> list[tuple[int, int, int]]:
@@ -98,8 +126,7 @@ class EmbeddingPanel(QWidget):
         self.thumb.setFixedSize(128, 128)
         self.thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.thumb.setStyleSheet("border: 1px solid #ccc; background: #fafafa;")
-        self.info = QLabel("Hover a point to see its image; click to select it and ring its "
-                           f"{N_NEIGHBOURS} nearest neighbours.")
+        self.info = QLabel(IMAGE_HINT)
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.info.setMinimumWidth(200)
@@ -135,6 +162,13 @@ class EmbeddingPanel(QWidget):
 
     def set_monitor_set(self, ms: MonitorSet) -> None:
         self.monitor = ms
+        is_text = ms.thumbnails is None and bool(ms.texts)
+        self.thumb.setVisible(ms.thumbnails is not None)  # text has no pictures
+        self.thumb.clear()
+        # text reads better in a fixed, wider column; images keep the thumbnail's
+        self.info.setMinimumWidth(300 if is_text else 200)
+        self.info.setMaximumWidth(300 if is_text else 16777215)
+        self.info.setText(TEXT_HINT if is_text else IMAGE_HINT)
         self.colour_ids = None
         self._kmeans_ids = None
         if ms.labels is not None and len(ms.class_names) > 1:
@@ -347,11 +381,14 @@ class EmbeddingPanel(QWidget):
         ms = self.monitor
         if ms is None:
             return f"point {i}"
-        text = f"<b>{ms.files[i]}</b>"
+        text = f"<b>{breakable_name(ms.files[i])}</b>"
         if ms.labels is not None and ms.class_names:
             text += f"<br>label: {ms.class_names[int(ms.labels[i])]}"
         elif getattr(self, "_ids", None) is not None:
             text += f"<br>k-means cluster {int(self._ids[i]) + 1}"
+        if ms.thumbnails is None and i < len(ms.texts):
+            text += ("<p style='font-family:monospace; background:#fafafa; color:#222'>"
+                     f"{hover_text(ms.texts[i])}</p>")
         return text
 
     def show_point(self, i: int) -> None:
@@ -362,8 +399,10 @@ class EmbeddingPanel(QWidget):
             if ms.labels is not None:
                 agree = int((ms.labels[self.neighbours] == ms.labels[self.selected]).sum())
                 same = f" ({agree}/{len(self.neighbours)} share its label)"
-            names = "<br>".join(ms.files[int(j)] for j in self.neighbours[:N_NEIGHBOURS])
-            text += (f"<hr>selected: {ms.files[self.selected]}<br>nearest neighbours{same}:"
+            names = "<br>".join(breakable_name(ms.files[int(j)])
+                                for j in self.neighbours[:N_NEIGHBOURS])
+            text += (f"<hr>selected: {breakable_name(ms.files[self.selected])}<br>"
+                     f"nearest neighbours{same}:"
                      f"<br><small>{names}</small>")
         self.info.setText(text)
         if ms is not None and ms.thumbnails is not None:

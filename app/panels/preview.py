@@ -179,7 +179,7 @@ class PreviewPanel(QWidget):
     def add_event(self, e: object) -> None:
         if isinstance(e, RunStarted):
             self.set_chance(e.pretext_chance)
-        elif isinstance(e, PreviewSnapshot):
+        elif isinstance(e, PreviewSnapshot) and e.kind != "text":  # text: TextPreviewPanel
             self.add_snapshot(e)
         elif isinstance(e, StepMetrics):
             acc = e.extra.get("pretext_accuracy")
@@ -217,7 +217,8 @@ class PreviewPanel(QWidget):
 
         self.clear()
         for snap in RunFolder(run_dir).load_previews():
-            self.add_snapshot(snap)
+            if snap.kind != "text":  # text snapshots belong to the text predictions panel
+                self.add_snapshot(snap)
         for r in rows or []:
             if r.get("pretext_accuracy") is not None and "loss" in r:
                 self.accuracy.append(r["step"], r["pretext_accuracy"])

@@ -8,6 +8,7 @@ engine events, so it runs on its own with fake events in tests.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,50 @@ PALETTE = {
     "knn": "#9467bd",
     "baseline": "#ff7f0e",
 }
+
+
+#: readable legend names of method metrics (others: the key with spaces)
+METRIC_NAMES = {
+    "bits_per_token": "bits per token (training batches)",
+    "masked_accuracy": "masked-token accuracy",
+    "sentence_accuracy": "sentence-task accuracy",
+    "positive_similarity": "similarity of the two dropout views",
+    "negative_similarity": "similarity to other sentences",
+    "pretext_accuracy": "pretext accuracy",
+}
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A held-out text score of the monitor rows and the reference line it is read
+    against: a language model has learned from context once its curve is past the line."""
+
+    key: str  # MonitorReport.extra key of the curve
+    title: str
+    ylabel: str
+    name: str
+    ref_key: str  # MonitorReport.extra key of the reference (a constant of the corpus)
+    ref_label: str  # InfiniteLine label format
+    ref_name: str
+    colour: str
+    extra_curves: tuple[tuple[str, str, str], ...] = ()  # (key, legend name, colour)
+
+
+HELDOUT = (
+    HeldOut("heldout_bits_per_token", "Held-out bits per token (lower is better)",
+            "bits / token", "held-out bits per token", "unigram_bits",
+            "unigram entropy {value:.2f}", "unigram entropy (no context)", "#1f77b4"),
+    HeldOut("heldout_masked_accuracy", "Held-out masked-token accuracy (higher is better)",
+            "accuracy", "held-out masked accuracy", "heldout_majority_accuracy",
+            "most-frequent-token baseline {value:.1%}", "most-frequent-token baseline",
+            "#9467bd",
+            extra_curves=(("heldout_sentence_accuracy", "held-out sentence-task accuracy",
+                           "#17becf"),)),
+)
+
+
+def metric_name(key: str) -> str:
+    return METRIC_NAMES.get(key, key.replace("_", " "))
 
 
 EXTRA_COLORS = ["#17becf", "#bcbd22", "#e377c2", "#8c564b", "#7f7f7f", "#1f77b4",
@@ -115,6 +160,10 @@ class TrainingPlots(QWidget):
         # created on the first method-specific metric (hidden plot items with legends
         # break pyqtgraph's teardown), removed again by clear()
         self.method_plot: pg.PlotItem | None = None
+        # held-out text scores (language models), created on the first report holding one
+        self.heldout_plot: pg.PlotItem | None = None
+        self.heldout: HeldOut | None = None
+        self.heldout_line: pg.InfiniteLine | None = None
         # no setXLink: linked axes would re-lay-out and repaint every plot on each loss
         # update, which is most of the GUI thread's time during a run
         lw.ci.layout.setSpacing(6)
@@ -126,7 +175,14 @@ class TrainingPlots(QWidget):
 
     def _plot(self, row: int, col: int, title: str, ylabel: str, colspan: int = 1
               ) -> pg.PlotItem:
-        p = self.layout_widget.addPlot(row=row, col=col, colspan=colspan, title=title)
+        p = self._new_plot(title, ylabel)
+        self.layout_widget.addItem(p, row=row, col=col, colspan=colspan)
+        return p
+
+    @staticmethod
+    def _new_plot(title: str, ylabel: str) -> pg.PlotItem:
+        """A plot styled like the others, not yet placed in the layout."""
+        p = pg.PlotItem(title=title)
         p.setLabel("bottom", "step")
         p.setLabel("left", ylabel)
         p.getAxis("left").enableAutoSIPrefix(False)
@@ -150,9 +206,13 @@ class TrainingPlots(QWidget):
     def clear(self) -> None:
         for key in [k for k in self.curves if k.startswith("extra:")]:
             del self.curves[key], self.series[key]
-        if self.method_plot is not None:
-            self.layout_widget.removeItem(self.method_plot)
-            self.method_plot = None
+        for key in [k for k in self.curves if k.startswith("heldout:")]:
+            del self.curves[key], self.series[key]
+        for plot in (self.method_plot, self.heldout_plot):
+            if plot is not None:
+                self.layout_widget.removeItem(plot)
+        self.method_plot = self.heldout_plot = None
+        self.heldout = self.heldout_line = None
         for s in self.series.values():
             s.clear()
         self._ema = None
@@ -179,9 +239,11 @@ class TrainingPlots(QWidget):
             key = f"extra:{name}"
             if key not in self.curves:
                 if self.method_plot is None:
-                    self.method_plot = self._plot(2, 0, "Method metrics", "value", colspan=2)
-                color = EXTRA_COLORS[(len(self.curves) - len(PALETTE)) % len(EXTRA_COLORS)]
-                self._curve(key, self.method_plot, color, 1.5, name)
+                    self.method_plot = self._new_plot("Method metrics", "value")
+                    self._place_bottom_row()
+                n = sum(k.startswith("extra:") for k in self.curves)
+                self._curve(key, self.method_plot, EXTRA_COLORS[n % len(EXTRA_COLORS)], 1.5,
+                            metric_name(name))
             self.series[key].append(step, value)
             self._dirty.add(key)
 
@@ -208,6 +270,63 @@ class TrainingPlots(QWidget):
         self.series["rank"].append(e.step, e.effective_rank)
         self.series["backbone_rank"].append(e.step, e.backbone_rank)
         self._dirty.update(("knn", "std", "rank", "backbone_rank"))
+        if e.extra:
+            self.add_heldout(e.step, e.extra)
+
+    def add_heldout(self, step: int, extra: dict[str, float]) -> None:
+        """Held-out text scores of a monitor report, with their reference line."""
+        if self.heldout is None:
+            spec = next((h for h in HELDOUT if h.key in extra), None)
+            if spec is None:
+                return
+            self._make_heldout_plot(spec)
+        spec = self.heldout
+        assert spec is not None and self.heldout_line is not None
+        for key in (spec.key, *(k for k, _, _ in spec.extra_curves)):
+            value = extra.get(key)
+            if value is None or not math.isfinite(value):
+                continue
+            if f"heldout:{key}" not in self.curves:
+                _, name, colour = next(c for c in spec.extra_curves if c[0] == key)
+                self._curve(f"heldout:{key}", self.heldout_plot, colour, 2, name, symbol=True)
+            self.series[f"heldout:{key}"].append(step, value)
+            self._dirty.add(f"heldout:{key}")
+        ref = extra.get(spec.ref_key)
+        if ref is not None and math.isfinite(ref):
+            self.heldout_line.show()  # first: a hidden line's label does not refresh
+            self.heldout_line.setValue(ref)
+
+    def _make_heldout_plot(self, spec: HeldOut) -> None:
+        self.heldout = spec
+        plot = self._new_plot(spec.title, spec.ylabel)
+        if spec.ylabel == "accuracy":
+            plot.setYRange(0, 1)
+        self.heldout_plot = plot
+        self._curve(f"heldout:{spec.key}", plot, spec.colour, 2, spec.name, symbol=True)
+        line = pg.InfiniteLine(
+            angle=0, movable=False,
+            pen=pg.mkPen(PALETTE["baseline"], width=2, style=pg.QtCore.Qt.PenStyle.DashLine),
+            label=spec.ref_label,
+            # above the line at the left end: where a held-out curve starts is far from it
+            # (a bottom label would be clipped when the line is the lowest thing shown)
+            labelOpts={"position": 0.03, "color": PALETTE["baseline"], "movable": False,
+                       "anchors": [(0, 1), (0, 1)]})
+        line.hide()
+        plot.addItem(line)
+        # the legend names the dashed line too: a swatch for the reference
+        plot.plot([], [], pen=line.pen, name=spec.ref_name)
+        self.heldout_line = line
+        self._place_bottom_row()
+
+    def _place_bottom_row(self) -> None:
+        """The held-out and method-metric plots share the bottom row (one spans it)."""
+        plots = [p for p in (self.heldout_plot, self.method_plot) if p is not None]
+        ci = self.layout_widget.ci
+        for p in plots:
+            if p in ci.items:
+                ci.removeItem(p)
+        for col, p in enumerate(plots):
+            ci.addItem(p, row=2, col=col, colspan=2 if len(plots) == 1 else 1)
 
     def load_rows(self, rows: list[dict[str, Any]]) -> None:
         """Replay a run's ``metrics.jsonl`` rows (resume, reopen) into the curves."""
