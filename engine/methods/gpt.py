@@ -59,10 +59,20 @@ class GPTConfig(TextEncoderConfig):
     modality="text",
     description="Predict every next token from the ones before it (a causal language model).",
     paper="Radford et al. 2018, Improving Language Understanding by Generative Pre-Training",
-    preset={"data.dataset": "pydocs", "optim.lr": 1e-3, "optim.weight_decay": 0.01,
-            "optim.batch_size": 32, "optim.max_steps": 1500, "optim.warmup_steps": 100,
-            "monitor.every_steps": 100, "monitor.monitor_size": 500},
+    # CPU: nanoGPT's "baby GPT" for a CPU on shakespeare_char (4 layers, 4 heads, width
+    # 128, block 64, batch 12, lr 1e-3, 100 warm-up steps, dropout 0 for a small model),
+    # at batch 16: 2,400 steps of about 40 ms on a 2-core CPU, the whole run in about
+    # 100 s (2026-12-01: held-out 1.87 bits per byte against the corpus's unigram 4.64;
+    # dropout 0.1 cost 30 % more per step and ended at 2.01 bits, batch 32 for 1,200
+    # steps at 2.20). Rows of 64 bytes, as the block of 64: a paragraph is 54 on average.
+    preset={"data.dataset": "pydocs", "data.seq_len": 64, "method.dropout": 0.0,
+            "optim.lr": 1e-3, "optim.weight_decay": 0.01,
+            "optim.batch_size": 16, "optim.max_steps": 2400, "optim.warmup_steps": 100,
+            "monitor.every_steps": 200, "monitor.monitor_size": 2000},
+    # GPU: nanoGPT's shakespeare_char model (6 layers, 6 heads, 384 wide, block 256), with
+    # GPT's dropout back (the CPU preset turns it off)
     gpu_preset={"method.dim": 384, "method.depth": 6, "method.heads": 6,
+                "method.dropout": 0.1,
                 "data.seq_len": 256, "optim.lr": 6e-4, "optim.batch_size": 128,
                 "optim.max_steps": 5000, "optim.warmup_steps": 200,
                 "monitor.every_steps": 250, "monitor.monitor_size": 2000},

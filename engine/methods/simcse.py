@@ -72,10 +72,17 @@ class SimCSEConfig(TextEncoderConfig):
     description="Two dropout passes of each sentence are a positive pair, the other "
     "sentences negatives (InfoNCE).",
     paper="Gao et al. 2021, SimCSE: Simple Contrastive Learning of Sentence Embeddings",
-    # the paper's batch of 64; two passes of it cost four GPT steps, hence fewer steps
-    preset={"data.dataset": "pydocs", "optim.lr": 5e-4, "optim.weight_decay": 0.01,
+    # CPU: the paper's unsupervised recipe has batch 64 and rows of 32 tokens
+    # (max_seq_length 32); here 32 bytes, two passes of 64 rows in about 170 ms on a
+    # 2-core CPU, 500 steps: the whole run in about 90 s. The contrast is solved within
+    # a few hundred steps (positive similarity 0.94, negatives near 0) and kNN accuracy
+    # levels off (2026-12-01: 32.3 % -> 39.4 % at 500 steps, 39.2 % at 700; rows of 64
+    # bytes cost twice as much per step and gained less). The monitor set is 2,000
+    # documents: kNN on 500 varies by about 2 points, the size of the gain.
+    preset={"data.dataset": "pydocs", "data.seq_len": 32, "optim.lr": 5e-4,
+            "optim.weight_decay": 0.01,
             "optim.batch_size": 64, "optim.max_steps": 500, "optim.warmup_steps": 50,
-            "monitor.every_steps": 50, "monitor.monitor_size": 500},
+            "monitor.every_steps": 50, "monitor.monitor_size": 2000},
     gpu_preset={"method.dim": 384, "method.depth": 6, "method.heads": 6,
                 "data.seq_len": 256, "optim.lr": 3e-4, "optim.batch_size": 256,
                 "optim.max_steps": 3000, "optim.warmup_steps": 200,
