@@ -5,14 +5,26 @@ training for a fixed wall-clock budget with the method's default (CPU) settings,
 per-dim std of the normalised embedding (against 1/sqrt(d)), the effective rank, the
 training images/s, and any method-specific accuracy it reports (pretext methods).
 
-    python bench/learning.py [--budget 150] [--dataset shapes] [--methods simclr byol ...]
+    python bench/learning.py [--budget 150] [--dataset shapes] [--text-dataset pydocs]
+                             [--methods simclr byol gpt mlm mlm+sop ...]
 
 Each method first times a few steps of its own; its step count is then set so that its
 whole default schedule (warm-up, cosine decay, EMA momentum schedule) fits the budget, as a
 user's run of that length would be. A run still going at 1.5 times the budget (the
-machine slowed down) is stopped there.
+machine slowed down) is stopped there. ``--budget 0`` instead trains each method for its
+preset's own ``optim.max_steps`` with its own monitor schedule, as pressing Start does.
 
-Prints a Markdown table (paste it into the README with the date and the machine).
+Image methods train on ``--dataset``, text methods (GPT, MLM, SimCSE, and the variants of
+:data:`VARIANTS` such as ``mlm+sop``) on ``--text-dataset``. Text methods get a table of
+their own: the same columns (samples/s for images/s), plus the training time (the
+trainer's clock, monitor steps included) and the held-out score of the method, at random
+initialisation and after training, beside the line it must clear: GPT's bits per token
+against the corpus's unigram entropy, MLM's masked-token accuracy against always guessing
+the most frequent masked token (and the sentence-order or next-sentence accuracy against
+chance, 50 %).
+
+Prints Markdown tables headed by the dataset, budget, machine and date (paste them into
+the README).
 """
 
 from __future__ import annotations
@@ -30,13 +42,34 @@ from engine import events as ev
 from engine.config import Config
 from engine.model import has_accelerator
 from engine.presets import default_config
-from engine.registry import available_methods
+from engine.registry import available_methods, get_method_info
 from engine.train import Trainer
 
+#: bench entries that are a registered method with settings of their own
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "mlm+sop": ("mlm", ("method.sentence_task=sop",)),
+    "mlm+nsp": ("mlm", ("method.sentence_task=nsp",)),
+}
+#: variants run when no --methods are given (after every registered method)
+DEFAULT_VARIANTS = ("mlm+sop",)
 
-def config(name: str, dataset: str, overrides: list[str]) -> Config:
+
+def method_of(entry: str) -> tuple[str, tuple[str, ...]]:
+    """The registered method of a bench entry and the settings the entry adds."""
+    return VARIANTS.get(entry, (entry, ()))
+
+
+def is_text(entry: str) -> bool:
+    return get_method_info(method_of(entry)[0]).modality == "text"
+
+
+def config(entry: str, dataset: str, overrides: list[str]) -> Config:
+    name, own = method_of(entry)
     cfg = default_config(name, has_accelerator())
     cfg.set("data.dataset", dataset)
+    for item in own:
+        key, _, value = item.partition("=")
+        cfg.set(key, value)
     for item in overrides:
         key, _, value = item.partition("=")
         if key.startswith("method.") and key not in {s.key for s in cfg.specs()}:
@@ -57,14 +90,18 @@ def seconds_per_step(cfg: Config, runs_dir: str, steps: int = 12) -> float:
     return gaps[len(gaps) // 2]
 
 
-def run_method(name: str, dataset: str, budget: float, runs_dir: str,
+def run_method(entry: str, dataset: str, budget: float, runs_dir: str,
                overrides: list[str]) -> dict:
-    cfg = config(name, dataset, overrides)
-    steps = max(cfg.optim.warmup_steps + 1, int(budget / seconds_per_step(cfg, runs_dir)))
-    cfg.set("optim.max_steps", steps)
-    cfg.set("monitor.every_steps", 100_000)
+    """Train one bench entry; ``budget`` 0: its preset's own steps and monitor schedule."""
+    cfg = config(entry, dataset, overrides)
+    if budget > 0:
+        steps = max(cfg.optim.warmup_steps + 1,
+                    int(budget / seconds_per_step(cfg, runs_dir)))
+        cfg.set("optim.max_steps", steps)
+        cfg.set("monitor.every_steps", 100_000)
     trainer = Trainer(cfg, runs_dir)
-    out: dict = {"method": name, "steps": 0, "ips": [], "accuracy": [], "chance": None}
+    out: dict = {"method": entry, "steps": 0, "ips": [], "accuracy": [], "chance": None,
+                 "time": 0.0}
     final = None
     for e in trainer.run():
         if isinstance(e, ev.RunStarted):
@@ -72,20 +109,23 @@ def run_method(name: str, dataset: str, budget: float, runs_dir: str,
         elif isinstance(e, ev.MonitorReport):
             if e.baseline:
                 out["baseline"] = e.knn_accuracy
+                out["baseline_extra"] = dict(e.extra)
             final = e  # the trainer measures again where a stopped run ends
         elif isinstance(e, ev.StepMetrics):
             out["steps"] = e.step
+            out["time"] = e.time
             out["ips"].append(e.images_per_sec)
             acc = e.extra.get("pretext_accuracy")
             if acc is not None:
                 out["accuracy"].append(acc)
-            if e.time >= 1.5 * budget:  # a safety net: the step count ends the run
+            if budget > 0 and e.time >= 1.5 * budget:  # a safety net: the step count ends
                 trainer.request_stop()
         elif isinstance(e, ev.Failed):
             out["error"] = e.message
             return out
+    assert final is not None
     out.update(knn=final.knn_accuracy, std=final.std, ref=final.std_reference,
-               rank=final.effective_rank, dim=final.dim)
+               rank=final.effective_rank, dim=final.dim, extra=dict(final.extra))
     return out
 
 
@@ -102,33 +142,89 @@ def pretext(r: dict) -> str:
     return pct(sum(last) / len(last)) + chance
 
 
+def heldout(r: dict) -> str:
+    """A text method's held-out score at random initialisation -> after training, beside
+    the line it must clear (GPT: the unigram entropy; MLM: the majority guess)."""
+    base, end = r.get("baseline_extra", {}), r.get("extra", {})
+    if "heldout_bits_per_token" in end:
+        line = end.get("unigram_bits")
+        ref = "" if line is None else f" (unigram {line:.2f})"
+        return (f"{base.get('heldout_bits_per_token', float('nan')):.2f} → "
+                f"{end['heldout_bits_per_token']:.2f} bits/token{ref}")
+    if "heldout_masked_accuracy" in end:
+        text = (f"masked {pct(base.get('heldout_masked_accuracy'))} → "
+                f"{pct(end['heldout_masked_accuracy'])} "
+                f"(majority {pct(end.get('heldout_majority_accuracy'))})")
+        if "heldout_sentence_accuracy" in end:
+            text += (f"; sentence {pct(base.get('heldout_sentence_accuracy'))} → "
+                     f"{pct(end['heldout_sentence_accuracy'])} (chance 50.0 %)")
+        return text
+    return "-"
+
+
+def median_rate(r: dict) -> float:
+    return sorted(r["ips"])[len(r["ips"]) // 2] if r["ips"] else 0.0
+
+
+def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None:
+    print("| method | kNN random init | kNN trained | per-dim std (1/√d) | effective rank "
+          "| pretext acc. | steps | images/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in entries:
+        r = run_method(name, args.dataset, args.budget, runs, args.overrides)
+        if "error" in r:
+            print(f"| {name} | failed: {r['error']} |||||||")
+            continue
+        print(f"| {name} | {pct(r.get('baseline'))} | {pct(r['knn'])} | "
+              f"{r['std']:.4f} ({r['ref']:.4f}) | {r['rank']:.1f} / {r['dim']} | "
+              f"{pretext(r)} | {r['steps']} | {median_rate(r):.0f} |", flush=True)
+
+
+def text_table(entries: list[str], args: argparse.Namespace, runs: str) -> None:
+    print("| method | kNN random init | kNN trained | per-dim std (1/√d) | effective rank "
+          "| held-out score | steps | samples/s | train time |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in entries:
+        r = run_method(name, args.text_dataset, args.budget, runs, args.overrides)
+        if "error" in r:
+            print(f"| {name} | failed: {r['error']} ||||||||")
+            continue
+        print(f"| {name} | {pct(r.get('baseline'))} | {pct(r['knn'])} | "
+              f"{r['std']:.4f} ({r['ref']:.4f}) | {r['rank']:.1f} / {r['dim']} | "
+              f"{heldout(r)} | {r['steps']} | {median_rate(r):.0f} | {r['time']:.0f} s |",
+              flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budget", type=float, default=150.0, help="training seconds per method")
-    p.add_argument("--dataset", default="shapes")
-    p.add_argument("--methods", nargs="*", help="default: every registered method")
+    p.add_argument("--budget", type=float, default=150.0,
+                   help="training seconds per method (0: each preset's own max_steps)")
+    p.add_argument("--dataset", default="shapes", help="what image methods train on")
+    p.add_argument("--text-dataset", default="pydocs", help="what text methods train on")
+    p.add_argument("--methods", nargs="*",
+                   help="default: every registered method, then "
+                   f"{', '.join(DEFAULT_VARIANTS)} (variants: {', '.join(VARIANTS)})")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.FIELD=VALUE",
                    help="change a setting for every method (method.* only where it exists)")
     args = p.parse_args()
-    names = args.methods or [m.name for m in available_methods()]
+    names = args.methods or ([m.name for m in available_methods()] + list(DEFAULT_VARIANTS))
+    images = [n for n in names if not is_text(n)]
+    texts = [n for n in names if is_text(n)]
     changed = f", with {' '.join(args.overrides)}" if args.overrides else ""
-    print(f"{args.dataset}, {args.budget:g} s of training per method{changed}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
-    print("| method | kNN random init | kNN trained | per-dim std (1/√d) | effective rank "
-          "| pretext acc. | steps | images/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    budget = (f"{args.budget:g} s of training per method" if args.budget > 0
+              else "each method's default steps")
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"{'accelerator' if has_accelerator() else 'no GPU'}, "
+               f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     with tempfile.TemporaryDirectory() as runs:
-        for name in names:
-            r = run_method(name, args.dataset, args.budget, runs, args.overrides)
-            if "error" in r:
-                print(f"| {name} | failed: {r['error']} |||||||")
-                continue
-            ips = sorted(r["ips"])[len(r["ips"]) // 2] if r["ips"] else 0.0
-            print(f"| {name} | {pct(r.get('baseline'))} | {pct(r['knn'])} | "
-                  f"{r['std']:.4f} ({r['ref']:.4f}) | {r['rank']:.1f} / {r['dim']} | "
-                  f"{pretext(r)} | {r['steps']} | {ips:.0f} |", flush=True)
+        if images:
+            print(f"{args.dataset}, {budget}{changed}, {machine}\n")
+            image_table(images, args, runs)
+        if texts:
+            print(f"{chr(10) if images else ''}{args.text_dataset}, {budget}{changed}, "
+                  f"{machine}\n")
+            text_table(texts, args, runs)
 
 
 if __name__ == "__main__":
