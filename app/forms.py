@@ -160,8 +160,13 @@ class ConfigForm(QWidget):
         lay.addWidget(self.toolbox, 1)
         self._rows: list[tuple[FieldSpec, QWidget, QWidget]] = []
 
-    def set_config(self, cfg: Config, defaults: Config | None = None) -> None:
+    def set_config(self, cfg: Config, defaults: Config | None = None,
+                   modality: str = "image") -> None:
         """Rebuild every page for ``cfg`` (a method change swaps the method page).
+
+        Only the fields a method of ``modality`` reads are shown (a text method gets no
+        Augmentation or Backbone page and no image fields on the Data page); the others
+        keep their values in the config the form returns.
 
         ``defaults`` is the preset in force, ``default_config(method, accelerator=...)``:
         tooltips name its values, not the dataclass defaults (a method's preset
@@ -177,7 +182,8 @@ class ConfigForm(QWidget):
         self.editors.clear()
         self._rows.clear()
         for section in SECTION_TITLES:
-            specs = [s for s in cfg.specs() if s.section == section and s.key not in HIDDEN_FIELDS]
+            specs = [s for s in cfg.specs() if s.section == section
+                     and s.key not in HIDDEN_FIELDS and s.applies_to(modality)]
             if not specs:
                 continue
             page = QFrame()
@@ -225,6 +231,12 @@ class ConfigForm(QWidget):
         except ConfigError:
             raise
         return cfg
+
+    def spec_of(self, key: str) -> FieldSpec:
+        """The spec of any field of the config, shown or not (ConfigError if unknown)."""
+        if self._cfg is None:
+            raise ConfigError("the engine has not loaded yet")
+        return self._cfg.spec(key)
 
     def restrict_to(self, keys: tuple[str, ...] | None) -> None:
         """Make only ``keys`` editable (a paused run), or every field (None)."""

@@ -353,7 +353,10 @@ class MainWindow(QMainWindow):
                     continue
                 editor = self.form.editors.get(key)
                 if editor is None:
-                    raise ConfigError(f"unknown setting '{key}'")
+                    spec = self.form.spec_of(key)  # ConfigError for an unknown key
+                    method = self.method_combo.currentData() or "this method"
+                    raise ConfigError(f"{key} is a setting for {spec.modality} data, which "
+                                      f"{method} does not train on")
                 typed = coerce(editor.spec, value)
                 check(editor.spec, typed)
                 editor.set_value(typed)
@@ -376,7 +379,7 @@ class MainWindow(QMainWindow):
             text += ("<br><span style='color:#b35c00'>⚠ Collapse switches (Method page): "
                      f"{', '.join(switches)}</span>")
         self.method_desc.setText(text)
-        self.form.set_config(cfg, defaults=cfg)
+        self.form.set_config(cfg, defaults=cfg, modality=info.modality)
         self._show_preview_tab(info.modality)
         data = self.data_modality
         if data is not None and info.modality != data and not self.running:

@@ -36,11 +36,14 @@ def param(
     label: str | None = None,
     collapse: str | None = None,
     advanced: bool = False,
+    modality: str | None = None,
 ) -> Any:
     """Declare a config field with its help text and allowed range.
 
     ``collapse`` marks a switch that the literature shows makes the method collapse; its
-    value is a short explanation shown next to the option in the GUI.
+    value is a short explanation shown next to the option in the GUI. ``modality``
+    ("image" or "text") marks a field that only data of that kind reads: the form hides
+    it for methods of the other kind (:meth:`FieldSpec.applies_to`).
     """
     meta = {
         "help": help,
@@ -51,6 +54,7 @@ def param(
         "label": label,
         "collapse": collapse,
         "advanced": advanced,
+        "modality": modality,
     }
     return field(default=default, metadata=meta)
 
@@ -71,10 +75,18 @@ class FieldSpec:
     label: str
     collapse: str | None
     advanced: bool
+    modality: str | None = None  # the only kind of data that reads it; None: every kind
 
     @property
     def key(self) -> str:
         return f"{self.section}.{self.name}"
+
+    def applies_to(self, modality: str) -> bool:
+        """Whether a method training on ``modality`` data reads this field (paired
+        image-text methods read both kinds' fields)."""
+        if self.modality is None:
+            return True
+        return self.modality == modality or modality == "paired"
 
     def range_text(self) -> str:
         """The allowed values in words, for error messages and tooltips."""
@@ -99,6 +111,10 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
+#: sections that only one kind of data reads (the image augmentation and backbone)
+SECTION_MODALITY = {"augment": "image", "backbone": "image"}
+
+
 def field_specs(section_obj: Any, section: str) -> list[FieldSpec]:
     """The :class:`FieldSpec` of every field of a section dataclass, in declaration order."""
     hints = typing.get_type_hints(type(section_obj))
@@ -119,6 +135,7 @@ def field_specs(section_obj: Any, section: str) -> list[FieldSpec]:
                 label=meta.get("label") or f.name.replace("_", " ").capitalize(),
                 collapse=meta.get("collapse"),
                 advanced=meta.get("advanced", False),
+                modality=meta.get("modality") or SECTION_MODALITY.get(section),
             )
         )
     return specs
@@ -196,16 +213,18 @@ class DataConfig:
         "evaluation and plot colours.",
     )
     resolution: int = param(32, "Training resolution in pixels (images are resized once).",
-                            min=8, max=512)
+                            min=8, max=512, modality="image")
     shapes_count: int = param(6000, "Number of images generated for the built-in shapes set.",
-                              min=100, max=200_000, advanced=True)
-    seed: int = param(0, "Seed for generating the built-in shapes set.", min=0,
+                              min=100, max=200_000, advanced=True,
+                              modality="image")
+    seed: int = param(0, "Seed of the built-in shapes set and of the text held-out split.", min=0,
                       max=2**31 - 1, advanced=True)
     shapes_orientation: str = param(
         "upright", "Pose of the built-in shapes: 'upright' scenes have an up direction "
         "(shapes near their upright pose, shadows below), as photos do; 'any' turns shapes "
         "and light at random, so rotation prediction cannot work.",
-        choices=("upright", "any"), label="Shapes orientation", advanced=True)
+        choices=("upright", "any"), label="Shapes orientation", advanced=True,
+        modality="image")
     disk_cache: bool = param(True, "Cache decoded folders on disk so reopening is instant.",
                                 label="Disk cache", advanced=True)
     # text data (the built-in 'pydocs' corpus or a folder of .txt / .md files)
@@ -213,18 +232,21 @@ class DataConfig:
         "paragraph", "Text: what one sample is: a whole 'document' (file or docstring), a "
         "'paragraph' (blank-line separated), or a fixed-length 'window' of seq_len tokens "
         "(windows overlap by none). Longer samples are cut to seq_len tokens.",
-        choices=("document", "paragraph", "window"), label="Text sample")
+        choices=("document", "paragraph", "window"), label="Text sample", modality="text")
     seq_len: int = param(128, "Text: tokens per sample (longer samples are cut, shorter "
-                         "ones padded).", min=8, max=4096, label="Sequence length")
+                         "ones padded).", min=8, max=4096, label="Sequence length",
+                         modality="text")
     tokenizer: str = param(
         "byte", "Text: 'byte' (UTF-8 bytes, nothing to train or download) or 'bpe' (a "
         "byte-level BPE trained on the corpus with Hugging Face tokenizers).",
-        choices=("byte", "bpe"), advanced=True)
+        choices=("byte", "bpe"), advanced=True, modality="text")
     bpe_vocab_size: int = param(2048, "Text: vocabulary size of the trained BPE.", min=300,
-                                max=65536, advanced=True, label="BPE vocabulary")
+                                max=65536, advanced=True, label="BPE vocabulary",
+                                modality="text")
     heldout_fraction: float = param(
         0.05, "Text: fraction of samples held out of training, where language models measure "
-        "bits per token.", min=0.0, max=0.5, advanced=True, label="Held-out fraction")
+        "bits per token.", min=0.0, max=0.5, advanced=True, label="Held-out fraction",
+        modality="text")
 
 
 @dataclass

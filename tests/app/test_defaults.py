@@ -141,3 +141,26 @@ def test_window_uses_default_method_presets_and_eval_specs(qtbot, tmp_path: Path
     finally:
         win.close()
         win.deleteLater()
+
+
+def test_a_text_method_form_shows_no_image_fields_and_keeps_their_values(qtbot):
+    """Text methods read no augmentation, backbone or image data fields: the form hides
+    them (images' forms hide the text fields) and the config it returns keeps them."""
+    from engine.presets import default_config
+
+    form = ConfigForm()
+    qtbot.addWidget(form)
+    gpt = default_config("gpt")
+    form.set_config(gpt, defaults=gpt, modality="text")
+    titles = {form.toolbox.itemText(i) for i in range(form.toolbox.count())}
+    assert "Augmentation" not in titles and "Backbone" not in titles
+    assert {"data.seq_len", "data.text_sample"} <= set(form.editors)
+    assert not {"data.resolution", "data.shapes_count", "augment.crop_min_scale",
+                "backbone.name"} & set(form.editors)
+    cfg = form.config("pydocs")
+    assert cfg.data.resolution == gpt.data.resolution and cfg.data.seq_len == 64
+
+    simclr = default_config("simclr")
+    form.set_config(simclr, defaults=simclr, modality="image")
+    assert {"data.resolution", "augment.crop_min_scale", "backbone.name"} <= set(form.editors)
+    assert not {"data.seq_len", "data.text_sample", "data.tokenizer"} & set(form.editors)

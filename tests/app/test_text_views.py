@@ -247,6 +247,7 @@ def test_choosing_pydocs_lists_only_text_methods_and_shapes_brings_images_back(w
     assert win.method_combo.currentData() in names
     assert "switched the method" in win.message_bar.text()
     assert "standard library" in win.dataset_chooser.description.text()  # its description
+    assert "data.seq_len" in win.form.editors and "data.resolution" not in win.form.editors
     # the text predictions tab replaces the image one
     tabs = win.tabs
     assert tabs.isTabVisible(tabs.indexOf(win.text_preview))
