@@ -3,6 +3,8 @@
 A traffic-light verdict (healthy / dimensional collapse / complete collapse) with its
 plain-language explanation, the numbers behind it (per-dim std against 1/sqrt(d),
 effective rank as a number and a fraction of d, alignment and uniformity), and the
+mean cosine between samples
+(anisotropy, Ethayarajh 2019: the text form of dimensional collapse), and the
 log singular-value spectrum of the embedding redrawn at every monitor step with earlier
 spectra fading out (Jing et al. 2022: dimensional collapse is a cliff in the tail).
 Thresholds are :data:`engine.monitor.COMPLETE_STD_FRACTION` and
@@ -36,7 +38,7 @@ class CollapsePanel(QWidget):
         self.last: MonitorReport | None = None
         self.spectra: list[tuple[int, np.ndarray]] = []
         self.series = {k: Series() for k in ("std", "ref", "rank_frac", "alignment",
-                                              "uniformity")}
+                                              "uniformity", "anisotropy")}
 
         self.light = QLabel("●")
         self.light.setObjectName("collapseLight")
@@ -54,7 +56,7 @@ class CollapsePanel(QWidget):
         for i, (key, title) in enumerate([
                 ("std", "per-dim std"), ("rank", "effective rank"),
                 ("backbone_rank", "backbone rank"), ("alignment", "alignment"),
-                ("uniformity", "uniformity")]):
+                ("uniformity", "uniformity"), ("anisotropy", "anisotropy")]):
             t = QLabel(title)
             t.setObjectName("numberTitle")
             v = QLabel("–")
@@ -66,7 +68,9 @@ class CollapsePanel(QWidget):
             f"Complete collapse when per-dim std < {COMPLETE_STD_FRACTION:g} / √d; "
             f"dimensional collapse when the effective rank < {DIMENSIONAL_RANK_FRACTION:.0%} "
             "of min(images, d). Alignment: mean ‖z₁ − z₂‖² over two views (0 best); "
-            "uniformity: log E exp(−2‖zᵢ − zⱼ‖²) (0 = one point, about −4 = spread out).")
+            "uniformity: log E exp(−2‖zᵢ − zⱼ‖²) (0 = one point, about −4 = spread out); "
+            "anisotropy: mean cosine between two samples' backbone features (1 = all point "
+            "one way; text models' documents often crowd into a narrow cone).")
         thresholds.setWordWrap(True)
         thresholds.setObjectName("hint")
 
@@ -88,13 +92,16 @@ class CollapsePanel(QWidget):
         self.rank_plot.setYRange(0, 1)
         self.rank_curve = self.rank_plot.plot(pen=pg.mkPen("#2ca02c", width=2),
                                               symbolBrush="#2ca02c", symbolPen=None, **dots)
-        self.au_plot = self._plot("Alignment and uniformity", "", "step")
+        self.au_plot = self._plot("Alignment, uniformity and anisotropy", "", "step")
         self.align_curve = self.au_plot.plot(pen=pg.mkPen("#1f77b4", width=2),
                                              name="alignment", symbolBrush="#1f77b4",
                                              symbolPen=None, **dots)
         self.unif_curve = self.au_plot.plot(pen=pg.mkPen("#9467bd", width=2),
                                             name="uniformity", symbolBrush="#9467bd",
                                             symbolPen=None, **dots)
+        self.aniso_curve = self.au_plot.plot(pen=pg.mkPen("#8c564b", width=2),
+                                             name="anisotropy", symbolBrush="#8c564b",
+                                             symbolPen=None, **dots)
 
         plots = pg.GraphicsLayoutWidget()
         plots.setBackground("w")
@@ -143,6 +150,9 @@ class CollapsePanel(QWidget):
             s["alignment"].append(e.step, e.alignment)
         if e.uniformity is not None:
             s["uniformity"].append(e.step, e.uniformity)
+        aniso = e.extra.get("anisotropy")
+        if aniso is not None:
+            s["anisotropy"].append(e.step, float(aniso))
         if e.spectrum:
             self.spectra.append((e.step, np.asarray(e.spectrum)))
             self.spectra = self.spectra[-(N_SPECTRA + 1):]
@@ -170,6 +180,8 @@ class CollapsePanel(QWidget):
         n["backbone_rank"].setText(f"{e.backbone_rank:.1f}{bfrac}")
         n["alignment"].setText("–" if e.alignment is None else f"{e.alignment:.3f}")
         n["uniformity"].setText("–" if e.uniformity is None else f"{e.uniformity:.3f}")
+        aniso = e.extra.get("anisotropy")
+        n["anisotropy"].setText("–" if aniso is None else f"{float(aniso):.3f}")
 
     def load_rows(self, rows: list[dict[str, Any]]) -> None:
         """Replay a run's monitor rows from ``metrics.jsonl`` (reopen, resume)."""
@@ -196,6 +208,7 @@ class CollapsePanel(QWidget):
         self.rank_curve.setData(s["rank_frac"].x, s["rank_frac"].y)
         self.align_curve.setData(s["alignment"].x, s["alignment"].y)
         self.unif_curve.setData(s["uniformity"].x, s["uniformity"].y)
+        self.aniso_curve.setData(s["anisotropy"].x, s["anisotropy"].y)
         older = self.spectra[:-1][-N_SPECTRA:]
         for i, curve in enumerate(self.spectrum_curves):
             j = i - (N_SPECTRA - len(older))  # the newest of the older ones is least faded

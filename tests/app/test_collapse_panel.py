@@ -80,3 +80,32 @@ def test_reopened_rows_replay(qtbot):
              "alignment": 0.0, "uniformity": -0.01}]
     panel.load_rows(rows)
     assert panel.verdict == "complete" and len(panel.std_curve.getData()[0]) == 2
+
+
+def test_anisotropy_is_shown_and_plotted_for_text_runs_and_replays(qtbot):
+    """Text runs have no two views (alignment None): their dashboard still plots how far
+    the document embeddings crowd into one direction (the mean cosine between two)."""
+    from dataclasses import replace
+
+    from engine.monitor import anisotropy
+
+    panel = CollapsePanel()
+    qtbot.addWidget(panel)
+    g = torch.Generator().manual_seed(2)
+    spread = torch.randn(400, 32, generator=g)
+    cone = spread * 0.1 + torch.ones(32)  # every row near one direction
+    for step, z in ((0, spread), (50, cone)):
+        panel.add_report(replace(report(step, z), alignment=None,
+                                 extra={"anisotropy": anisotropy(z)}))
+    x, y = panel.aniso_curve.getData()
+    assert list(x) == [0, 50] and y[0] < 0.05 < 0.9 < y[1]
+    assert panel.numbers["anisotropy"].text() == f"{anisotropy(cone):.3f}"
+    assert panel.numbers["alignment"].text() == "–"
+
+    reopened = CollapsePanel()
+    qtbot.addWidget(reopened)
+    reopened.load_rows([{"step": 0, "std": 0.1, "std_reference": 0.125,
+                         "effective_rank": 50.0, "backbone_rank": 40.0, "verdict": "healthy",
+                         "spectrum": [-1.0] * 64, "uniformity": -3.0, "baseline": True,
+                         "anisotropy": 0.42}])
+    assert list(reopened.aniso_curve.getData()[1]) == [0.42]
