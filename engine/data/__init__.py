@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from engine.config import DataConfig
-from engine.data import cache
 from engine.data.builtin import (
     BUILTIN_DATASETS,
     SHAPE_ORIENTATIONS,
-    SHAPES_VERSION,
+    SHAPES_VERSION,  # noqa: F401 - re-exported, as before load_shapes moved
     load_digits,
-    make_shapes,
+    load_shapes,
+    make_shapes,  # noqa: F401 - re-exported
 )
 from engine.data.dataset import ImageDataset
 from engine.data.folders import IMAGE_EXTENSIONS, has_files, load_folder
@@ -111,8 +110,8 @@ def load_dataset(
             progress(len(ds), len(ds))
         return ds
     if name == "shapes":
-        return _load_shapes(shapes_count, resolution, seed, shapes_orientation, cache_dir,
-                            use_cache, progress)
+        return load_shapes(shapes_count, resolution, seed, shapes_orientation, cache_dir,
+                           use_cache, progress)
     if name == "pydocs":
         return load_pydocs(text, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     root = Path(os.path.abspath(Path(source).expanduser()))
@@ -152,41 +151,3 @@ def load_configured(
         bpe_vocab_size=data.bpe_vocab_size,
         heldout_fraction=data.heldout_fraction,
     )
-
-
-def _load_shapes(
-    count: int,
-    resolution: int,
-    seed: int,
-    orientation: str,
-    cache_dir: str | Path | None,
-    use_cache: bool,
-    progress: Callable[[int, int], None] | None,
-) -> ImageDataset:
-    if not use_cache:
-        return make_shapes(count, resolution, seed, progress, orientation)
-    entry = cache.entry_path(
-        cache_dir if cache_dir is not None else cache.default_cache_dir(),
-        stem="shapes",
-        group=("shapes", count, seed, resolution, orientation, SHAPES_VERSION),
-        detail="0" * 16,
-    )
-    hit = cache.read(entry, "shapes", resolution)
-    if hit is None:
-        try:
-            with cache.locked(entry, progress, count):
-                hit = cache.read(entry, "shapes", resolution)  # made while this one waited
-                if hit is None:
-                    ds = make_shapes(count, resolution, seed, progress, orientation)
-                    if cache.write(entry, ds):
-                        # serve the mapped copy, as every other process will: its pages
-                        # are shared, the generated array is freed
-                        mapped = cache.read(entry, "shapes", resolution)
-                        if mapped is not None:
-                            return replace(mapped, from_cache=False)
-                    return ds
-        except cache.CacheUnavailable:
-            return make_shapes(count, resolution, seed, progress, orientation)
-    if progress is not None:
-        progress(len(hit), len(hit))
-    return hit

@@ -16,11 +16,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from engine.data import cache
+from engine.data.captions import (
+    CAPTIONS_VERSION,
+    SIZE_WORDS,
+    SceneFacts,
+    caption_scenes,
+    colour_names,
+)
 from engine.data.dataset import ImageDataset
 
 BUILTIN_DATASETS: dict[str, str] = {
@@ -42,6 +52,9 @@ SHAPES_VERSION = 2
 # triangle and the star point up (image y grows downwards); the others are level at 0.
 _UPRIGHT_ANGLE = {"triangle": -math.pi / 2, "star": -math.pi / 2}
 _UPRIGHT_JITTER = math.radians(15)  # below the star's 36° half-symmetry, so up stays up
+# Turn that maps each non-round class onto itself (circle and ring have no pose).
+_SYMMETRY = {"square": math.pi / 2, "cross": math.pi / 2, "triangle": 2 * math.pi / 3,
+             "star": 2 * math.pi / 5}
 _SHADOW_OFFSET = 0.25  # shadow shift as a fraction of the shape's radius
 _SHADOW_DARKEN = 0.55  # background brightness kept under the shadow
 
@@ -72,29 +85,12 @@ def make_shapes(
             f"shapes orientation must be one of {', '.join(SHAPE_ORIENTATIONS)}, "
             f"got {orientation!r}"
         )
-    rng = np.random.default_rng(seed)
-    n, r_px = count, resolution
-    k = len(SHAPE_CLASSES)
-    per_class = [n // k + (1 if c < n % k else 0) for c in range(k)]
-    labels = rng.permutation(np.repeat(np.arange(k), per_class))
-
-    # Geometry (in pixels of the final image).
-    radius = rng.uniform(*_SIZE_RANGE, n) * r_px / 2
-    cx = rng.uniform(radius, r_px - radius)
-    cy = rng.uniform(radius, r_px - radius)
-    angle, light = shape_poses(rng, labels, orientation)
-    shadow_dx = _SHADOW_OFFSET * radius * np.cos(light)
-    shadow_dy = _SHADOW_OFFSET * radius * np.sin(light)
-
-    # Background: a solid colour or a linear gradient towards a related colour,
-    # sometimes with a light per-pixel noise texture.
-    c0 = rng.uniform(0, 255, (n, 3))
-    gradient = rng.random(n) < 0.5
-    c1 = np.where(gradient[:, None], np.clip(c0 + rng.normal(0, 70, (n, 3)), 0, 255), c0)
-    grad_angle = rng.uniform(0.0, 2 * math.pi, n)
-    noise_std = np.where(rng.random(n) < 0.35, rng.uniform(3.0, 12.0, n), 0.0)
-    fill = _contrasting_fill(rng, c0, c1)
-    noise_seed = int(rng.integers(2**63))
+    sc = shape_scenes(count, resolution, seed, orientation)
+    n, r_px, labels = count, resolution, sc.labels
+    radius, cx, cy, angle = sc.radius, sc.cx, sc.cy, sc.angle
+    shadow_dx = _SHADOW_OFFSET * radius * np.cos(sc.light)
+    shadow_dy = _SHADOW_OFFSET * radius * np.sin(sc.light)
+    c0, c1, grad_angle, noise_std, fill = sc.c0, sc.c1, sc.grad_angle, sc.noise_std, sc.fill
 
     # Shape and shadow masks: drawn at ss× and box-reduced for antialiased edges.
     ss = 4 if r_px <= 64 else 2 if r_px <= 256 else 1
@@ -114,7 +110,7 @@ def make_shapes(
     # the fill through the antialiased mask.
     images = np.empty((n, 3, r_px, r_px), dtype=np.uint8)
     coords = (np.arange(r_px, dtype=np.float32) + 0.5) / r_px - 0.5
-    noise_rng = np.random.default_rng(noise_seed)
+    noise_rng = np.random.default_rng(sc.noise_seed)
     chunk = max(1, _CHUNK_PIXELS // (r_px * r_px))
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
@@ -154,7 +150,153 @@ def make_shapes(
         class_names=list(SHAPE_CLASSES),
         files=[f"shapes/{SHAPE_CLASSES[c]}/{i:06d}" for i, c in enumerate(labels)],
         skipped=[],
+        captions=caption_scenes(scene_facts(sc), seed),
     )
+
+
+@dataclass(frozen=True, eq=False)
+class ShapeScenes:
+    """What each image of a shapes set is drawn with (arrays of length N; lengths and
+    positions in pixels of the final image, colours sRGB 0-255, angles in radians)."""
+
+    resolution: int
+    orientation: str
+    labels: np.ndarray  # class index into SHAPE_CLASSES
+    radius: np.ndarray  # of the shape's circumscribed circle
+    cx: np.ndarray
+    cy: np.ndarray
+    angle: np.ndarray  # the shape's turn (shape_poses)
+    light: np.ndarray  # the direction its shadow falls
+    c0: np.ndarray  # (N, 3) the background's first colour
+    c1: np.ndarray  # (N, 3) its second (c0 where the background is plain)
+    gradient: np.ndarray  # bool: a gradient from c0 to c1
+    grad_angle: np.ndarray
+    noise_std: np.ndarray  # 0 where there is no noise texture
+    fill: np.ndarray  # (N, 3)
+    noise_seed: int  # seeds the noise texture's own generator
+
+
+def shape_scenes(count: int, resolution: int, seed: int = 0,
+                 orientation: str = "upright") -> ShapeScenes:
+    """The parameters :func:`make_shapes` draws its images with, without drawing them:
+    cheap, so a cached set's captions are made again from them rather than stored."""
+    rng = np.random.default_rng(seed)
+    n, r_px = count, resolution
+    k = len(SHAPE_CLASSES)
+    per_class = [n // k + (1 if c < n % k else 0) for c in range(k)]
+    labels = rng.permutation(np.repeat(np.arange(k), per_class))
+
+    # Geometry (in pixels of the final image).
+    radius = rng.uniform(*_SIZE_RANGE, n) * r_px / 2
+    cx = rng.uniform(radius, r_px - radius)
+    cy = rng.uniform(radius, r_px - radius)
+    angle, light = shape_poses(rng, labels, orientation)
+
+    # Background: a solid colour or a linear gradient towards a related colour,
+    # sometimes with a light per-pixel noise texture.
+    c0 = rng.uniform(0, 255, (n, 3))
+    gradient = rng.random(n) < 0.5
+    c1 = np.where(gradient[:, None], np.clip(c0 + rng.normal(0, 70, (n, 3)), 0, 255), c0)
+    grad_angle = rng.uniform(0.0, 2 * math.pi, n)
+    noise_std = np.where(rng.random(n) < 0.35, rng.uniform(3.0, 12.0, n), 0.0)
+    fill = _contrasting_fill(rng, c0, c1)
+    noise_seed = int(rng.integers(2**63))
+    return ShapeScenes(resolution=r_px, orientation=orientation, labels=labels,
+                       radius=radius, cx=cx, cy=cy, angle=angle, light=light, c0=c0, c1=c1,
+                       gradient=gradient, grad_angle=grad_angle, noise_std=noise_std,
+                       fill=fill, noise_seed=noise_seed)
+
+
+def scene_facts(sc: ShapeScenes) -> list[SceneFacts]:
+    """Each scene in a caption's words: size by terciles of the diameter's range,
+    position by thirds of the image, the pose only where the set's orientation is "any"
+    and the shape is not round."""
+    r = sc.resolution
+    lo, hi = _SIZE_RANGE
+    frac = (2 * sc.radius / r - lo) / (hi - lo)  # 0..1 across the size range
+    size = np.clip((frac * 3).astype(np.int64), 0, 2)
+    col = np.clip((sc.cx / r * 3).astype(np.int64), 0, 2)
+    row = np.clip((sc.cy / r * 3).astype(np.int64), 0, 2)
+    fills, backs = colour_names(sc.fill), colour_names(sc.c0)
+    turned = shape_turned(sc.labels, sc.angle) if sc.orientation == "any" else None
+    out = []
+    for i, c in enumerate(sc.labels.tolist()):
+        t = None if turned is None or turned[i] is None else bool(turned[i])
+        out.append(SceneFacts(shape=SHAPE_CLASSES[c], fill=fills[i],
+                              size=SIZE_WORDS[int(size[i])],
+                              position=(int(col[i]), int(row[i])), background=backs[i],
+                              gradient=bool(sc.gradient[i]), noisy=bool(sc.noise_std[i] > 0),
+                              turned=t))
+    return out
+
+
+def shape_turned(labels: np.ndarray, angle: np.ndarray) -> list[bool | None]:
+    """Per image: whether the shape is turned away from its upright pose by more than
+    the upright jitter, modulo its symmetry; None for round shapes (no pose to see)."""
+    out: list[bool | None] = []
+    for c, a in zip(labels.tolist(), angle.tolist(), strict=True):
+        shape = SHAPE_CLASSES[c]
+        period = _SYMMETRY.get(shape)
+        if period is None:
+            out.append(None)
+            continue
+        d = (a - _UPRIGHT_ANGLE.get(shape, 0.0) + period / 2) % period - period / 2
+        out.append(abs(d) > _UPRIGHT_JITTER)
+    return out
+
+
+def shapes_captions(count: int, resolution: int, seed: int = 0,
+                    orientation: str = "upright") -> list[str]:
+    """The captions :func:`make_shapes` gives these arguments (for a cached set)."""
+    return caption_scenes(scene_facts(shape_scenes(count, resolution, seed, orientation)),
+                          seed)
+
+
+def load_shapes(
+    count: int,
+    resolution: int,
+    seed: int,
+    orientation: str,
+    cache_dir: str | Path | None,
+    use_cache: bool,
+    progress: Progress | None,
+) -> ImageDataset:
+    """The shapes set through the disk cache (``use_cache``): generated once, then the
+    memory-mapped entry, its captions stored beside the images."""
+    if not use_cache:
+        return make_shapes(count, resolution, seed, progress, orientation)
+    entry = cache.entry_path(
+        cache_dir if cache_dir is not None else cache.default_cache_dir(),
+        stem="shapes",
+        group=("shapes", count, seed, resolution, orientation, SHAPES_VERSION),
+        detail="0" * 16,
+    )
+    hit = cache.read(entry, "shapes", resolution, CAPTIONS_VERSION)
+    if hit is None:
+        try:
+            with cache.locked(entry, progress, count):
+                # made while this one waited
+                hit = cache.read(entry, "shapes", resolution, CAPTIONS_VERSION)
+                if hit is None:
+                    ds = make_shapes(count, resolution, seed, progress, orientation)
+                    if cache.write(entry, ds, CAPTIONS_VERSION):
+                        # serve the mapped copy, as every other process will: its pages
+                        # are shared, the generated array is freed
+                        mapped = cache.read(entry, "shapes", resolution, CAPTIONS_VERSION)
+                        if mapped is not None:
+                            return replace(mapped, from_cache=False)
+                    return ds
+        except cache.CacheUnavailable:
+            return make_shapes(count, resolution, seed, progress, orientation)
+    if hit.captions is None:
+        # an entry from before captions (or their generator changed): the images stand,
+        # the captions are made again from the drawn parameters and stored beside them
+        captions = shapes_captions(count, resolution, seed, orientation)
+        cache.write_captions(entry, captions, CAPTIONS_VERSION)
+        hit = replace(hit, captions=captions)
+    if progress is not None:
+        progress(len(hit), len(hit))
+    return hit
 
 
 def shape_poses(

@@ -2,12 +2,13 @@
 
 An entry is two files named ``<stem>-<group>-<detail>``: ``.npy`` holds the images (uint8
 ``(N, 3, R, R)``, a plain NumPy file) and ``.json`` the small rest (labels, class names,
-files, skipped files, :data:`CACHE_VERSION`). ``group`` hashes what identifies the
-dataset (folder path, resolution, version), ``detail`` what can go stale (the files'
-fingerprint). Readers map the ``.npy`` copy-on-write (nothing writes it, so every process
-of a run shares the same page-cache pages and touches only the pages of its batches) and
-take no lock: the ``.npy`` is renamed into place before the ``.json``, and the ``.json``
-is what makes an entry exist.
+files, skipped files, :data:`CACHE_VERSION`; captions with their generator's version
+where the set has them: an entry without them still reads, its captions None).
+``group`` hashes what identifies the dataset (folder path, resolution, version),
+``detail`` what can go stale (the files' fingerprint). Readers map the ``.npy``
+copy-on-write (nothing writes it, so every process of a run shares the same page-cache
+pages and touches only the pages of its batches) and take no lock: the ``.npy`` is
+renamed into place before the ``.json``, and the ``.json`` is what makes an entry exist.
 
 Building an entry is guarded by an OS file lock per group (``<stem>-<group>.lock``), so
 when every rank of a torchrun job opens the same uncached folder at once, one decodes and
@@ -103,10 +104,13 @@ def lock_path(path: Path) -> Path:
 # --------------------------------------------------------------------------- reading
 
 
-def read(path: Path, name: str, resolution: int) -> ImageDataset | None:
+def read(path: Path, name: str, resolution: int, captions_version: int | None = None
+         ) -> ImageDataset | None:
     """The cached dataset at ``path`` with its images mapped, or None if it is missing or
     unreadable (a builder then rewrites it). Reads only the metadata and the ``.npy``
-    header: no image page is touched."""
+    header: no image page is touched. Its captions are the stored ones when they were
+    written with ``captions_version``, else None (stale or absent: the caller makes them
+    again)."""
     try:
         with open(meta_path(path), encoding="utf-8") as f:
             meta = json.load(f)
@@ -120,6 +124,11 @@ def read(path: Path, name: str, resolution: int) -> ImageDataset | None:
             return None
         raw = meta["labels"]
         labels = None if raw is None else torch.tensor(raw, dtype=torch.int64)
+        captions = meta.get("captions")
+        if (captions_version is None or meta.get("captions_version") != captions_version
+                or not isinstance(captions, list) or len(captions) != n
+                or not all(isinstance(c, str) for c in captions)):
+            captions = None
         return ImageDataset(
             name=name,
             images=torch.from_numpy(arr),
@@ -128,6 +137,7 @@ def read(path: Path, name: str, resolution: int) -> ImageDataset | None:
             files=[str(f) for f in meta["files"]],
             skipped=[(str(p), str(r)) for p, r in meta["skipped"]],
             from_cache=True,
+            captions=captions,
         )
     except Exception:  # noqa: BLE001 - any corruption means "rebuild", never a crash
         return None
@@ -203,9 +213,10 @@ def _unlock(fd: int) -> None:
 # --------------------------------------------------------------------------- writing
 
 
-def write(path: Path, ds: ImageDataset) -> bool:
+def write(path: Path, ds: ImageDataset, captions_version: int | None = None) -> bool:
     """Store the in-memory ``ds`` as the entry at ``path`` (call it holding
-    :func:`locked`); False (and no error) if the cache is unusable."""
+    :func:`locked`), its captions with ``captions_version`` where it has them; False (and
+    no error) if the cache is unusable."""
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,12 +228,30 @@ def write(path: Path, ds: ImageDataset) -> bool:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
-        _write_meta(path, ds.images.shape[0], ds.labels, ds.class_names, ds.files, ds.skipped)
+        _write_meta(path, ds.images.shape[0], ds.labels, ds.class_names, ds.files, ds.skipped,
+                    ds.captions, captions_version)
     except Exception:  # noqa: BLE001 - read-only or full disk: just run without a cache
         if tmp is not None:
             _unlink(tmp)
         return False
     _prune(path)
+    return True
+
+
+def write_captions(path: Path, captions: Sequence[str], version: int) -> bool:
+    """Add (or replace) the captions of the existing entry at ``path``, so an entry made
+    before captions existed, or by an older generator, needs them made only once. The
+    images are untouched; False (and no error) if the entry or the cache is unusable."""
+    try:
+        with open(meta_path(path), encoding="utf-8") as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict) or int(meta["n"]) != len(captions):
+            return False
+        meta["captions"] = list(captions)
+        meta["captions_version"] = int(version)
+        _replace_meta(path, meta)
+    except Exception:  # noqa: BLE001 - read-only or full disk: make them again next time
+        return False
     return True
 
 
@@ -252,7 +281,8 @@ def write_file(path: Path, save: Callable[[BinaryIO], None]) -> bool:
 
 def _write_meta(path: Path, n: int, labels: torch.Tensor | Sequence[int] | None,
                 class_names: Sequence[str], files: Sequence[str],
-                skipped: Sequence[tuple[str, str]]) -> None:
+                skipped: Sequence[tuple[str, str]], captions: Sequence[str] | None = None,
+                captions_version: int | None = None) -> None:
     """Write the ``.json`` atomically: from this moment the entry exists."""
     if isinstance(labels, torch.Tensor):
         labels = labels.tolist()
@@ -264,6 +294,13 @@ def _write_meta(path: Path, n: int, labels: torch.Tensor | Sequence[int] | None,
         "files": list(files),
         "skipped": [[p, r] for p, r in skipped],
     }
+    if captions is not None and captions_version is not None:
+        meta["captions"] = list(captions)
+        meta["captions_version"] = int(captions_version)
+    _replace_meta(path, meta)
+
+
+def _replace_meta(path: Path, meta: dict[str, Any]) -> None:
     target = meta_path(path)
     tmp = _temp(target)
     try:

@@ -26,6 +26,9 @@ class ImageDataset:
     files: list[str]  # one display name per image (relative path for folders)
     skipped: list[tuple[str, str]]  # (file path, reason) of files that could not be decoded
     from_cache: bool = False
+    #: one caption per image where the set has them (the built-in shapes), else None;
+    #: image methods ignore them, paired data (engine.data.paired) reads them
+    captions: list[str] | None = None
 
     def __post_init__(self) -> None:
         # Catch shape mistakes here rather than deep inside a training step (metadata and
@@ -46,6 +49,11 @@ class ImageDataset:
                 raise ValueError("labels out of range of class_names")
         elif self.class_names:
             raise ValueError("class_names given without labels")
+        if self.captions is not None:
+            if len(self.captions) != n:
+                raise ValueError(f"{len(self.captions)} captions for {n} images")
+            if not all(isinstance(c, str) for c in self.captions):
+                raise ValueError("captions must be strings")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -57,12 +65,7 @@ class ImageDataset:
 
     def thumbnails(self, indices: torch.Tensor, size: int = 64) -> torch.Tensor | None:
         """uint8 ``(n, t, t, 3)`` previews (at most ``size`` px) for hover tooltips."""
-        imgs = self.images[indices]
-        if imgs.shape[-1] > size:
-            imgs = torch.nn.functional.interpolate(imgs.float(), size=(size, size),
-                                                   mode="bilinear", antialias=True)
-            imgs = imgs.round().clamp(0, 255).to(torch.uint8)
-        return imgs.permute(0, 2, 3, 1).contiguous()
+        return thumbnails_of(self.images, indices, size)
 
     @property
     def resolution(self) -> int:
@@ -77,17 +80,35 @@ class ImageDataset:
     def summary(self) -> str:
         """One line for status bars and logs, e.g. '6000 images, 6 classes (circle 1000, ...)'."""
         n = len(self)
-        parts = [f"{n} image{'s' if n != 1 else ''}"]
-        if self.labels is None:
-            parts.append("no labels")
-        else:
-            k = len(self.class_names)
-            pairs = [f"{c} {m}" for c, m in zip(self.class_names, self.class_counts(), strict=True)]
-            if k > _MAX_CLASSES_IN_SUMMARY:
-                shown = pairs[: _MAX_CLASSES_IN_SUMMARY - 1]
-                pairs = shown + [f"… {k - len(shown)} more"]
-            parts.append(f"{k} class{'es' if k != 1 else ''} ({', '.join(pairs)})")
-        if self.skipped:
-            s = len(self.skipped)
-            parts.append(f"{s} file{'s' if s != 1 else ''} skipped")
-        return ", ".join(parts)
+        return summary_line(f"{n} image{'s' if n != 1 else ''}", self.labels is not None,
+                            self.class_names, self.class_counts(), len(self.skipped))
+
+
+def thumbnails_of(images: torch.Tensor, indices: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """uint8 ``(n, t, t, 3)`` previews of ``images[indices]``, at most ``size`` px."""
+    imgs = images[indices]
+    if imgs.shape[-1] > size:
+        imgs = torch.nn.functional.interpolate(imgs.float(), size=(size, size),
+                                               mode="bilinear", antialias=True)
+        imgs = imgs.round().clamp(0, 255).to(torch.uint8)
+    return imgs.permute(0, 2, 3, 1).contiguous()
+
+
+def summary_line(head: str, labelled: bool, class_names: list[str], counts: list[int],
+                 skipped: int, extra: tuple[str, ...] = ()) -> str:
+    """'<head>, 6 classes (circle 1000, ...), <extra>, 3 files skipped': the one-line
+    summary every image source shows, so paired data reads the same."""
+    parts = [head]
+    if not labelled:
+        parts.append("no labels")
+    else:
+        k = len(class_names)
+        pairs = [f"{c} {m}" for c, m in zip(class_names, counts, strict=True)]
+        if k > _MAX_CLASSES_IN_SUMMARY:
+            shown = pairs[: _MAX_CLASSES_IN_SUMMARY - 1]
+            pairs = shown + [f"… {k - len(shown)} more"]
+        parts.append(f"{k} class{'es' if k != 1 else ''} ({', '.join(pairs)})")
+    parts.extend(extra)
+    if skipped:
+        parts.append(f"{skipped} file{'s' if skipped != 1 else ''} skipped")
+    return ", ".join(parts)
