@@ -7,7 +7,9 @@ and the processes of one run share its pages. Text (the built-in ``pydocs`` corp
 folder of ``.txt`` / ``.md`` files) becomes a :class:`TextDataset` of token rows.
 
 A folder holding both images and text files is an image folder (as it always was): it is
-read as text only when it has no image at all.
+read as text only when it has no image at all. Its ``.txt`` files are read as captions
+only by :func:`load_paired` (paired image-text data for CLIP), which image methods never
+call; :func:`has_captions` tells whether a source has them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from engine.data.builtin import (
 )
 from engine.data.dataset import ImageDataset
 from engine.data.folders import IMAGE_EXTENSIONS, has_files, load_folder
+from engine.data.paired import PAIRED_MODALITY, PairedDataset, Pairs, has_captions, load_paired
 from engine.data.pydocs import load_pydocs
 from engine.data.source import DataSource
 from engine.data.text import TextSettings
@@ -38,13 +41,18 @@ __all__ = [
     "BUILTIN_DATASETS",
     "BUILTIN_MODALITY",
     "DataSource",
+    "PAIRED_MODALITY",
     "SHAPE_ORIENTATIONS",
     "ImageDataset",
+    "PairedDataset",
+    "Pairs",
     "TextDataset",
     "TextSettings",
     "dataset_modality",
+    "has_captions",
     "load_configured",
     "load_dataset",
+    "load_paired",
 ]
 
 #: the kind of data of each built-in dataset (engine.registry.MODALITIES)
