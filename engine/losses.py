@@ -395,3 +395,46 @@ def simcse_loss(anchors: torch.Tensor, keys: torch.Tensor, start: int, temperatu
         neg = ((cos.sum() - pos_sum) / (n * (total - 1)) if total > 1
                else torch.zeros((), device=cos.device))
     return loss, pos, neg
+
+
+# ------------------------------------------------------------------------- image + text
+
+
+def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor | float
+              ) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE (Radford et al. 2021, "Learning Transferable Visual Models
+    From Natural Language Supervision", Figure 3).
+
+    ``img`` and ``txt`` are ``(N, D)`` embeddings of N image-caption pairs (row ``i`` of
+    each is pair ``i``), L2-normalised here; ``logit_scale`` is the multiplier ``s =
+    1 / temperature`` (already exponentiated and clamped by the caller). With
+    ``logits = s * img @ txt^T``, the loss is the mean of the cross-entropy over the rows
+    (each image picks its caption among the N) and over the columns (each caption picks
+    its image), both against the targets ``arange(N)``. Swapping ``img`` and ``txt``
+    transposes the logits and leaves the loss unchanged.
+    """
+    return clip_loss_shard(img, txt, 0, img.shape[0], logit_scale)
+
+
+def clip_loss_shard(img: torch.Tensor, txt: torch.Tensor, start: int, count: int,
+                    logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """:func:`clip_loss`'s share of pairs ``start .. start + count - 1``: those images
+    against every caption of the batch and those captions against every image.
+
+    What one of several processes computes: ``img`` and ``txt`` are the whole batch,
+    gathered with :func:`engine.distributed.gather` (whose backward hands each process
+    the sum of every process's gradient for its own rows), and the process's own pairs
+    are the rows ``start ..``. CLIP shards the similarities the same way, each GPU
+    computing only those of its local batch (Radford et al. 2021, section 2.5;
+    open_clip's ``ClipLoss`` with ``local_loss``). The mean over equal shards covering
+    the batch is :func:`clip_loss`, in value and in gradient, which is what DDP's
+    averaging of the processes' gradients needs.
+    """
+    i = F.normalize(img.float(), dim=1)
+    t = F.normalize(txt.float(), dim=1)
+    rows = slice(start, start + count)
+    targets = torch.arange(start, start + count, device=i.device)
+    image_to_text = logit_scale * i[rows] @ t.t()  # (count, N)
+    text_to_image = logit_scale * t[rows] @ i.t()
+    return (F.cross_entropy(image_to_text, targets)
+            + F.cross_entropy(text_to_image, targets)) / 2
