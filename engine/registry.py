@@ -15,8 +15,9 @@ from typing import Any
 from engine.errors import ConfigError
 
 FAMILIES = ("contrastive", "non-contrastive", "pretext", "reconstruction", "generative")
-#: kinds of data a method trains on (a dataset source's ``modality``; images by default)
-MODALITIES = ("image", "text")
+#: kinds of data a method trains on (a dataset source's ``modality``; images by default;
+#: 'paired': images with captions)
+MODALITIES = ("image", "text", "paired")
 
 
 @dataclass(frozen=True)
