@@ -1,6 +1,6 @@
 """Every registered image method trains on every kind of image data (shapes, digits, a
 user folder), every text method on a small text corpus, and each GPU preset builds and
-takes a step.
+takes a step (paired methods on a stand-in batch of image-caption pairs).
 
 Parametrised over the registry, so a new method file is covered without touching this.
 """
@@ -21,11 +21,16 @@ from engine.presets import default_config
 from engine.registry import FAMILIES, MODALITIES, available_methods, get_method_info
 from engine.train import Trainer
 from tests.engine.conftest import small_config
+from tests.engine.test_clip import StandInPairs
 from tests.engine.test_text_methods import corpus
 
 METHODS = [m.name for m in available_methods()]
 IMAGE_METHODS = [m.name for m in available_methods() if m.modality == "image"]
 TEXT_METHODS = [m.name for m in available_methods() if m.modality == "text"]
+#: image-caption methods (CLIP): not in the trainer runs above until the paired source
+#: (captioned shapes, captioned folders) exists; their steps and monitor hooks are
+#: tested on stand-in pairs in test_clip.py and below
+PAIRED_METHODS = [m.name for m in available_methods() if m.modality == "paired"]
 
 #: Smaller still than ``small_config``: 45 runs (15 methods x 3 datasets) of 3 steps.
 TINY = {"data.shapes_count": 120, "optim.batch_size": 16, "optim.warmup_steps": 1,
@@ -82,11 +87,48 @@ def test_text_method_trains_on_text(method, tmp_path):
     assert knn is not None and 0 <= knn <= 1 and math.isfinite(reports[-1].std)
 
 
+@pytest.mark.parametrize("method", PAIRED_METHODS)
+def test_paired_method_steps_and_is_monitored_on_pairs(method):
+    """Until the paired source exists: the CPU preset on stand-in pairs (shapes with
+    random captions) takes steps, and the monitor (BatchNorm calibration, kNN, collapse
+    scores, alignment views, preview) works on the pairs through the method's hooks."""
+    from engine.model import calibrate_batchnorm
+    from engine.monitoring import Monitor
+
+    cfg = small_config(method, 2, **{"backbone.width": 4, "data.seq_len": 24,
+                                     "method.dim": 32, "method.depth": 1,
+                                     "method.heads": 2})
+    ds = load_dataset("shapes", 32, shapes_count=100, use_cache=False)
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(4, 260, (len(ds), cfg.data.seq_len), generator=g)
+    pairs, cpu = StandInPairs(ds.inputs, rows), torch.device("cpu")
+    torch.manual_seed(0)
+    model, _ = build_model(cfg, cpu)
+    calibrate_batchnorm(model, pairs[:40], cpu, cfg.data.resolution)
+    optimizer = build_optimizer(model, cfg)
+    augment = model.train_augment()
+    for step in range(2):
+        out = model.training_step(pairs[step * 16 : (step + 1) * 16], augment, g)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        model.after_step(step, 2)
+    assert math.isfinite(float(out.loss.detach()))
+    monitor = Monitor(cfg, pairs[:40], ds.labels[:40], cpu)
+    measured = monitor.measure(model, 2, 0.1, baseline=False)
+    assert measured is not None
+    report, snap = measured
+    assert report.knn_accuracy is not None and 0 <= report.knn_accuracy <= 1
+    assert report.alignment is not None and math.isfinite(report.std)
+    assert snap.features.shape == (40, model.feature_dim)
+    assert monitor.preview(model, 2) is None
+
+
 def test_every_method_is_described():
     for m in available_methods():
         assert m.description and m.paper, m.name
         assert m.family in FAMILIES and m.modality in MODALITIES, m.name
-    assert {m.modality for m in available_methods()} == {"image", "text"}
+    assert {m.modality for m in available_methods()} == {"image", "text", "paired"}
     assert {m.family for m in available_methods() if m.modality == "image"} == {
         "contrastive", "non-contrastive", "pretext", "reconstruction"}
 
@@ -97,6 +139,7 @@ def test_every_method_is_described():
 GPU_PRESET_VALUES: dict[str, dict[str, object]] = {
     "barlow_twins": {"method.proj_dim": 2048},
     "byol": {"method.proj_hidden_dim": 4096, "optim.batch_size": 256},
+    "clip": {"backbone.name": "resnet18"},
     "colorization": {"optim.batch_size": 256},
     "denoising": {"optim.batch_size": 256},
     "dino": {"method.out_dim": 2048, "method.local_crops": 6},
@@ -111,7 +154,7 @@ GPU_PRESET_VALUES: dict[str, dict[str, object]] = {
 GPU_PRESET_LARGER: dict[str, tuple[str, ...]] = {
     "mae": ("backbone.vit_dim", "optim.max_steps"),
     **{m: ("method.dim", "method.depth", "data.seq_len", "optim.batch_size")
-       for m in ("gpt", "mlm", "simcse")},
+       for m in ("gpt", "mlm", "simcse", "clip")},
 }
 #: Preview column titles, where the method names them after its corruption.
 PREVIEW_TITLES: dict[str, dict[str, str]] = {
@@ -135,7 +178,7 @@ def test_gpu_preset_builds_and_takes_a_step_on_cpu(method, shapes_batch):
     test_method_trains_on_dataset, and a monitor pass over 2048-d projections costs
     seconds on a CPU."""
     info = get_method_info(method)
-    text = info.modality == "text"
+    text, paired = info.modality == "text", info.modality == "paired"
     cpu, cfg = default_config(method), default_config(method, accelerator=True)
     for key, value in info.gpu_preset.items():  # applied on top of the CPU preset
         assert cfg.get(key) == value, key
@@ -152,10 +195,11 @@ def test_gpu_preset_builds_and_takes_a_step_on_cpu(method, shapes_batch):
     model, backbone = build_model(cfg, torch.device("cpu"))
     assert backbone == ("text_transformer" if text else cfg.backbone.name)
     batch = shapes_batch
-    if text:  # four token rows of the GPU preset's length, the last half padded
-        batch = torch.randint(4, 260, (4, cfg.data.seq_len),
-                              generator=torch.Generator().manual_seed(0))
-        batch[:, cfg.data.seq_len // 2 :] = 0
+    if text or paired:  # four token rows of the GPU preset's length, the last half padded
+        rows = torch.randint(4, 260, (4, cfg.data.seq_len),
+                             generator=torch.Generator().manual_seed(0))
+        rows[:, cfg.data.seq_len // 2 :] = 0
+        batch = StandInPairs(shapes_batch, rows) if paired else rows
     optimizer = build_optimizer(model, cfg)
     out = model.training_step(batch, model.train_augment(),
                               torch.Generator().manual_seed(0))

@@ -4,9 +4,10 @@ The gradient contract of :mod:`engine.distributed`: DDP averages the processes'
 gradients, so with every whole-batch statistic gathered across processes (SimCLR's
 negatives, the triplet negatives, MoCo's queue, Barlow Twins' cross-correlation,
 VICReg's variance and covariance, DINO's centre, colorization's colour prior, the
-PSNR metrics, SimCSE's negatives) and BatchNorm synchronised, N processes on N contiguous
-shards must give the loss (mean over ranks), the metrics (mean over ranks), the parameters
-and the buffers of one process on the whole batch.
+PSNR metrics, SimCSE's negatives, both CLIP towers' embeddings) and BatchNorm
+synchronised, N processes on N contiguous shards must give the loss (mean over ranks),
+the metrics (mean over ranks), the parameters and the buffers of one process on the
+whole batch.
 
 Two gloo processes are spawned once for the module and loop over every case; the parent
 computes the single-process references (no process group, ordinary BatchNorm) and each
@@ -58,9 +59,15 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     # process's own RNG (as augmentation draws do), so the views would differ
     "simcse": ("simcse", {"data.seq_len": 12, "method.dim": 16, "method.depth": 1,
                           "method.heads": 2, "method.dropout": 0.0}),
+    # image-caption pairs: both towers' embeddings gathered (the text tower has no
+    # dropout by default, as CLIP's)
+    "clip": ("clip", {"data.seq_len": 12, "method.dim": 16, "method.depth": 1,
+                      "method.heads": 2, "method.embed_dim": 16}),
 }
 #: cases whose batch is token rows, not images
 TEXT_CASES = {"simcse"}
+#: cases whose batch is image-caption pairs (the images and token rows of the others)
+PAIRED_CASES = {"clip"}
 
 
 class MirrorViews:
@@ -79,18 +86,25 @@ class MirrorViews:
         return x if self.calls % 2 == 1 else x.flip(-1)
 
 
-def global_batch(case: str = "") -> torch.Tensor:
+def global_batch(case: str = "") -> Any:
     g = torch.Generator().manual_seed(1234)
-    if case in TEXT_CASES:  # byte ids, rows of 5-12 real tokens right-padded with [PAD]
+    if case in TEXT_CASES | PAIRED_CASES:  # byte ids, rows of 5-12 real tokens, padded
         length = int(CASES[case][1]["data.seq_len"])
         ids = torch.randint(4, 260, (BATCH, length), generator=g)
         real = torch.randint(5, length + 1, (BATCH, 1), generator=g)
-        return ids.masked_fill(torch.arange(length)[None, :] >= real, 0)
+        rows = ids.masked_fill(torch.arange(length)[None, :] >= real, 0)
+        if case in TEXT_CASES:
+            return rows
     res = COMMON["data.resolution"]
-    return torch.randint(0, 256, (BATCH, 3, res, res), generator=g, dtype=torch.uint8)
+    images = torch.randint(0, 256, (BATCH, 3, res, res), generator=g, dtype=torch.uint8)
+    if case in PAIRED_CASES:
+        from tests.engine.test_clip import StandInPairs
+
+        return StandInPairs(images, rows)
+    return images
 
 
-def take_step(case: str, images: torch.Tensor, ddp: bool) -> dict[str, Any]:
+def take_step(case: str, images: Any, ddp: bool) -> dict[str, Any]:
     """One SGD step of ``case`` on ``images``; with ``ddp`` BatchNorm is synchronised
     and the model wrapped in DistributedDataParallel (inside a process group).
 
@@ -212,7 +226,7 @@ def compare(ranks: list[dict[str, Any]], ref: dict[str, Any],
     return sorted(rows, key=lambda row: -row[1])
 
 
-def reference(case: str, images: torch.Tensor) -> dict[str, Any]:
+def reference(case: str, images: Any) -> dict[str, Any]:
     from engine.distributed import is_distributed
 
     assert not is_distributed()

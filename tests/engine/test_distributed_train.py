@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -195,11 +196,15 @@ def test_every_parameter_gets_a_gradient_each_step(name: str):
     every step, or the next step's gradient reduction fails on all ranks."""
     cfg = default_config(name, False)
     model, _ = build_model(cfg, torch.device("cpu"))
-    if get_method_info(name).modality == "text":  # token rows (byte ids, no specials)
-        x = torch.randint(4, 260, (8, cfg.data.seq_len))
-    else:
-        x = torch.randint(0, 256, (8, 3, cfg.data.resolution, cfg.data.resolution),
-                          dtype=torch.uint8)
+    modality = get_method_info(name).modality
+    rows = torch.randint(4, 260, (8, cfg.data.seq_len))  # byte ids, no specials
+    images = torch.randint(0, 256, (8, 3, cfg.data.resolution, cfg.data.resolution),
+                           dtype=torch.uint8)
+    x: Any = rows if modality == "text" else images
+    if modality == "paired":  # image-caption pairs
+        from tests.engine.test_clip import StandInPairs
+
+        x = StandInPairs(images, rows)
     model(x, model.train_augment(), torch.Generator().manual_seed(0)).loss.backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not unused
