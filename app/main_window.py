@@ -270,6 +270,10 @@ class MainWindow(QMainWindow):
         from app.forms import ConfigForm
 
         self.form = ConfigForm()
+        # the dataset summary follows the text fields, once typing has paused
+        self._text_sync = QTimer(self, singleShot=True, interval=400)
+        self._text_sync.timeout.connect(self._sync_text_settings)
+        self.form.changed.connect(self._text_sync.start)
         bl.addWidget(self.form)
         lay.addWidget(box, 1)
 
@@ -380,6 +384,7 @@ class MainWindow(QMainWindow):
                      f"{', '.join(switches)}</span>")
         self.method_desc.setText(text)
         self.form.set_config(cfg, defaults=cfg, modality=info.modality)
+        self._sync_text_settings()
         self._show_preview_tab(info.modality)
         data = self.data_modality
         if data is not None and info.modality != data and not self.running:
@@ -392,6 +397,23 @@ class MainWindow(QMainWindow):
                 f"{self.dataset_chooser.source}: switched the dataset to {preset}.", "info")
             self.data_modality = None  # until the new dataset's kind is known
             self.dataset_chooser.set_source(preset)
+
+    def _sync_text_settings(self) -> None:
+        """Let the dataset summary count text samples as the form's settings will cut
+        them (sequence length, sample kind, tokenizer)."""
+        from app.panels.dataset_chooser import TEXT_FIELDS
+        from engine.errors import ConfigError
+
+        values = {}
+        for name in TEXT_FIELDS:
+            editor = self.form.editors.get(f"data.{name}")
+            if editor is None:
+                continue
+            try:
+                values[name] = editor.value()
+            except ConfigError:
+                continue  # a field being typed: its error shows at Start
+        self.dataset_chooser.set_text_settings(values)
 
     # methods for the chosen data ------------------------------------------------------
     def _fill_method_combo(self) -> None:

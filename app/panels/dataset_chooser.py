@@ -29,6 +29,9 @@ from PySide6.QtWidgets import (
 from app.worker import FunctionWorker, start_in_thread
 from engine.config import DataConfig
 
+#: the ``[data]`` fields that decide a text dataset's samples (its summary's counts)
+TEXT_FIELDS = ("text_sample", "seq_len", "tokenizer", "bpe_vocab_size", "heldout_fraction")
+
 # Shown before the engine (torch) has loaded; then the descriptions are the engine's own
 # (engine.data.BUILTIN_DATASETS), and any built-in set added there is listed too.
 BUILTINS = {
@@ -86,6 +89,8 @@ class DatasetChooser(QWidget):
         self.shapes_count = defaults.shapes_count
         self.shapes_seed = defaults.seed
         self.shapes_orientation = defaults.shapes_orientation
+        # the text settings the summary counts samples with (the chosen method's preset)
+        self.text_settings: dict[str, Any] = {k: getattr(defaults, k) for k in TEXT_FIELDS}
         self.dataset: Any = None
         self.modality: str | None = None  # of the chosen source; None until known
         self.descriptions = {name: tip for name, (_, tip) in BUILTINS.items()}
@@ -141,6 +146,16 @@ class DatasetChooser(QWidget):
         if self.engine_ready:
             self.scan()
 
+    def set_text_settings(self, settings: dict[str, Any]) -> None:
+        """Count text samples with these ``[data]`` fields (a method's ``seq_len``,
+        ``text_sample``, ...); a text source is scanned again when they change."""
+        new = {k: settings[k] for k in TEXT_FIELDS if k in settings}
+        if all(self.text_settings.get(k) == v for k, v in new.items()):
+            return
+        self.text_settings.update(new)
+        if self.engine_ready and self.modality == "text":
+            self.scan()
+
     def scan(self) -> None:
         from engine.data import dataset_modality, load_dataset
 
@@ -155,7 +170,7 @@ class DatasetChooser(QWidget):
         start_in_thread(kind, self)
         source, res = self.source, self.resolution
         shapes = {"shapes_count": self.shapes_count, "seed": self.shapes_seed,
-                  "shapes_orientation": self.shapes_orientation}
+                  "shapes_orientation": self.shapes_orientation, **self.text_settings}
         self.info.setText(f"Scanning {source}…")
         self.dataset = None
         self.skipped.hide()

@@ -248,6 +248,15 @@ def test_choosing_pydocs_lists_only_text_methods_and_shapes_brings_images_back(w
     assert "switched the method" in win.message_bar.text()
     assert "standard library" in win.dataset_chooser.description.text()  # its description
     assert "data.seq_len" in win.form.editors and "data.resolution" not in win.form.editors
+    # the summary counts samples at the chosen method's sequence length
+    win.method_combo.setCurrentIndex(win.method_combo.findData("gpt"))
+    qtbot.waitUntil(lambda: "up to 64 tokens" in win.dataset_chooser.info.text(),
+                    timeout=60_000)
+    field = win.form.editors["data.seq_len"].widget
+    field.selectAll()
+    qtbot.keyClicks(field, "96")  # typed, as a user does
+    qtbot.waitUntil(lambda: "up to 96 tokens" in win.dataset_chooser.info.text(),
+                    timeout=60_000)
     # the text predictions tab replaces the image one
     tabs = win.tabs
     assert tabs.isTabVisible(tabs.indexOf(win.text_preview))
