@@ -312,6 +312,19 @@ class RunWarning(Event):
 
 
 @dataclass(frozen=True)
+class QueryResult(Event):
+    """The monitor inputs a typed sentence matches best (an image-text method's search,
+    answered between steps): positions in the monitor set, best first, with their
+    cosine similarities; ``message`` says why there are none. Not logged."""
+
+    step: int
+    query: str
+    indices: tuple[int, ...] = ()
+    scores: tuple[float, ...] = ()
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class Finished(Event):
     """The run ended: ``status`` is 'finished' (all steps done) or 'stopped' (on request)."""
 

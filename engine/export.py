@@ -168,10 +168,11 @@ def export_embeddings(run_dir: str | Path, out_dir: str | Path, *,
     from engine.checkpoint import load_run_model
     from engine.data import load_configured
     from engine.model import extract_features, pick_device
+    from engine.registry import get_method_info
 
     run, cfg, _ = _load(run_dir)
     d = cfg.data
-    ds = load_configured(d, cache_dir)
+    ds = load_configured(d, cache_dir, modality=get_method_info(cfg.method_name).modality)
     device = pick_device("auto")
     model, _, _ = load_run_model(run, cfg, device)
     feats = extract_features(model, ds.inputs, device, resolution=d.resolution).numpy()

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from engine.config import Config
+from engine.data.source import Inputs
 from engine.errors import UserInputError
 from engine.methods._base import SSLMethod
 from engine.registry import get_method_info
@@ -143,7 +144,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> bool:
 
 @torch.no_grad()
 def calibrate_batchnorm(
-    model: SSLMethod, images: torch.Tensor, device: torch.device, resolution: int
+    model: SSLMethod, images: Inputs, device: torch.device, resolution: int
 ) -> None:
     """Estimate BatchNorm statistics of the untrained model on the monitor images.
 
@@ -174,7 +175,7 @@ def calibrate_batchnorm(
 @torch.no_grad()
 def extract_features(
     model: SSLMethod,
-    inputs: torch.Tensor,
+    inputs: Inputs,
     device: torch.device | str,
     batch: int = 512,
     resolution: int | None = None,

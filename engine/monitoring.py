@@ -12,13 +12,14 @@ thumbnails come from the dataset source.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from engine import distributed
 from engine.config import Config
+from engine.data.source import Inputs
 from engine.events import EmbeddingSnapshot, MonitorReport, MonitorSet, PreviewSnapshot
 from engine.knn import knn_accuracy
 from engine.methods._base import SSLMethod
@@ -74,7 +75,7 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
 class Monitor:
     """Measures a model on fixed monitor inputs (CPU tensors) and labels."""
 
-    def __init__(self, cfg: Config, inputs: torch.Tensor, labels: torch.Tensor | None,
+    def __init__(self, cfg: Config, inputs: Inputs, labels: torch.Tensor | None,
                  device: torch.device, heldout: torch.Tensor | None = None,
                  reference: dict[str, float] | None = None) -> None:
         """``heldout``: the source's held-out split (scored by the method's
@@ -133,7 +134,7 @@ class Monitor:
             align = None
             if self._augment is not None:
                 gen = torch.Generator().manual_seed(ALIGNMENT_SEED + self.cfg.data.seed)
-                pair = self.inputs[:ALIGNMENT_PAIRS].to(self.device)
+                pair: Any = self.inputs[:ALIGNMENT_PAIRS].to(self.device)  # augment reads it
                 z1 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
                 z2 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
                 align = alignment(z1, z2)
@@ -141,6 +142,7 @@ class Monitor:
             extra["anisotropy"] = anisotropy(emb[0])
             if self.heldout is not None:
                 extra.update(model.heldout_metrics(self.heldout.to(self.device)))
+            extra.update(model.monitor_metrics(self.inputs.to(self.device), self.labels))
         finally:
             model.train(was_training)
         f, z = emb
@@ -171,7 +173,8 @@ class Monitor:
         gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
         gen.manual_seed(PREVIEW_SEED + self.cfg.data.seed)
         try:
-            p = model.preview(self.inputs[:n].to(dev), gen)
+            first: Any = self.inputs[:n].to(dev)  # images, token rows or pairs
+            p = model.preview(first, gen)
         finally:
             model.train(was_training)
         if p is None:

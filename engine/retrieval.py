@@ -132,3 +132,14 @@ def zero_shot_accuracy(image_emb: torch.Tensor, class_text_emb: torch.Tensor,
     if labels.shape != pred.shape:
         raise ValueError(f"{tuple(labels.shape)} labels for {pred.shape[0]} images")
     return float((pred.cpu() == labels.cpu().long()).float().mean())
+
+
+def rank_by_similarity(query: torch.Tensor, items: torch.Tensor, k: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` rows of ``items`` (N, D) nearest to ``query`` (D,) by cosine similarity,
+    best first: their indices and similarities (a typed sentence against images)."""
+    q = torch.nn.functional.normalize(query.float().flatten(), dim=0)
+    z = torch.nn.functional.normalize(items.float(), dim=1)
+    sims = z @ q
+    top = torch.topk(sims, min(int(k), sims.shape[0]))
+    return top.indices, top.values

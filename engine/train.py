@@ -21,6 +21,7 @@ yields events to its client.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from engine import checkpoint as ckpt_io
 from engine import distributed
 from engine.config import Config
 from engine.data import DataSource, load_configured
+from engine.data.source import Inputs
 from engine.errors import ConfigError, TrainingDiverged, UserInputError
 from engine.events import (
     CheckpointSaved,
@@ -50,6 +52,7 @@ from engine.events import (
     Finished,
     MonitorReport,
     Paused,
+    QueryResult,
     Resumed,
     RunStarted,
     RunWarning,
@@ -66,9 +69,12 @@ from engine.model import (
 from engine.monitoring import Monitor, monitor_indices, monitor_set
 from engine.presets import load_toml
 from engine.registry import get_method_info
+from engine.retrieval import rank_by_similarity
 from engine.runs import TOKENIZER_FILE, RunFolder, atomic_write_bytes, default_runs_dir
 
 #: settings a paused run may change before it resumes (the rest fix the model and data)
+#: monitor inputs a typed query returns (image-text methods' search)
+QUERY_RESULTS = 12
 LIVE_SETTINGS = ("optim.lr", "optim.warmup_steps", "optim.weight_decay", "optim.max_steps",
                  "run.amp")
 
@@ -136,6 +142,9 @@ class Trainer:
         self._owns_group = False
         self._ddp: DistributedDataParallel | None = None
         self._stop_agreed = False  # under torchrun: some rank asked to stop (all know)
+        self._queries: collections.deque[tuple[str, int]] = collections.deque()
+        #: the monitor inputs' projections at the latest monitor step (what queries rank)
+        self._search_space: torch.Tensor | None = None
 
     @classmethod
     def resume(
@@ -187,6 +196,12 @@ class Trainer:
             trial.set(key, value)
         with self._settings_lock:
             self._pending_settings.update({k: trial.get(k) for k in changes})
+
+    def request_query(self, text: str, k: int = QUERY_RESULTS) -> None:
+        """Rank the monitor inputs against a typed sentence (image-text methods): the
+        answer is a :class:`QueryResult` event, made between steps (or while paused)
+        from the latest monitor step's embeddings."""
+        self._queries.append((str(text), int(k)))
 
     @property
     def paused(self) -> bool:
@@ -246,6 +261,7 @@ class Trainer:
             if self._stop_now():
                 s.status = "stopped"
                 break
+            yield from self._answer_queries()
             if self._pause.is_set():
                 yield from self._pause_point()
                 if s.status == "stopped":
@@ -405,16 +421,17 @@ class Trainer:
         ranks map the cached copy instead of decoding it again."""
         if self._dataset is not None:
             return self._dataset
+        modality = get_method_info(self.cfg.method_name).modality
         if self.world.distributed and not self.world.is_main:
             distributed.barrier()  # rank 0 has loaded it
-            return load_configured(self.cfg.data, self.cache_dir)
+            return load_configured(self.cfg.data, self.cache_dir, modality=modality)
         try:
-            return load_configured(self.cfg.data, self.cache_dir)
+            return load_configured(self.cfg.data, self.cache_dir, modality=modality)
         finally:
             if self.world.distributed:
                 distributed.barrier()
 
-    def _place_inputs(self, inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    def _place_inputs(self, inputs: Inputs, device: torch.device) -> Inputs:
         """Where batches are cut from: on a GPU when the decoded set fits comfortably in
         its memory, else left on the CPU (a memory-mapped cache stays mapped) and each
         batch is pinned and copied."""
@@ -492,7 +509,7 @@ class Trainer:
         return (self.state.elapsed_before + time.perf_counter() - self._t_start
                 - self._paused_total)
 
-    def _next_batch(self) -> torch.Tensor:
+    def _next_batch(self) -> Inputs:
         """This rank's share of the next global batch: rows ``rank * b .. (rank + 1) * b``
         of it, so the shares in rank order are the batch one process would take."""
         s, w = self.state, self.world
@@ -524,7 +541,8 @@ class Trainer:
             if self._ddp is not None:
                 out = self._ddp(batch, self.augment, self.gen)
             else:
-                out = self.model.training_step(batch, self.augment, self.gen)
+                out = self.model.training_step(batch, self.augment,  # type: ignore[arg-type]
+                                               self.gen)
         names = list(out.metrics)
         if self.world.distributed:
             # one small all-reduce: the mean loss and metrics over the ranks, and whether
@@ -595,6 +613,7 @@ class Trainer:
         while self._pause.is_set() and not self._stop.is_set():
             time.sleep(0.05)
             self._heartbeat()
+            yield from self._answer_queries()
         self._paused_total += time.perf_counter() - t0
         if self._stop.is_set():
             s.status = "stopped"
@@ -635,10 +654,32 @@ class Trainer:
         if measured is None or run is None:
             return None
         report, emb = measured
+        self._search_space = torch.from_numpy(emb.projections).float()
         run.save_embedding(emb)
         self._pending_embedding = emb
         run.append_metrics({**report.to_row(), "time": self._clock()})
         return report
+
+    def _answer_queries(self) -> Iterator[Event]:
+        """Answer the typed queries waiting (rank 0 only: the window drives one-process
+        runs; under torchrun nobody asks)."""
+        while self._queries:
+            text, k = self._queries.popleft()
+            step = self.state.step
+            if not text.strip():
+                yield QueryResult(step, text, message="Type a sentence to search for.")
+                continue
+            if self._search_space is None:
+                yield QueryResult(step, text, message="The first monitor step has not "
+                                  "been measured yet.")
+                continue
+            query = self.model.embed_query(text)
+            if query is None:
+                yield QueryResult(step, text, message=f"{self.cfg.method_name} has no "
+                                  "text tower: only image-text methods answer queries.")
+                continue
+            idx, scores = rank_by_similarity(query, self._search_space, k)
+            yield QueryResult(step, text, tuple(idx.tolist()), tuple(scores.tolist()))
 
     def _after_measure(self, step: int) -> Iterator[Event]:
         """The embedding snapshot of the report just made, then the method's preview."""

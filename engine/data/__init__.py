@@ -142,8 +142,13 @@ def load_configured(
     data: DataConfig,
     cache_dir: str | Path | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> ImageDataset | TextDataset:
-    """The dataset a run's ``[data]`` section describes."""
+    modality: str = "image",
+) -> ImageDataset | TextDataset | PairedDataset:
+    """The dataset a run's ``[data]`` section describes, as a method of ``modality``
+    reads it: image-text ("paired") methods get the images with their captions
+    (:func:`load_paired`), the others what the source is."""
+    if modality == PAIRED_MODALITY:
+        return load_paired(data, cache_dir, progress)
     return load_dataset(
         data.dataset,
         data.resolution,

@@ -8,9 +8,15 @@ indexes into a batch.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 import torch
+
+if TYPE_CHECKING:
+    from engine.data.paired import Pairs
+
+#: what a batch is cut from: one tensor, or image-text pairs that index like one
+Inputs: TypeAlias = "torch.Tensor | Pairs"
 
 
 @runtime_checkable
@@ -27,8 +33,9 @@ class DataSource(Protocol):
     def __len__(self) -> int: ...
 
     @property
-    def inputs(self) -> torch.Tensor:
-        """The tensor a batch is cut from by indices along its first dimension."""
+    def inputs(self) -> Inputs:
+        """What a batch is cut from by indices along its first dimension: a tensor, or
+        :class:`~engine.data.paired.Pairs` that behaves like one."""
         ...
 
     @property

@@ -14,6 +14,7 @@ from engine.backbones import resolve_backbone_name
 from engine.checkpoint import load_run_model
 from engine.config import Config
 from engine.data import DataSource, load_configured
+from engine.data.source import Inputs
 from engine.errors import UserInputError
 from engine.evaluate.options import (
     PROTOCOL_TEXT,
@@ -36,7 +37,7 @@ from engine.runs import RunFolder, default_runs_dir
 def random_init_model(
     cfg: Config,
     backbone_name: str,
-    calibration_images: torch.Tensor,
+    calibration_images: Inputs,
     device: torch.device | str,
 ) -> SSLMethod:
     """The run's architecture freshly initialised with ``cfg.run.seed``: the weights the
@@ -234,8 +235,10 @@ def evaluate_run(
     cfg = load_toml(run.config_path)
     device = pick_device(options.device)
     if dataset is None:
-        d = cfg.data
-        dataset = load_configured(d, cache_dir)
+        from engine.registry import get_method_info
+
+        dataset = load_configured(cfg.data, cache_dir,
+                                  modality=get_method_info(cfg.method_name).modality)
     require_labels(dataset)
     say = progress or (lambda _msg: None)
     say("loading the checkpoint")

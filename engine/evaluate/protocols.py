@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from engine.data.source import Inputs
 from engine.errors import UserInputError
 from engine.evaluate.options import EvalOptions
 from engine.knn import knn_predict
@@ -139,7 +140,7 @@ def few_shot(
 
 def fine_tune(
     model: SSLMethod,
-    images: torch.Tensor,
+    images: Inputs,
     labels: torch.Tensor,
     train_idx: torch.Tensor,
     val_idx: torch.Tensor,
@@ -186,7 +187,7 @@ def fine_tune(
         idx = order[pos : pos + bs]
         pos += bs
         set_lr(opt, lr_at(step, options.finetune_lr, warm, total))
-        batch = images[idx].to(device)
+        batch: Any = images[idx].to(device)  # the method's augment reads its inputs
         x = augment(batch, gen) if augment is not None else net.eval_inputs(batch, res)
         loss = F.cross_entropy(head(net.embed(x)), y_all[idx].to(device))
         opt.zero_grad(set_to_none=True)

@@ -12,6 +12,7 @@ from torch import nn
 if TYPE_CHECKING:
     from engine.augment import ViewAugment
     from engine.config import Config
+    from engine.data.source import Inputs
 
 
 @dataclass
@@ -105,11 +106,12 @@ class SSLMethod(nn.Module):
                                   vit_mlp_ratio=b.vit_mlp_ratio)
         return net, dim, name
 
-    def eval_inputs(self, batch: torch.Tensor, resolution: int) -> torch.Tensor:
+    def eval_inputs(self, batch: Inputs, resolution: int) -> torch.Tensor:
         """A raw dataset batch (on the device) as the network's evaluation input: for
         images, uint8 resized and normalised (:func:`engine.augment.eval_transform`)."""
         from engine.augment import eval_transform
 
+        assert isinstance(batch, torch.Tensor), "an image method's inputs are one tensor"
         return eval_transform(batch, resolution)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,6 +140,19 @@ class SSLMethod(nn.Module):
         trained on), measured at every monitor step in eval mode under no_grad: a
         language model's bits per token, a masked model's accuracy. {} by default."""
         return {}
+
+    def monitor_metrics(self, inputs: Any, labels: torch.Tensor | None) -> dict[str, float]:
+        """Scores of the method's own on the monitor inputs (on the device; ``labels``
+        on the CPU or None), measured at every monitor step in eval mode under no_grad
+        beside kNN and the collapse scores: an image-text model's retrieval recall and
+        zero-shot accuracy. {} by default."""
+        return {}
+
+    def embed_query(self, text: str) -> torch.Tensor | None:
+        """A typed sentence as a vector of the space :meth:`project` maps inputs into
+        (1-D, CPU float32), for searching the monitor inputs by text; None when the
+        method has no text tower. Called in eval mode under no_grad."""
+        return None
 
     def lr_multipliers(self) -> dict[str, float]:
         """Learning-rate factors by parameter-name prefix (e.g. ``{"predictor.": 10.0}``).

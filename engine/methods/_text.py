@@ -32,6 +32,7 @@ from engine.text_encoder import POSITIONS, TextEncoder, mean_pool
 
 if TYPE_CHECKING:
     from engine.augment import ViewAugment
+    from engine.data.source import Inputs
 
 #: the backbone name text runs record (checkpoints, run summaries)
 BACKBONE_NAME = "text_transformer"
@@ -154,8 +155,9 @@ class TextMethod(SSLMethod):
     def finetune_augment(self) -> ViewAugment | None:
         return None
 
-    def eval_inputs(self, batch: torch.Tensor, resolution: int) -> torch.Tensor:
+    def eval_inputs(self, batch: Inputs, resolution: int) -> torch.Tensor:
         """The token rows unchanged (``resolution`` means nothing for text)."""
+        assert isinstance(batch, torch.Tensor), "a text source's inputs are token rows"
         return batch.long()
 
     def states(self, ids: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,7 @@ from engine.config import Config, param
 from engine.data.tokens import PAD, ByteTokenizer, Tokenizer
 from engine.distributed import gather, is_distributed, rank
 from engine.losses import clip_loss, clip_loss_shard
-from engine.methods._base import SSLMethod, StepOutput
+from engine.methods._base import Preview, SSLMethod, StepOutput
 from engine.methods._text import TextEncoderConfig, vocab_size
 from engine.registry import register_method
 from engine.retrieval import (
@@ -71,6 +71,9 @@ TEXT_POOLINGS = ("mean", "last")
 CHUNK = 256
 #: the recall@k the monitor hook reports
 RECALL_KS = (1, 5, 10)
+#: monitor pairs the recall and zero-shot scores are measured on (bounded cost; chance
+#: recall@k is k / this)
+RETRIEVAL_PAIRS = 1000
 
 
 @dataclass
@@ -181,6 +184,10 @@ class CLIP(SSLMethod):
             self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / INIT_TEMPERATURE)))
         #: turns prompts into token ids; the source's (a trained BPE) replaces it
         self.tokenizer: Tokenizer = ByteTokenizer()
+        #: the source's class names (the zero-shot prompts)
+        self.class_names: list[str] = []
+        #: the zero-shot prompt templates, "{}" standing for a class name
+        self.templates: tuple[str, ...] = tuple(DEFAULT_TEMPLATES)
         self.seq_len = int(cfg.data.seq_len)
 
     @classmethod
@@ -276,9 +283,12 @@ class CLIP(SSLMethod):
     # ---------------------------------------------------------------- text prompts
 
     def attach_source(self, source: object) -> None:
+        """Keep the source's tokenizer (prompts and queries are tokenised as its
+        captions were) and its class names (the zero-shot prompts)."""
         tok = getattr(source, "tokenizer", None)
         if tok is not None:
             self.tokenizer = tok
+        self.class_names = list(getattr(source, "class_names", []) or [])
 
     def encode_prompts(self, texts: Sequence[str]) -> torch.Tensor:
         """Sentences as token rows ``(len(texts), data.seq_len)``, cut to the length and
@@ -346,3 +356,36 @@ class CLIP(SSLMethod):
         finally:
             self.train(was)
         return out
+
+    # ----------------------------------------------------- the monitor's and the window's
+
+    def monitor_metrics(self, inputs: Any, labels: torch.Tensor | None) -> dict[str, float]:
+        """Recall@1/5/10 both ways and zero-shot accuracy (with the templates in
+        :attr:`templates`) on the first :data:`RETRIEVAL_PAIRS` monitor pairs."""
+        n = min(RETRIEVAL_PAIRS, int(inputs.shape[0]))
+        lab = None if labels is None else labels[:n].cpu()
+        return self.paired_metrics(inputs[:n], lab, self.class_names or None, self.templates)
+
+    @torch.no_grad()
+    def preview(self, images: Any, generator: torch.Generator) -> Preview | None:
+        """The similarity heat map of the first monitor pairs: images as rows, their
+        captions as columns (the diagonal lights up as the towers learn)."""
+        if getattr(images, "tokens", None) is None:
+            return None
+        sim = self.similarity_matrix(images)
+        captions = [self.tokenizer.decode(row[row != PAD].tolist()) for row in
+                    images.tokens.cpu()]
+        item = {"type": "similarity", "captions": captions,
+                "similarity": [[round(float(v), 4) for v in row] for row in sim]}
+        return Preview(kind="similarity", originals=images.images, items=[item],
+                       input_title="images", output_title="captions")
+
+    @torch.no_grad()
+    def embed_query(self, text: str) -> torch.Tensor | None:
+        """A typed sentence in the joint space, to rank the monitor images against."""
+        was = self.training
+        self.eval()
+        try:
+            return self.embed_texts(self.encode_prompts([text]))[0].float().cpu()
+        finally:
+            self.train(was)
