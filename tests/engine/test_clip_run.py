@@ -97,3 +97,37 @@ def test_a_clip_run_evaluates_with_knn_on_its_image_tower(clip_run):
     t, _ = clip_run
     out = evaluate_run(t.run_folder.path, protocols=("knn",))
     assert set(out["results"]["knn"]) >= {"trained", "random_init"}
+
+
+def captioned_folder(root, with_captions: bool = True):
+    """Two classes of plain-colour images, each with a caption file beside it."""
+    from PIL import Image
+
+    colours = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+    for name, rgb in colours.items():
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (24, 24), rgb).save(root / name / f"{name}_{i:02d}.png")
+            if with_captions:
+                (root / name / f"{name}_{i:02d}.txt").write_text(f"a plain {name} square {i}")
+    return root
+
+
+def test_a_captioned_user_folder_trains(tmp_path):
+    folder = captioned_folder(tmp_path / "photos")
+    (folder / "red" / "orphan.txt").write_text("a caption without its image")
+    t = Trainer(tiny(**{"data.dataset": str(folder), "optim.batch_size": 8,
+                        "monitor.monitor_size": 24}), tmp_path / "runs")
+    events = list(t.run())
+    assert not [e for e in events if isinstance(e, ev.Failed)]
+    ready = next(e for e in events if isinstance(e, ev.DatasetReady))
+    assert any("orphan.txt" in f for f, _ in ready.skipped)  # reported, not fatal
+    assert [e for e in events if isinstance(e, ev.Finished)][0].status == "finished"
+
+
+def test_a_folder_without_captions_is_refused_by_name(tmp_path):
+    folder = captioned_folder(tmp_path / "plain", with_captions=False)
+    failed = [e for e in Trainer(tiny(**{"data.dataset": str(folder)}), tmp_path / "r").run()
+              if isinstance(e, ev.Failed)]
+    assert failed and failed[0].input_error
+    assert str(folder) in failed[0].message and "caption" in failed[0].message
