@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--runs-dir", help="where run ids are looked up (default: "
                    "$SELFSUP_RUNS_DIR or the user data dir)")
     e.add_argument("--protocols", nargs="+", metavar="NAME",
-                   help="any of knn linear fewshot finetune (default: all)")
+                   help="any of knn linear fewshot finetune, and for an image-text run "
+                   "(clip) zeroshot retrieval (default: all that apply)")
     _add_eval_options(e)
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     return p

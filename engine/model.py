@@ -201,3 +201,43 @@ def extract_features(
     if not out:
         return torch.empty(0, int(getattr(model, "feature_dim", 0)))
     return torch.cat(out)
+
+
+def has_text_tower(model: object) -> bool:
+    """Whether ``model`` embeds images and sentences into one joint space (CLIP's hooks
+    ``embed_images``, ``embed_texts``, ``encode_prompts``), which evaluation scores by
+    zero-shot classification and retrieval and exports write both towers of."""
+    return all(callable(getattr(model, h, None))
+               for h in ("embed_images", "embed_texts", "encode_prompts"))
+
+
+@torch.no_grad()
+def extract_pair_embeddings(
+    model: SSLMethod,
+    pairs: Inputs,
+    device: torch.device | str,
+    batch: int = 512,
+    resolution: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Joint-space embeddings of image-text pairs (``pairs.images``, ``pairs.tokens``),
+    float32 on the CPU: ``embed_images`` of ``eval_inputs`` and ``embed_texts`` of the
+    token rows, in eval mode (the mode is restored), as the monitor and the window see
+    them."""
+    device = torch.device(device)
+    if resolution is None:
+        resolution = int(model.cfg.data.resolution)
+    embed_images = getattr(model, "embed_images")  # noqa: B009 - a paired method's hook
+    embed_texts = getattr(model, "embed_texts")  # noqa: B009
+    was_training = model.training
+    model.eval()
+    zi, zt = [], []
+    try:
+        for i in range(0, pairs.shape[0], batch):
+            chunk = pairs[i : i + batch].to(device)
+            zi.append(embed_images(model.eval_inputs(chunk, resolution)).float().cpu())
+            zt.append(embed_texts(getattr(chunk, "tokens")).float().cpu())  # noqa: B009
+    finally:
+        model.train(was_training)
+    if not zi:
+        return torch.empty(0, 0), torch.empty(0, 0)
+    return torch.cat(zi), torch.cat(zt)

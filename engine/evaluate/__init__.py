@@ -24,6 +24,16 @@ Protocols (all on backbone features, ``model.embed`` of :func:`eval_transform`'e
 * ``finetune``: backbone + linear head trained end to end for a fixed number of steps on
   the training split with light augmentation, measured on the validation split.
 
+Image-text models (CLIP, Radford et al. 2021) are also scored through both towers, in the
+joint space (:mod:`engine.retrieval`), unless the request names one of these:
+
+* ``zeroshot``: every class name put into the prompt templates (``zeroshot_templates``,
+  separated by '|'), their text embeddings averaged per class (CLIP's prompt
+  ensembling, section 3.1.4), each validation image given the nearest class; chance 1 / C.
+* ``retrieval``: image-to-text and text-to-image recall@1/5/10 among the validation pairs
+  (at most ``retrieval_pairs``, a seeded sample; CLIP's Flickr30k / MSCOCO protocol);
+  chance k / N.
+
 The train/validation split is stratified (``val_fraction`` of each class, at least one
 image of every class with two or more) and fixed by ``seed``, so the trained encoder and
 the baseline are measured on exactly the same images.
@@ -38,20 +48,35 @@ from engine.evaluate.driver import (
     resolve_run,
 )
 from engine.evaluate.options import (
+    ALL_PROTOCOLS,
     MODELS,
+    PAIRED_PROTOCOLS,
     PROTOCOL_TEXT,
     PROTOCOLS,
+    TEMPLATE_SEPARATOR,
     EvalOptions,
     check_protocols,
+    parse_templates,
     require_labels,
+    resolve_protocols,
     stratified_split,
 )
-from engine.evaluate.protocols import few_shot, few_shot_draw, fine_tune, knn_eval, linear_probe
+from engine.evaluate.protocols import (
+    few_shot,
+    few_shot_draw,
+    fine_tune,
+    knn_eval,
+    linear_probe,
+    retrieval,
+    zero_shot,
+)
 from engine.evaluate.report import format_table, table_rows
 
 __all__ = [
-    "FINETUNE_AUGMENT", "MODELS", "PROTOCOLS", "PROTOCOL_TEXT", "EvalOptions",
-    "check_protocols", "evaluate_model", "evaluate_models", "evaluate_run", "few_shot",
-    "few_shot_draw", "fine_tune", "format_table", "knn_eval", "linear_probe",
-    "random_init_model", "require_labels", "resolve_run", "stratified_split", "table_rows",
+    "ALL_PROTOCOLS", "FINETUNE_AUGMENT", "MODELS", "PAIRED_PROTOCOLS", "PROTOCOLS",
+    "PROTOCOL_TEXT", "TEMPLATE_SEPARATOR", "EvalOptions", "check_protocols",
+    "evaluate_model", "evaluate_models", "evaluate_run", "few_shot", "few_shot_draw",
+    "fine_tune", "format_table", "knn_eval", "linear_probe", "parse_templates",
+    "random_init_model", "require_labels", "resolve_protocols", "resolve_run", "retrieval",
+    "stratified_split", "table_rows", "zero_shot",
 ]

@@ -17,18 +17,35 @@ from engine.data import DataSource, load_configured
 from engine.data.source import Inputs
 from engine.errors import UserInputError
 from engine.evaluate.options import (
+    PAIRED_PROTOCOLS,
     PROTOCOL_TEXT,
     PROTOCOLS,
     EvalOptions,
     Progress,
     check_protocols,
     require_labels,
+    resolve_protocols,
     stratified_split,
 )
-from engine.evaluate.protocols import _acc, few_shot, fine_tune, knn_eval, linear_probe
+from engine.evaluate.protocols import (
+    _acc,
+    few_shot,
+    fine_tune,
+    knn_eval,
+    linear_probe,
+    retrieval,
+    zero_shot,
+)
 from engine.knn import knn_predict
 from engine.methods._base import SSLMethod
-from engine.model import build_model, calibrate_batchnorm, extract_features, pick_device
+from engine.model import (
+    build_model,
+    calibrate_batchnorm,
+    extract_features,
+    extract_pair_embeddings,
+    has_text_tower,
+    pick_device,
+)
 from engine.monitoring import monitor_indices
 from engine.presets import load_toml
 from engine.runs import RunFolder, default_runs_dir
@@ -69,10 +86,20 @@ def evaluate_models(
 
     Returns ``settings``, ``split``, ``chance`` (majority-class share of the validation
     split) and ``results[protocol][model]``, plus ``results[protocol]["seconds"]``.
+
+    Image-text models (CLIP: :func:`~engine.model.has_text_tower`, on paired data) also
+    get ``zeroshot`` (top-1 on the validation images from the class names in
+    ``options.zeroshot_templates``, with ``chance`` 1 / C) and ``retrieval`` (recall@1/5/10
+    both ways among at most ``options.retrieval_pairs`` validation pairs, with
+    ``recall_chance_r{k}`` = k / pairs) unless ``protocols`` names one of them
+    (:func:`~engine.evaluate.options.resolve_protocols`). Each such model is handed the
+    dataset (``attach_source``) so prompts are tokenised as its captions were.
     """
     options = options or EvalOptions()
     options.validate()
-    protocols = check_protocols(protocols)
+    paired = bool(models) and all(has_text_tower(m) for m in models.values()) and \
+        getattr(dataset.inputs, "tokens", None) is not None
+    protocols = resolve_protocols(protocols, paired)
     labels = require_labels(dataset)
     say = progress or (lambda _msg: None)
     first = next(iter(models.values()))
@@ -87,17 +114,29 @@ def evaluate_models(
                              "evaluation needs at least 2 images in some class")
     feats: dict[str, torch.Tensor] = {}
     t0 = time.perf_counter()
-    if set(protocols) - {"finetune"}:
+    if set(protocols) & {"knn", "linear", "fewshot"}:
         for name, m in models.items():
             say(f"extracting features ({name.replace('_', ' ')})")
             feats[name] = extract_features(m, dataset.inputs, device, options.batch_size, res)
     feature_seconds = time.perf_counter() - t0
     val_counts = torch.bincount(labels[val_idx], minlength=n_classes)
     results: dict[str, Any] = {}
+    joint: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if set(protocols) & set(PAIRED_PROTOCOLS):
+        for m in models.values():
+            m.attach_source(dataset)
+    # the retrieval sample: positions in the validation split, seeded, in index order
+    gen = torch.Generator().manual_seed(options.seed)
+    n_val = int(val_idx.numel())
+    sample = torch.randperm(n_val, generator=gen)[: options.retrieval_pairs].sort().values
     for p in protocols:
         t0 = time.perf_counter()
         r: dict[str, Any] = {}
         for name, m in models.items():
+            if p in PAIRED_PROTOCOLS and name not in joint:
+                say(f"embedding the validation pairs ({name.replace('_', ' ')})")
+                joint[name] = extract_pair_embeddings(m, dataset.inputs[val_idx], device,
+                                                      options.batch_size, res)
             say(f"{PROTOCOL_TEXT[p]} ({name.replace('_', ' ')})")
             f = feats.get(name)
             if p == "knn":
@@ -119,6 +158,12 @@ def evaluate_models(
                 assert f is not None
                 r[name] = few_shot(f, labels, options.fewshot_shots, options.fewshot_draws,
                                    options.seed, dataset.class_names)
+            elif p == "zeroshot":
+                r[name] = zero_shot(m, joint[name][0], labels[val_idx], dataset.class_names,
+                                    options.templates())
+            elif p == "retrieval":
+                zi, zt = joint[name]
+                r[name] = retrieval(zi[sample], zt[sample])
             else:
                 r[name] = fine_tune(m, dataset.inputs, labels, train_idx, val_idx,
                                     n_classes, options, device, res)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,14 +12,25 @@ import torch
 from engine.config import check, coerce, field_specs, param
 from engine.data import DataSource
 from engine.errors import ConfigError, UserInputError
+from engine.retrieval import DEFAULT_TEMPLATES
 
+#: the protocols on image (or text) features, which every run gets
 PROTOCOLS = ("knn", "linear", "fewshot", "finetune")
+#: the protocols of an image-text model (CLIP) through both towers; added to whatever
+#: protocols are asked for unless one of them is named (see :func:`resolve_protocols`)
+PAIRED_PROTOCOLS = ("zeroshot", "retrieval")
+ALL_PROTOCOLS = PROTOCOLS + PAIRED_PROTOCOLS
 PROTOCOL_TEXT = {
     "knn": "weighted kNN",
     "linear": "linear probe",
     "fewshot": "few-shot",
     "finetune": "fine-tune",
+    "zeroshot": "zero-shot from prompts",
+    "retrieval": "image-text retrieval",
 }
+#: what separates the zero-shot templates in :attr:`EvalOptions.zeroshot_templates` (a
+#: bar: commas, semicolons and full stops are common inside a prompt)
+TEMPLATE_SEPARATOR = "|"
 MODELS = ("trained", "random_init")
 
 Progress = Callable[[str], None]
@@ -58,6 +69,15 @@ class EvalOptions:
                             max=8192)
     device: str = param("auto", "Device; 'auto' picks CUDA, then MPS, then CPU.",
                         choices=("auto", "cpu", "cuda", "mps"))
+    zeroshot_templates: str = param(
+        TEMPLATE_SEPARATOR.join(DEFAULT_TEMPLATES),
+        "Image-text models: the zero-shot prompt templates, separated by '|'; '{}' in "
+        "each stands for the class name (CLIP averages the templates' embeddings per "
+        "class).")
+    retrieval_pairs: int = param(
+        5000, "Image-text models: at most this many validation pairs (a seeded sample) "
+        "are ranked in retrieval, as MSCOCO's 5,000 test images in CLIP; chance "
+        "recall@k is k / pairs.", min=10, max=10_000)
 
     def validate(self) -> None:
         """Coerce each option to its type (so CLI strings work) and check its range; raise
@@ -70,11 +90,41 @@ class EvalOptions:
             value = coerce(spec, value)
             check(spec, value)
             setattr(self, spec.name, value)
+        parse_templates(self.zeroshot_templates)
+
+    def templates(self) -> tuple[str, ...]:
+        """The zero-shot templates, one string each (:func:`parse_templates`)."""
+        return parse_templates(self.zeroshot_templates)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["fewshot_shots"] = list(self.fewshot_shots)
         return d
+
+
+def parse_templates(text: str | Sequence[str]) -> tuple[str, ...]:
+    """Zero-shot templates from ``'a photo of a {}.|a {} shape.'`` (or a list of them),
+    each stripped, empty pieces dropped. Each must hold one ``{}`` where the class name
+    goes and nothing else ``str.format`` reads; otherwise :class:`ConfigError` naming
+    ``eval.zeroshot_templates`` and the template."""
+    pieces = text.split(TEMPLATE_SEPARATOR) if isinstance(text, str) else list(text)
+    out = tuple(str(t).strip() for t in pieces if str(t).strip())
+    if not out:
+        raise ConfigError(f"eval.zeroshot_templates = {text!r} has no template (allowed: "
+                          f"templates separated by {TEMPLATE_SEPARATOR!r}, each with '{{}}' "
+                          "for the class name)")
+    for t in out:
+        ok = "{}" in t
+        if ok:
+            try:
+                ok = t.format("x") == t.replace("{}", "x", 1)
+            except (IndexError, KeyError, ValueError):
+                ok = False
+        if not ok:
+            raise ConfigError(f"eval.zeroshot_templates: template {t!r} needs exactly one "
+                              "'{}' where the class name goes (and no other braces); "
+                              f"separate templates with {TEMPLATE_SEPARATOR!r}")
+    return out
 
 
 def _coerce_shots(shots: Any) -> tuple[int, ...]:
@@ -101,12 +151,30 @@ def _coerce_shots(shots: Any) -> tuple[int, ...]:
 def check_protocols(protocols: Iterable[str]) -> tuple[str, ...]:
     """The requested protocols in canonical order; unknown names raise UserInputError."""
     wanted = list(protocols)
-    bad = [p for p in wanted if p not in PROTOCOLS]
+    allowed = ", ".join(ALL_PROTOCOLS)
+    bad = [p for p in wanted if p not in ALL_PROTOCOLS]
     if bad:
-        raise UserInputError(f"unknown protocol {bad[0]!r} (allowed: {', '.join(PROTOCOLS)})")
+        raise UserInputError(f"unknown protocol {bad[0]!r} (allowed: {allowed})")
     if not wanted:
-        raise UserInputError(f"no protocol given (allowed: {', '.join(PROTOCOLS)})")
-    return tuple(p for p in PROTOCOLS if p in wanted)
+        raise UserInputError(f"no protocol given (allowed: {allowed})")
+    return tuple(p for p in ALL_PROTOCOLS if p in wanted)
+
+
+def resolve_protocols(protocols: Iterable[str], paired: bool) -> tuple[str, ...]:
+    """What an evaluation runs: the requested protocols, plus both paired protocols for
+    an image-text model when none of them is named (so the GUI's and the CLI's usual
+    requests score CLIP's towers without knowing about them). Naming a paired protocol
+    for a model without a text tower raises UserInputError."""
+    chosen = check_protocols(protocols)
+    named = [p for p in chosen if p in PAIRED_PROTOCOLS]
+    if not paired:
+        if named:
+            raise UserInputError(f"protocol {named[0]!r} needs an image-text model (method "
+                                 "clip, trained on captioned images)")
+        return chosen
+    if not named:
+        chosen = chosen + PAIRED_PROTOCOLS
+    return tuple(p for p in ALL_PROTOCOLS if p in chosen)
 
 
 def require_labels(ds: DataSource) -> torch.Tensor:

@@ -18,6 +18,10 @@ from engine.evaluate.options import EvalOptions
 from engine.knn import knn_predict
 from engine.methods._base import SSLMethod
 from engine.model import extract_features, lr_at, param_groups, set_lr
+from engine.retrieval import chance_recall, prompts, recall_at_k, zero_shot_accuracy
+
+#: the recall@k of the retrieval protocol (CLIP's Flickr30k and MSCOCO tables)
+RECALL_KS = (1, 5, 10)
 
 
 def knn_eval(
@@ -206,6 +210,42 @@ def fine_tune(
     tail = losses[-10:]
     return {"accuracy": accuracy(val_idx), "train_accuracy": accuracy(train_idx),
             "final_loss": sum(tail) / len(tail)}
+
+
+@torch.no_grad()
+def zero_shot(
+    model: SSLMethod,
+    image_emb: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    templates: Sequence[str],
+) -> dict[str, Any]:
+    """Zero-shot top-1 of images' joint-space embeddings ``(N, E)``: every class name
+    put into every template, the prompts embedded by the model's text tower and averaged
+    per class (CLIP's prompt ensembling, :func:`engine.retrieval.zero_shot_accuracy`).
+    No label is used to build the classifier; chance is ``1 / C``."""
+    c, t = len(class_names), len(templates)
+    was = model.training
+    model.eval()
+    try:
+        ids = model.encode_prompts(prompts(class_names, templates))  # type: ignore[operator]
+        classes = model.embed_texts(ids).float().cpu().view(c, t, -1)  # type: ignore[operator]
+    finally:
+        model.train(was)
+    return {"accuracy": zero_shot_accuracy(image_emb, classes, labels),
+            "chance": 1.0 / c, "templates": t}
+
+
+def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor,
+              ks: Sequence[int] = RECALL_KS) -> dict[str, Any]:
+    """Image-to-text and text-to-image recall@k of N pairs' joint-space embeddings (pair
+    ``i``'s caption is the match of image ``i``; ties broken at random in expectation,
+    :func:`engine.retrieval.recall_at_k`), beside chance ``k / N``."""
+    n = int(image_emb.shape[0])
+    out: dict[str, Any] = dict(recall_at_k(image_emb.float() @ text_emb.float().t(), ks))
+    out.update({f"recall_chance_r{k}": chance_recall(n, k) for k in ks})
+    out["pairs"] = n
+    return out
 
 
 def _acc(pred: torch.Tensor, y: torch.Tensor) -> float:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: what one dataset item is, by the dataset's modality
+_ITEMS = {"text": "text samples", "paired": "captioned images"}
+
 
 def table_rows(ev: dict[str, Any]) -> list[tuple[str, str, str, str, float | None]]:
     """(protocol, trained, random init, difference, seconds) per line, as text."""
@@ -18,6 +21,19 @@ def table_rows(ev: dict[str, Any]) -> list[tuple[str, str, str, str, float | Non
 
     for p, r in ev["results"].items():
         tr, rnd, secs = r.get("trained", {}), r.get("random_init", {}), r.get("seconds")
+        if p == "retrieval":
+            n = tr.get("pairs", rnd.get("pairs"))
+            for way, arrow in (("image_to_text", "image→text"), ("text_to_image", "text→image")):
+                for k in (1, 5, 10):
+                    key = f"{way}_r{k}"
+                    if key not in tr and key not in rnd:
+                        continue
+                    chance = tr.get(f"recall_chance_r{k}", rnd.get(f"recall_chance_r{k}"))
+                    a, b = tr.get(key), rnd.get(key)
+                    rows.append((f"{arrow} recall@{k} ({n} val pairs; chance "
+                                 f"{_share(chance)})", pct(a), pct(b), diff(a, b), secs))
+                    secs = None
+            continue
         if p == "fewshot":
             for n in s["fewshot_shots"]:
                 a, b = tr.get(str(n), {}), rnd.get(str(n), {})
@@ -36,6 +52,11 @@ def table_rows(ev: dict[str, Any]) -> list[tuple[str, str, str, str, float | Non
             name = f"weighted kNN (k={s['knn_k']}, T={s['knn_temperature']:g}, {how})"
         elif p == "linear":
             name = "linear probe (val top-1)"
+        elif p == "zeroshot":
+            t = tr.get("templates", rnd.get("templates", "?"))
+            chance = tr.get("chance", rnd.get("chance"))
+            name = (f"zero-shot from prompts ({t} template{'' if t == 1 else 's'}, val "
+                    f"top-1; chance {_share(chance)})")
         else:
             name = f"fine-tune ({s['finetune_steps']} steps, val top-1)"
         a, b = tr.get("accuracy"), rnd.get("accuracy")
@@ -55,13 +76,21 @@ def table_rows(ev: dict[str, Any]) -> list[tuple[str, str, str, str, float | Non
     return rows
 
 
+def _share(x: float | None) -> str:
+    """A chance level as a percentage, with two significant digits below 1 % (k / N of
+    a thousand pairs is 0.1 %)."""
+    if x is None:
+        return "-"
+    return f"{100 * x:.2g}%" if x < 0.01 else f"{100 * x:.1f}%"
+
+
 def format_table(ev: dict[str, Any]) -> str:
     """The evaluation as a plain-text table (what ``python -m engine eval`` prints)."""
     sp = ev["split"]
     head = (f"{ev.get('run_id', 'model')}: {ev.get('method', '?')} on {ev['dataset']}"
             + (f", step {ev['checkpoint_step']}" if "checkpoint_step" in ev else "")
             + f"; {ev['n_images']} "
-            f"{'text samples' if ev.get('modality') == 'text' else 'images'}, "
+            f"{_ITEMS.get(ev.get('modality', 'image'), 'images')}, "
             f"{len(ev['classes'])} classes, split "
             f"{sp['train']} train / {sp['val']} val (stratified, seed {sp['seed']}); "
             f"majority class {100 * ev['chance']:.1f}% of val")

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.augment import ViewAugment, eval_transform
+from engine.augment import FINETUNE_AUGMENT, ViewAugment, eval_transform
 from engine.config import Config, param
 from engine.data.tokens import PAD, ByteTokenizer, Tokenizer
 from engine.distributed import gather, is_distributed, rank
@@ -265,6 +265,11 @@ class CLIP(SSLMethod):
         metrics = {"temperature": 1.0 / scale.detach(), "positive_similarity": pos_sum / n,
                    "negative_similarity": neg, "image_to_text_accuracy": accuracy}
         return StepOutput(loss, metrics)
+
+    def finetune_augment(self) -> PairAugment:
+        """The fine-tuning protocol's light augmentation, applied to the images of a
+        batch of pairs (the protocol cuts its batches from the source's pairs)."""
+        return PairAugment(FINETUNE_AUGMENT, self.cfg.data.resolution)
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
