@@ -1,5 +1,7 @@
 """The evaluation tab: kNN, linear probe, few-shot and fine-tuning of a run's encoder,
-always beside the random-init baseline, computed off the GUI thread.
+always beside the random-init baseline, computed off the GUI thread. An image-text run
+(CLIP) also gets zero-shot accuracy from prompts (the templates editable here) and
+retrieval recall: the rows are whatever :func:`engine.evaluate.table_rows` gives.
 
 Results are written to the run's ``summary.json`` by :func:`engine.evaluate.evaluate_run`
 and shown in a table; opening a run shows its saved results. Without labels the tab says
@@ -14,7 +16,7 @@ loaded (:meth:`EvaluatePanel.set_option_specs`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -23,6 +25,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -35,6 +38,9 @@ from app.forms import tooltip_text
 from app.worker import FunctionWorker, start_in_thread
 from engine.config import FieldSpec
 
+if TYPE_CHECKING:  # beside torch: imported when an evaluation starts
+    from engine.evaluate import EvalOptions
+
 PROTOCOL_TITLES = {"knn": "Weighted kNN", "linear": "Linear probe",
                    "fewshot": "Few-shot (1 / 5 / 10 labels per class)",
                    "finetune": "Fine-tuning"}
@@ -42,6 +48,8 @@ PROTOCOL_TITLES = {"knn": "Weighted kNN", "linear": "Linear probe",
 #: the EvalOptions fields the tab lets one change, with their short labels; every other
 #: option keeps EvalOptions' default
 EDITABLE_OPTIONS = {"knn_k": "kNN k", "finetune_steps": "fine-tune steps"}
+#: the EvalOptions text field the tab edits in a line (read by image-text runs only)
+TEMPLATES_OPTION = "zeroshot_templates"
 
 _INT_LIMIT = 2**31 - 1  # QSpinBox holds a C int
 _DECIMALS = 4
@@ -98,6 +106,12 @@ class EvaluatePanel(QWidget):
         opts = QHBoxLayout()
         opts.addLayout(self._spin_row)
         opts.addStretch(1)
+        self.templates_edit = QLineEdit()
+        self.templates_edit.setObjectName(f"option:{TEMPLATES_OPTION}")
+        self.templates_edit.setPlaceholderText("a photo of a {}.|a {} shape.")
+        templates_row = QHBoxLayout()
+        templates_row.addWidget(QLabel("zero-shot templates (image-text runs)"))
+        templates_row.addWidget(self.templates_edit, 1)
         self.run_button = QPushButton("Evaluate")
         self.run_button.setEnabled(False)
         self.run_button.clicked.connect(self.evaluate)
@@ -119,6 +133,7 @@ class EvaluatePanel(QWidget):
         lay.addWidget(self.run_label)
         lay.addLayout(row)
         lay.addLayout(opts)
+        lay.addLayout(templates_row)
         lay.addWidget(self.status)
         lay.addWidget(self.table, 1)
         lay.addWidget(self.notes)
@@ -134,6 +149,11 @@ class EvaluatePanel(QWidget):
             self._spin_row.addWidget(QLabel(label))
             self._spin_row.addWidget(box)
             self.spins[name] = box
+        spec = by_name.get(TEMPLATES_OPTION)
+        if spec is not None:
+            if not self.templates_edit.text().strip():
+                self.templates_edit.setText(str(spec.default))
+            self.templates_edit.setToolTip(tooltip_text(spec, spec.default))
 
     def _ensure_option_specs(self) -> None:
         """The spin boxes, even when a run is evaluated before the engine has loaded."""
@@ -144,8 +164,21 @@ class EvaluatePanel(QWidget):
             self.set_option_specs(field_specs(EvalOptions(), "eval"))
 
     def option_values(self) -> dict[str, Any]:
-        """The options set in the tab, as EvalOptions keyword arguments."""
+        """The options set in the tab's spin boxes, as EvalOptions keyword arguments."""
         return {name: box.value() for name, box in self.spins.items()}
+
+    def eval_options(self) -> EvalOptions:
+        """The EvalOptions of an evaluation from the tab: the spin boxes and the zero-shot
+        templates (an empty line keeps the default; a bad one is refused by the
+        evaluation, naming the option)."""
+        from engine.evaluate import EvalOptions
+
+        self._ensure_option_specs()
+        values = self.option_values()
+        templates = self.templates_edit.text().strip()
+        if templates:
+            values[TEMPLATES_OPTION] = templates
+        return EvalOptions(**values)
 
     def set_run(self, run_dir: str | None) -> None:
         """The run to evaluate; shows the results already in its summary."""
@@ -163,14 +196,13 @@ class EvaluatePanel(QWidget):
     def evaluate(self) -> None:
         if self.run_dir is None or self.busy:
             return
-        from engine.evaluate import EvalOptions, evaluate_run
+        from engine.evaluate import evaluate_run
 
         protocols = [k for k, box in self.checks.items() if box.isChecked()]
         if not protocols:
             self.status.setText("Tick at least one protocol.")
             return
-        self._ensure_option_specs()
-        options = EvalOptions(**self.option_values())
+        options = self.eval_options()
         run_dir = self.run_dir
         self.busy = True
         self.run_button.setEnabled(False)
