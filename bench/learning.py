@@ -14,8 +14,10 @@ user's run of that length would be. A run still going at 1.5 times the budget (t
 machine slowed down) is stopped there. ``--budget 0`` instead trains each method for its
 preset's own ``optim.max_steps`` with its own monitor schedule, as pressing Start does.
 
-Image methods train on ``--dataset``, text methods (GPT, MLM, SimCSE, and the variants of
-:data:`VARIANTS` such as ``mlm+sop``) on ``--text-dataset``. Text methods get a table of
+Image methods train on ``--dataset`` (image-text methods such as CLIP on its captioned
+form, in a table with zero-shot accuracy and recall@5 beside chance), text methods (GPT,
+MLM, SimCSE, and the variants of :data:`VARIANTS` such as ``mlm+sop``) on
+``--text-dataset``. Text methods get a table of
 their own: the same columns (samples/s for images/s), plus the training time (the
 trainer's clock, monitor steps included) and the held-out score of the method, at random
 initialisation and after training, beside the line it must clear: GPT's bits per token
@@ -59,8 +61,8 @@ def method_of(entry: str) -> tuple[str, tuple[str, ...]]:
     return VARIANTS.get(entry, (entry, ()))
 
 
-def is_text(entry: str) -> bool:
-    return get_method_info(method_of(entry)[0]).modality == "text"
+def modality(entry: str) -> str:
+    return get_method_info(method_of(entry)[0]).modality
 
 
 def config(entry: str, dataset: str, overrides: list[str]) -> Config:
@@ -195,6 +197,29 @@ def text_table(entries: list[str], args: argparse.Namespace, runs: str) -> None:
               flush=True)
 
 
+def paired_table(entries: list[str], args: argparse.Namespace, runs: str) -> None:
+    """Image-text methods: kNN of the image tower, zero-shot accuracy from class-name
+    prompts and recall@5 both ways on the monitor pairs, each beside chance."""
+    print("| method | kNN random init | kNN trained | zero-shot (chance) | text→image R@5 "
+          "(chance) | image→text R@5 | effective rank | steps | pairs/s | train time |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in entries:
+        r = run_method(name, args.dataset, args.budget, runs, args.overrides)
+        if "error" in r:
+            print(f"| {name} | failed: {r['error']} |||||||||")
+            continue
+        end = r.get("extra", {})
+
+        def moved(key: str, r: dict = r) -> str:
+            return f"{pct(r.get('baseline_extra', {}).get(key))} → {pct(r['extra'].get(key))}"
+
+        print(f"| {name} | {pct(r.get('baseline'))} | {pct(r['knn'])} | "
+              f"{moved('zero_shot_accuracy')} ({pct(end.get('zero_shot_chance'))}) | "
+              f"{moved('text_to_image_r5')} ({pct(end.get('recall_chance_r5'))}) | "
+              f"{moved('image_to_text_r5')} | {r['rank']:.1f} / {r['dim']} | {r['steps']} | "
+              f"{median_rate(r):.0f} | {r['time']:.0f} s |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=150.0,
@@ -209,8 +234,9 @@ def main() -> None:
                    help="change a setting for every method (method.* only where it exists)")
     args = p.parse_args()
     names = args.methods or ([m.name for m in available_methods()] + list(DEFAULT_VARIANTS))
-    images = [n for n in names if not is_text(n)]
-    texts = [n for n in names if is_text(n)]
+    images = [n for n in names if modality(n) == "image"]
+    texts = [n for n in names if modality(n) == "text"]
+    paired = [n for n in names if modality(n) == "paired"]
     changed = f", with {' '.join(args.overrides)}" if args.overrides else ""
     budget = (f"{args.budget:g} s of training per method" if args.budget > 0
               else "each method's default steps")
@@ -225,6 +251,10 @@ def main() -> None:
             print(f"{chr(10) if images else ''}{args.text_dataset}, {budget}{changed}, "
                   f"{machine}\n")
             text_table(texts, args, runs)
+        if paired:
+            print(f"{chr(10) if images or texts else ''}{args.dataset} with captions, "
+                  f"{budget}{changed}, {machine}\n")
+            paired_table(paired, args, runs)
 
 
 if __name__ == "__main__":
