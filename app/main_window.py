@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.panels.clip_panel import MatchingPanel
 from app.panels.collapse import CollapsePanel
 from app.panels.dataset_chooser import DatasetChooser
 from app.panels.embedding import EmbeddingPanel
@@ -50,7 +51,17 @@ FAMILY_TITLES = {
     "generative": "Generative (language models)",
 }
 #: what the status bar and the run line call one item of a modality's data
-ITEM_WORDS = {"image": ("img", "images"), "text": ("samples", "text samples")}
+ITEM_WORDS = {"image": ("img", "images"), "text": ("samples", "text samples"),
+              "paired": ("pairs", "image-caption pairs")}
+#: what messages call a method modality's data
+MODALITY_WORDS = {"image": "images", "text": "text", "paired": "captioned images"}
+PAIRED = "paired"  # engine.data.PAIRED_MODALITY, without importing the engine here
+
+
+def data_kind(method_modality: str) -> str:
+    """The kind of data a method's modality trains on, as the dataset chooser names it:
+    image-text methods train on (captioned) image data."""
+    return "image" if method_modality == PAIRED else method_modality
 
 
 def _load_engine() -> dict[str, Any]:
@@ -126,6 +137,7 @@ class MainWindow(QMainWindow):
         # fit it (--method gpt: the text corpus); otherwise the data decide the method
         self._method_picks_data = method is not None and dataset is None
         self.data_modality: str | None = None  # of the chosen dataset, once known
+        self.data_captioned = False  # the chosen dataset's images have captions
         self.run_modality = "image"
         self._all_methods: list[Any] = []
         self._last_method: dict[str, str] = {}  # by modality: what to go back to
@@ -163,6 +175,11 @@ class MainWindow(QMainWindow):
         self.text_preview = TextPreviewPanel()
         self.tabs.addTab(self.text_preview, "Predictions")
         self.tabs.setTabVisible(self.tabs.indexOf(self.text_preview), False)
+        self.matching = MatchingPanel()
+        self.matching.query_requested.connect(self._on_query)
+        self.tabs.addTab(self.matching, "Matching")
+        self.tabs.setTabVisible(self.tabs.indexOf(self.matching), False)
+        self._searcher: FunctionWorker | None = None
         self.evaluate = EvaluatePanel()
         self.tabs.addTab(self.evaluate, "Evaluate")
         self.runs = RunsPanel(runs_dir)
@@ -374,7 +391,8 @@ class MainWindow(QMainWindow):
         from engine.presets import default_config
 
         info = self.methods[name]
-        self._last_method[info.modality] = name
+        if self.data_modality is None or self._fits(info):
+            self._last_method[data_kind(info.modality)] = name
         # the preset in force on this device: the form's values and its tooltips' defaults
         cfg = default_config(name, self.accelerator)
         text = f"<b>{info.name}</b>: {info.description}<br><i>{info.paper}</i>"
@@ -387,14 +405,16 @@ class MainWindow(QMainWindow):
         self._sync_text_settings()
         self._show_preview_tab(info.modality)
         data = self.data_modality
-        if data is not None and info.modality != data and not self.running:
+        if data is not None and not self._fits(info) and not self.running:
             # the list offers only methods for the chosen data, but a method can still be
             # asked for (command line, a test): it brings the dataset its preset names
             self._method_picks_data = False
             preset = cfg.data.dataset
+            what = "uncaptioned image" if info.modality == PAIRED and data == "image" else data
             self.message_bar.show_message(
-                f"{info.name} trains on {info.modality}, not on the {data} data of "
-                f"{self.dataset_chooser.source}: switched the dataset to {preset}.", "info")
+                f"{info.name} trains on {MODALITY_WORDS.get(info.modality, info.modality)}, "
+                f"not on the {what} data of {self.dataset_chooser.source}: switched the "
+                f"dataset to {preset}.", "info")
             self.data_modality = None  # until the new dataset's kind is known
             self.dataset_chooser.set_source(preset)
 
@@ -425,7 +445,7 @@ class MainWindow(QMainWindow):
         combo.clear()
         family = None
         for m in self._all_methods:
-            if self.data_modality is not None and m.modality != self.data_modality:
+            if self.data_modality is not None and not self._fits(m):
                 continue
             if m.family != family:
                 family = m.family
@@ -442,30 +462,45 @@ class MainWindow(QMainWindow):
         combo = self.method_combo
         return [combo.itemData(i) for i in range(combo.count()) if combo.itemData(i)]
 
-    def _on_data_modality(self, modality: str) -> None:
+    def _fits(self, info: Any, modality: str | None = None,
+              captioned: bool | None = None) -> bool:
+        """Whether a method trains on the chosen data (or on ``modality`` data with or
+        without captions): its own kind, and image-text methods on captioned images."""
+        data = self.data_modality if modality is None else modality
+        has = self.data_captioned if captioned is None else captioned
+        if info.modality == PAIRED:
+            return data == "image" and has
+        return bool(info.modality == data)
+
+    def _on_data_modality(self, modality: str, captioned: bool = False) -> None:
         """The chosen dataset's kind is known: offer only the methods that train on it,
         and when the current one does not, switch (the data or the method)."""
         if not self.methods:
             self.data_modality = modality  # the list is filled when the engine is up
+            self.data_captioned = captioned
             return
         current = self.method_combo.currentData()
         info = self.methods.get(current) if current else None
-        if info is not None and info.modality != modality and self._method_picks_data:
+        fits = info is not None and self._fits(info, modality, captioned)
+        if info is not None and not fits and self._method_picks_data:
             self._method_picks_data = False  # once: the method asked for on start-up
             from engine.presets import default_config
 
             preset = default_config(info.name, self.accelerator).data.dataset
             if preset != self.dataset_chooser.source:
                 self.message_bar.show_message(
-                    f"{info.name} trains on {info.modality}: switched the dataset to "
-                    f"{preset}.", "info")
+                    f"{info.name} trains on "
+                    f"{MODALITY_WORDS.get(info.modality, info.modality)}: switched the "
+                    f"dataset to {preset}.", "info")
                 self.dataset_chooser.set_source(preset)
                 return
         self._method_picks_data = False
         self.data_modality = modality
+        self.data_captioned = captioned
         self._fill_method_combo()
-        if self.running or (info is not None and info.modality == modality):
+        if self.running or fits:
             return
+        # image-text methods are listed for captioned images, never picked for them
         fitting = [m.name for m in self._all_methods if m.modality == modality]
         # back to the method last used on such data (the default one for images)
         first = next((n for n in (self._last_method.get(modality), DEFAULT_METHOD)
@@ -485,20 +520,23 @@ class MainWindow(QMainWindow):
     def _settle_modality(self) -> None:
         """Start pressed before the chooser said what the data are: look now (a cheap
         scan), so a run never starts with a method for the other kind of data."""
-        from engine.data import dataset_modality
+        from engine.data import dataset_modality, has_captions
 
         for _ in range(2):  # a second time when the method brought its own dataset
             if self.data_modality is not None:
                 return
-            self._on_data_modality(dataset_modality(self.dataset_chooser.source))
+            source = self.dataset_chooser.source
+            self._on_data_modality(dataset_modality(source), has_captions(source))
 
     def _show_preview_tab(self, modality: str) -> None:
-        """The predictions tab of the modality: images' previews or texts'."""
-        shown = self.text_preview if modality == "text" else self.preview
-        hidden = self.preview if shown is self.text_preview else self.text_preview
-        was_current = self.tabs.currentWidget() is hidden
-        self.tabs.setTabVisible(self.tabs.indexOf(shown), True)
-        self.tabs.setTabVisible(self.tabs.indexOf(hidden), False)
+        """The predictions tab of the modality: images' previews, texts', or the image-text
+        Matching tab (heat map, search, retrieval curves)."""
+        panels = {"image": self.preview, "text": self.text_preview, PAIRED: self.matching}
+        shown = panels.get(modality, self.preview)
+        was_current = self.tabs.currentWidget() in panels.values() and \
+            self.tabs.currentWidget() is not shown
+        for panel in panels.values():
+            self.tabs.setTabVisible(self.tabs.indexOf(panel), panel is shown)
         if was_current:
             self.tabs.setCurrentWidget(shown)
 
@@ -542,6 +580,9 @@ class MainWindow(QMainWindow):
             ds = None
         if getattr(ds, "modality", "image") == "text":
             ds = None  # scanned with the default text settings, not the form's
+        info = self.methods.get(cfg.method_name)
+        if info is not None and info.modality == PAIRED:
+            ds = None  # the chooser loads images alone; the run loads them with captions
         chooser = self.dataset_chooser
         if source == "shapes" and (cfg.data.shapes_count, cfg.data.seed,
                                    cfg.data.shapes_orientation) != (
@@ -551,6 +592,7 @@ class MainWindow(QMainWindow):
         self.plots.clear()
         self.preview.clear()
         self.text_preview.clear()
+        self.matching.clear()
         self.embedding.clear()
         self.collapse.clear()
         self.trainer = Trainer(cfg, self.runs_dir, dataset=ds)
@@ -631,9 +673,12 @@ class MainWindow(QMainWindow):
         self.embedding.load_run(str(run_dir))
         self.preview.load_run(str(run_dir), rows)
         self.text_preview.load_run(str(run_dir))
+        self.matching.load_run(str(run_dir), rows)
         info = self.methods.get(str(run.read_summary().get("method", "")))
         if info is not None:
             self._show_preview_tab(info.modality)
+        elif self.matching.snapshots:
+            self._show_preview_tab(PAIRED)
         elif self.text_preview.snapshots or self.preview.snapshots:
             self._show_preview_tab("text" if self.text_preview.snapshots else "image")
 
@@ -785,6 +830,7 @@ class MainWindow(QMainWindow):
         self.plots.add_event(e)
         self.preview.add_event(e)  # both take only the previews of their modality
         self.text_preview.add_event(e)
+        self.matching.add_event(e)  # similarity maps, the monitor set, recall, answers
         self.embedding.add_event(e)
         self.collapse.add_event(e)
         if isinstance(e, ev.StepMetrics):
@@ -874,6 +920,9 @@ class MainWindow(QMainWindow):
         self.worker = None
         self.plots.refresh()
         self._set_buttons()
+        if self.matching.pending is not None and not self._close_when_stopped:
+            # typed as the run ended: the trainer stopped before answering
+            self._search_saved(self.matching.pending)
         if self._close_when_stopped:
             self.close()
 
@@ -891,6 +940,35 @@ class MainWindow(QMainWindow):
             self.eta_label.setText(f"ETA {secs // 60}:{secs % 60:02d}")
         else:
             self.eta_label.setText("ETA –")
+
+    # search (image-text runs) ----------------------------------------------------------
+    def _on_query(self, text: str) -> None:
+        """A sentence typed in the Matching tab: the running trainer answers it between
+        steps (or while paused); otherwise the run shown answers from its folder."""
+        if self.running and self.trainer is not None:
+            self.trainer.request_query(text)
+            self.matching.set_status(f"Searching for “{text}”: the run answers between "
+                                     "training steps…")
+            return
+        self._search_saved(text)
+
+    def _search_saved(self, text: str) -> None:
+        """Search the run shown (finished or reopened) off the GUI thread."""
+        if not self.run_dir:
+            self.matching.show_message("Start a run, or open one in the Runs tab, to search "
+                                       "its monitor images.")
+            return
+        from engine.search import search_run
+
+        run_dir = self.run_dir
+        self.matching.pending = text
+        self.matching.set_status(f"Searching the saved run {Path(run_dir).name} for "
+                                 f"“{text}”…")
+        self._searcher = FunctionWorker(lambda: search_run(run_dir, text))
+        self._searcher.result.connect(self.matching.add_event)
+        self._searcher.error.connect(
+            lambda msg, _tb: self.matching.show_message(f"The search failed: {msg}"))
+        start_in_thread(self._searcher, self)
 
     # closing ------------------------------------------------------------------------
     def confirm_close(self) -> bool:

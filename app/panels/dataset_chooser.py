@@ -3,8 +3,9 @@ thread.
 
 Shows the chosen set's description, its size, the label summary and the files that could
 not be read, and tells the window what kind of data it is (``modality_known``: 'image' or
-'text', from :func:`engine.data.dataset_modality`) so the method list offers only
-methods that train on it. The
+'text', from :func:`engine.data.dataset_modality`, and whether its images have captions,
+from :func:`engine.data.has_captions`) so the method list offers only methods that train
+on it: image-text methods (CLIP) on captioned images. The
 dataset, resolution and shapes settings it starts with are :class:`engine.config.DataConfig`'s
 defaults, so a run with the default config reuses the set it shows.
 """
@@ -48,7 +49,8 @@ class DatasetChooser(QWidget):
 
     changed = Signal(str)
     scanned = Signal(object)  # the loaded dataset source (ImageDataset, TextDataset)
-    modality_known = Signal(str)  # 'image' or 'text': what the chosen source holds
+    #: 'image' or 'text': what the chosen source holds; and whether it has captions
+    modality_known = Signal(str, bool)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -93,6 +95,7 @@ class DatasetChooser(QWidget):
         self.text_settings: dict[str, Any] = {k: getattr(defaults, k) for k in TEXT_FIELDS}
         self.dataset: Any = None
         self.modality: str | None = None  # of the chosen source; None until known
+        self.captioned = False  # the chosen source's images have captions (once known)
         self.descriptions = {name: tip for name, (_, tip) in BUILTINS.items()}
         self._scan_id = 0
         self.engine_ready = False
@@ -157,16 +160,18 @@ class DatasetChooser(QWidget):
             self.scan()
 
     def scan(self) -> None:
-        from engine.data import dataset_modality, load_dataset
+        from engine.data import dataset_modality, has_captions, load_dataset
 
         self._scan_id += 1
         scan_id = self._scan_id
         self.modality = None
-        # first the cheap look at what kind of data it is, so the method list follows at
-        # once; then the full load, which may take a while
+        self.captioned = False
+        # first the cheap look at what kind of data it is (and whether captions come
+        # with it), so the method list follows at once; then the full load, which may
+        # take a while
         source = self.source
-        kind = FunctionWorker(lambda: dataset_modality(source))
-        kind.result.connect(lambda m: self._on_modality(scan_id, m))
+        kind = FunctionWorker(lambda: (dataset_modality(source), has_captions(source)))
+        kind.result.connect(lambda got: self._on_modality(scan_id, *got))
         start_in_thread(kind, self)
         source, res = self.source, self.resolution
         shapes = {"shapes_count": self.shapes_count, "seed": self.shapes_seed,
@@ -179,11 +184,12 @@ class DatasetChooser(QWidget):
         worker.error.connect(lambda msg, _tb: self._on_error(scan_id, msg))
         start_in_thread(worker, self)
 
-    def _on_modality(self, scan_id: int, modality: str) -> None:
+    def _on_modality(self, scan_id: int, modality: str, captioned: bool) -> None:
         if scan_id != self._scan_id:
             return
         self.modality = modality
-        self.modality_known.emit(modality)
+        self.captioned = bool(captioned)
+        self.modality_known.emit(modality, self.captioned)
 
     def _on_scanned(self, scan_id: int, ds: Any) -> None:
         if scan_id != self._scan_id:

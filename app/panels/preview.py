@@ -22,6 +22,8 @@ from app.panels.training_plots import Series
 from engine.events import PreviewSnapshot, RunStarted, StepMetrics
 
 MAX_SNAPSHOTS = 200  # beyond this, every other old snapshot is dropped
+#: preview kinds other panels draw: text predictions, image-text similarity heat maps
+OTHER_PANELS = ("text", "similarity")
 GOOD, BAD, TEXT = QColor("#2ca02c"), QColor("#d62728"), QColor("#333333")
 
 
@@ -179,7 +181,7 @@ class PreviewPanel(QWidget):
     def add_event(self, e: object) -> None:
         if isinstance(e, RunStarted):
             self.set_chance(e.pretext_chance)
-        elif isinstance(e, PreviewSnapshot) and e.kind != "text":  # text: TextPreviewPanel
+        elif isinstance(e, PreviewSnapshot) and e.kind not in OTHER_PANELS:
             self.add_snapshot(e)
         elif isinstance(e, StepMetrics):
             acc = e.extra.get("pretext_accuracy")
@@ -217,7 +219,7 @@ class PreviewPanel(QWidget):
 
         self.clear()
         for snap in RunFolder(run_dir).load_previews():
-            if snap.kind != "text":  # text snapshots belong to the text predictions panel
+            if snap.kind not in OTHER_PANELS:
                 self.add_snapshot(snap)
         for r in rows or []:
             if r.get("pretext_accuracy") is not None and "loss" in r:

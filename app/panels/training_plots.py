@@ -35,8 +35,11 @@ METRIC_NAMES = {
     "bits_per_token": "bits per token (training batches)",
     "masked_accuracy": "masked-token accuracy",
     "sentence_accuracy": "sentence-task accuracy",
-    "positive_similarity": "similarity of the two dropout views",
-    "negative_similarity": "similarity to other sentences",
+    # SimCSE's two dropout views of a sentence, CLIP's image and its caption
+    "positive_similarity": "similarity of matching pairs",
+    "negative_similarity": "similarity of non-matching pairs",
+    "temperature": "softmax temperature",
+    "image_to_text_accuracy": "image picks its caption (training batch)",
     "pretext_accuracy": "pretext accuracy",
 }
 

@@ -1,0 +1,661 @@
+"""What an image-text method (CLIP) has learned to match, live: the "Matching" tab.
+
+Three views of one question, does an image find its caption and a caption its image:
+
+- **the similarity heat map** of fixed monitor pairs (images as rows, with their
+  thumbnails, captions as columns), from the method's ``PreviewSnapshot`` of kind
+  ``"similarity"``; the diagonal, each image against its own caption, lights up as the
+  towers learn. Hovering a cell names both captions and the value; a slider goes back
+  through the run's snapshots and, at its right end, follows the run.
+- **a search box**: a typed sentence ranks the monitor images (``query_requested``: the
+  window asks the running trainer, or searches the saved run once training has ended);
+  the :class:`~engine.events.QueryResult` is drawn as a ranked strip of thumbnails with
+  their scores and captions, from the run's :class:`~engine.events.MonitorSet`.
+- **curves** of retrieval recall@1/5/10 both ways and zero-shot accuracy from the
+  monitor reports, each beside its chance level (dashed), and the image tower's kNN.
+
+The panel takes plain engine events, so it runs on its own with fake ones (the tests do).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QPixmap
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSlider,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.panels.preview import MAX_SNAPSHOTS, to_qimage
+from app.panels.training_plots import PALETTE, Series
+from engine.events import MonitorReport, MonitorSet, PreviewSnapshot, QueryResult, replay
+
+KIND = "similarity"
+RECALL_KS = (1, 5, 10)
+RECALL_COLOURS = {1: "#1f77b4", 5: "#d62728", 10: "#2ca02c"}
+ZERO_SHOT, KNN = "#9467bd", "#9a9a9a"
+#: cells of a heat map this small also show their value as a number, when a cell is at
+#: least this many pixels wide
+MAX_NUMBERED, MIN_NUMBER_CELL_PX = 12, 27
+THUMB_PX = 64  # result thumbnails (the monitor set's are at most 64 px)
+CAPTION_CHARS = 140  # a caption shown under a result is shortened to this
+EMPTY_MAP = ("No similarity map yet: image-text methods show theirs at every monitor "
+             "step.")
+SEARCH_HINT = ("Type a sentence and press Enter: the monitor images it matches best "
+               "appear here, ranked (during training, and from the saved run after it).")
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text), quote=False)
+
+
+def shorten(text: str, limit: int = CAPTION_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def similarity_of(snap: PreviewSnapshot) -> tuple[np.ndarray, list[str]] | None:
+    """The snapshot's ``(N, N)`` similarity matrix and its N captions, or None when it
+    holds none (a malformed item never raises)."""
+    for item in snap.items:
+        if not isinstance(item, dict) or item.get("type") != KIND:
+            continue
+        try:
+            mat = np.asarray(item.get("similarity"), dtype=np.float32)
+        except (TypeError, ValueError):
+            return None
+        if mat.ndim != 2 or mat.size == 0:
+            return None
+        captions = [str(c) for c in item.get("captions") or []]
+        return mat, captions + [""] * max(0, mat.shape[1] - len(captions))
+    return None
+
+
+def summary(step: int, mat: np.ndarray) -> str:
+    """The title line in words: how many images pick their own caption, and the own
+    caption's similarity against the others'."""
+    n = min(mat.shape)
+    own = np.diag(mat)[:n]
+    right = int((mat[:n].argmax(1)[:n] == np.arange(n)).sum())
+    others = (mat[:n, :n].sum() - own.sum()) / max(1, n * n - n)
+    return (f"<b>Step {step}</b>: {right} of {n} images score their own caption highest "
+            f"(chance: about 1). Own caption {own.mean():.2f} on average, the others "
+            f"{others:.2f}.")
+
+
+def caption_table(captions: list[str], columns: int = 2) -> str:
+    """The heat map's numbered captions (its columns) as a compact HTML table."""
+    cells = [f"<td style='padding-right:14px'><span style='color:#777'>{j + 1}.</span> "
+             f"{esc(shorten(c))}</td>" for j, c in enumerate(captions)]
+    rows = ["<tr>" + "".join(cells[r::(len(cells) + columns - 1) // columns]) + "</tr>"
+            for r in range((len(cells) + columns - 1) // columns)] if cells else []
+    return ("<b>Captions</b> <span style='color:#777'>(the columns; caption n belongs to "
+            f"image n)</span><table cellspacing='0' cellpadding='1'>{''.join(rows)}</table>")
+
+
+class SimilarityMap(pg.GraphicsLayoutWidget):
+    """An N×N heat map with a colour bar, the row images' thumbnails on its left and the
+    diagonal (each image's own caption) outlined. Cosine similarities in [-1, 1] on a
+    fixed diverging scale, so snapshots of a run compare by colour."""
+
+    hovered = Signal(int, int)  # row, column; (-1, -1) when the mouse leaves the cells
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setBackground("w")
+        self.plot: pg.PlotItem = self.addPlot()
+        p = self.plot
+        p.invertY(True)  # row 0 at the top, and images upright
+        p.setAspectLocked(True)
+        p.hideButtons()
+        p.setMenuEnabled(False)
+        p.setMouseEnabled(x=False, y=False)
+        p.setLabel("left", "image")
+        p.setLabel("bottom", "caption (hover a cell to read it)")
+        self.image = pg.ImageItem(axisOrder="row-major")
+        p.addItem(self.image)
+        self.colour_map = pg.colormap.get("CET-D1A")
+        self.bar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=self.colour_map,
+                                   label="cosine similarity", interactive=False, width=14)
+        self.bar.setImageItem(self.image, insert_in=p)
+        self.diagonal = pg.ScatterPlotItem(pxMode=False, symbol="s", size=0.94,
+                                           pen=pg.mkPen("#222", width=1.5), brush=None)
+        p.addItem(self.diagonal)
+        self.thumbs: list[pg.ImageItem] = []
+        self.numbers: list[pg.TextItem] = []
+        self.matrix: np.ndarray | None = None
+        self.scene().sigMouseMoved.connect(self._on_mouse)
+        self.plot.vb.sigResized.connect(self._fit_numbers)
+        self.plot.vb.sigRangeChanged.connect(self._fit_numbers)
+
+    def set_matrix(self, mat: np.ndarray | None, originals: np.ndarray | None = None
+                   ) -> None:
+        p = self.plot
+        self.matrix = mat
+        for item in self.thumbs + self.numbers:
+            p.removeItem(item)
+        self.thumbs, self.numbers = [], []
+        if mat is None:
+            self.image.clear()
+            self.diagonal.setData([], [])
+            return
+        rows, cols = mat.shape
+        self.image.setImage(mat, autoLevels=False, levels=(-1.0, 1.0))
+        self.image.setRect(QRectF(0, 0, cols, rows))
+        n = min(rows, cols)
+        self.diagonal.setData(np.arange(n) + 0.5, np.arange(n) + 0.5)
+        left = 0.0
+        if originals is not None and len(originals) >= rows:
+            left = -1.1
+            for i in range(rows):
+                thumb = pg.ImageItem(np.ascontiguousarray(originals[i]), axisOrder="row-major")
+                thumb.setRect(QRectF(-1.05, i + 0.05, 0.9, 0.9))
+                p.addItem(thumb)
+                self.thumbs.append(thumb)
+        if rows <= MAX_NUMBERED and cols <= MAX_NUMBERED:
+            font = QFont()
+            font.setPointSizeF(7.0)
+            for r in range(rows):
+                for c in range(cols):
+                    v = float(mat[r, c])
+                    t = pg.TextItem(f"{v:.2f}", anchor=(0.5, 0.5),
+                                    color="#ffffff" if abs(v) > 0.55 else "#222222")
+                    t.setFont(font)
+                    t.setPos(c + 0.5, r + 0.5)
+                    p.addItem(t)
+                    self.numbers.append(t)
+        ticks_x = [(c + 0.5, str(c + 1)) for c in range(cols)]
+        ticks_y = [(r + 0.5, str(r + 1)) for r in range(rows)]
+        p.getAxis("bottom").setTicks([ticks_x])
+        p.getAxis("left").setTicks([ticks_y])
+        p.setRange(xRange=(left, cols), yRange=(0, rows), padding=0.02)
+        self._fit_numbers()
+
+    def _fit_numbers(self, *_: Any) -> None:
+        """Show the cells' numbers only where a cell is large enough to hold one."""
+        if not self.numbers:
+            return
+        try:
+            px_w, _ = self.plot.vb.viewPixelSize()
+        except Exception:  # not laid out yet (no size): decide at the next resize
+            return
+        show = px_w > 0 and 1.0 / px_w >= MIN_NUMBER_CELL_PX
+        for t in self.numbers:
+            t.setVisible(show)
+
+    def cell_at(self, scene_pos: QPointF) -> tuple[int, int]:
+        """The (row, column) under a scene position, or (-1, -1) off the cells."""
+        if self.matrix is None or not self.plot.sceneBoundingRect().contains(scene_pos):
+            return -1, -1
+        pt = self.plot.vb.mapSceneToView(scene_pos)
+        r, c = math.floor(pt.y()), math.floor(pt.x())
+        rows, cols = self.matrix.shape
+        return (r, c) if 0 <= r < rows and 0 <= c < cols else (-1, -1)
+
+    def cell_centre(self, row: int, col: int) -> QPointF:
+        """A cell's centre in scene coordinates (tests hover it)."""
+        return self.plot.vb.mapViewToScene(QPointF(col + 0.5, row + 0.5))
+
+    def _on_mouse(self, scene_pos: QPointF) -> None:
+        self.hovered.emit(*self.cell_at(scene_pos))
+
+
+class ResultCard(QFrame):
+    """One search result: rank and score, the thumbnail, the caption."""
+
+    def __init__(self, rank: int, score: float, caption: str, name: str,
+                 thumbnail: np.ndarray | None) -> None:
+        super().__init__()
+        self.setObjectName("resultCard")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setFixedWidth(THUMB_PX + 52)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(2)
+        head = QLabel(f"<b>#{rank}</b> &nbsp;<span style='color:#555'>{score:.2f}</span>")
+        head.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        lay.addWidget(head)
+        self.thumb = QLabel()
+        self.thumb.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.thumb.setFixedHeight(THUMB_PX)
+        if thumbnail is not None:
+            pix = QPixmap.fromImage(to_qimage(thumbnail)).scaled(
+                THUMB_PX, THUMB_PX, Qt.AspectRatioMode.KeepAspectRatio,
+                Qt.TransformationMode.FastTransformation)
+            self.thumb.setPixmap(pix)
+        else:
+            self.thumb.setText(esc(name))
+        lay.addWidget(self.thumb)
+        self.caption = QLabel(f"<small>{esc(shorten(caption))}</small>" if caption else "")
+        self.caption.setWordWrap(True)
+        self.caption.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        lay.addWidget(self.caption, 1)
+        self.setToolTip(f"{name}\n{caption}\ncosine similarity {score:.3f}".strip())
+
+
+class MatchingCurves(pg.GraphicsLayoutWidget):
+    """Recall@1/5/10 both ways and zero-shot accuracy against the steps, with dashed
+    chance lines: what the heat map shows for 8 pairs, measured on the monitor pairs."""
+
+    REFRESH_MS = 250
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setBackground("w")
+        self.series: dict[str, Series] = {}
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.chance_lines: dict[str, pg.InfiniteLine] = {}
+        self._dirty: set[str] = set()
+        self.t2i = self._plot(0, "Text → image recall@k",
+                              "a caption finds its image among the k best")
+        self.i2t = self._plot(1, "Image → text recall@k",
+                              "an image finds its caption among the k best")
+        for way, plot in (("text_to_image", self.t2i), ("image_to_text", self.i2t)):
+            for k in RECALL_KS:
+                self._curve(f"{way}_r{k}", plot, RECALL_COLOURS[k], f"recall@{k}")
+            for k in RECALL_KS:
+                label = "chance" if k == max(RECALL_KS) else None
+                self._chance(f"{way}_chance_r{k}", plot, RECALL_COLOURS[k], label)
+            plot.plot([], [], pen=self._dash("#777"), name="chance (dashed)")
+        self.zero_shot = self._plot(2, "Zero-shot accuracy",
+                                    "class names as prompts: “a photo of a {class}”")
+        self._curve("zero_shot_accuracy", self.zero_shot, ZERO_SHOT, "zero-shot")
+        self._curve("knn", self.zero_shot, KNN, "kNN (image tower)")
+        self._chance("zero_shot_chance", self.zero_shot, PALETTE["baseline"],
+                     "chance {value:.1%}")
+        self.zero_shot.plot([], [], pen=self._dash(PALETTE["baseline"]), name="chance")
+        self.timer = QTimer(self)
+        self.timer.setInterval(self.REFRESH_MS)
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    @staticmethod
+    def _dash(colour: str) -> Any:
+        return pg.mkPen(colour, width=1.5, style=Qt.PenStyle.DashLine)
+
+    def _plot(self, col: int, title: str, subtitle: str) -> pg.PlotItem:
+        p = self.addPlot(row=0, col=col)
+        p.setTitle(f"{title}<br><span style='font-size:8pt; color:#666'>{subtitle}</span>",
+                   color="#333")
+        p.setLabel("bottom", "step")
+        p.getAxis("left").enableAutoSIPrefix(False)
+        p.getAxis("bottom").enableAutoSIPrefix(False)
+        p.showGrid(x=True, y=True, alpha=0.25)
+        p.setYRange(0, 1, padding=0.04)
+        # top left, two columns, on white: the curves start low and rise to the right
+        p.addLegend(offset=(10, 5), colCount=2, brush=pg.mkBrush(255, 255, 255, 215))
+        return p
+
+    def _curve(self, key: str, plot: pg.PlotItem, colour: str, name: str) -> None:
+        self.curves[key] = plot.plot([], [], pen=pg.mkPen(colour, width=2), name=name,
+                                     symbol="o", symbolSize=5, symbolBrush=colour,
+                                     symbolPen=None, antialias=True)
+        self.series[key] = Series()
+
+    def _chance(self, key: str, plot: pg.PlotItem, colour: str, label: str | None) -> None:
+        # above the line at the right end, away from where the curves start
+        opts = {"position": 0.97, "color": colour, "movable": False,
+                "anchors": [(1, 1), (1, 1)]}
+        line = pg.InfiniteLine(angle=0, movable=False, pen=self._dash(colour), label=label,
+                               labelOpts=opts if label else None)
+        line.hide()
+        plot.addItem(line)
+        self.chance_lines[key] = line
+
+    def add_report(self, e: MonitorReport) -> None:
+        extra = e.extra
+        for key in self.curves:
+            value = e.knn_accuracy if key == "knn" else extra.get(key)
+            if value is not None and math.isfinite(value):
+                self.series[key].append(e.step, float(value))
+                self._dirty.add(key)
+        for way in ("text_to_image", "image_to_text"):
+            for k in RECALL_KS:
+                self._set_chance(f"{way}_chance_r{k}", extra.get(f"recall_chance_r{k}"))
+        self._set_chance("zero_shot_chance", extra.get("zero_shot_chance"))
+
+    def _set_chance(self, key: str, value: float | None) -> None:
+        if value is None or not math.isfinite(value):
+            return
+        line = self.chance_lines[key]
+        line.show()  # first: a hidden line's label does not refresh
+        line.setValue(value)
+
+    def has_data(self) -> bool:
+        return any(s.n for s in self.series.values())
+
+    def reset(self) -> None:
+        """No points, no chance lines (not ``clear``: the layout widget's own ``clear``
+        is an instance attribute that would win and empty the layout)."""
+        for s in self.series.values():
+            s.clear()
+        for line in self.chance_lines.values():
+            line.hide()
+        self._dirty = set(self.curves)
+        self.refresh()
+
+    def refresh(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            s = self.series[key]
+            self.curves[key].setData(s.x, s.y)
+
+    def point_count(self, key: str) -> int:
+        x, _ = self.curves[key].getData()
+        return 0 if x is None else len(x)
+
+
+class MatchingPanel(QWidget):
+    """The heat map with its history, the search box and its results, the curves."""
+
+    #: a typed sentence to rank the monitor images against (the window answers it)
+    query_requested = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.snapshots: list[PreviewSnapshot] = []
+        self.monitor: MonitorSet | None = None
+        self.result: QueryResult | None = None
+        self.pending: str | None = None  # the query asked and not answered yet
+        self._shown: PreviewSnapshot | None = None
+        self._captions: list[str] = []
+
+        # the heat map, its captions and its history
+        self.title = QLabel(EMPTY_MAP)
+        self.title.setObjectName("matchingTitle")
+        self.title.setWordWrap(True)
+        self.map = SimilarityMap()
+        self.map.setMinimumSize(260, 240)
+        self.map.hovered.connect(self.show_cell)
+        self.hover = QLabel("")
+        self.hover.setObjectName("matchingHover")
+        self.hover.setWordWrap(True)
+        self.hover.setMinimumHeight(34)
+        self.hover.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.caption_list = QLabel("")
+        self.caption_list.setObjectName("matchingCaptions")
+        self.caption_list.setWordWrap(True)
+        self.caption_list.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.caption_list.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        captions_scroll = QScrollArea()
+        captions_scroll.setWidget(self.caption_list)
+        captions_scroll.setWidgetResizable(True)
+        captions_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        captions_scroll.setMaximumHeight(150)
+        captions_scroll.setMinimumHeight(96)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setEnabled(False)
+        self.slider.setToolTip("Scroll back through earlier snapshots of the run; at the right "
+                               "end the view follows the run.")
+        self.slider.valueChanged.connect(self._show_index)
+        self.slider_label = QLabel("no snapshots")
+        self.slider_label.setMinimumWidth(170)
+
+        map_box = QWidget()
+        ml = QVBoxLayout(map_box)
+        ml.setContentsMargins(0, 0, 0, 0)
+        ml.addWidget(self.map, 1)
+        ml.addWidget(captions_scroll)
+        ml.addWidget(self.hover)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Snapshot"))
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.slider_label)
+        ml.addLayout(row)
+
+        # the search box and its ranked results
+        self.search_box = QLineEdit()
+        self.search_box.setPlaceholderText("Search the monitor images, e.g. "
+                                           "“a small red circle”")
+        self.search_box.setClearButtonEnabled(True)
+        self.search_box.returnPressed.connect(self.search)
+        self.search_button = QPushButton("Search")
+        self.search_button.clicked.connect(self.search)
+        self.search_status = QLabel(SEARCH_HINT)
+        self.search_status.setObjectName("searchStatus")
+        self.search_status.setWordWrap(True)
+        self.results = QWidget()
+        self.results_layout = QGridLayout(self.results)
+        self.results_layout.setContentsMargins(0, 0, 0, 0)
+        self.results_layout.setSpacing(6)
+        self.results_layout.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        results_scroll = QScrollArea()
+        results_scroll.setWidget(self.results)
+        results_scroll.setWidgetResizable(True)
+        results_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.cards: list[ResultCard] = []
+        self._columns = 0
+
+        search_box = QWidget()
+        sl = QVBoxLayout(search_box)
+        sl.setContentsMargins(0, 0, 0, 0)
+        heading = QLabel("<b>Search by a sentence</b>")
+        sl.addWidget(heading)
+        row = QHBoxLayout()
+        row.addWidget(self.search_box, 1)
+        row.addWidget(self.search_button)
+        sl.addLayout(row)
+        sl.addWidget(self.search_status)
+        sl.addWidget(results_scroll, 1)
+
+        self.curves = MatchingCurves()
+        self.curves.setMinimumHeight(180)
+
+        upper = QSplitter(Qt.Orientation.Horizontal)
+        upper.addWidget(map_box)
+        upper.addWidget(search_box)
+        upper.setChildrenCollapsible(False)
+        upper.setSizes([580, 420])  # scaled to the width it gets
+        outer = QSplitter(Qt.Orientation.Vertical)
+        outer.addWidget(upper)
+        outer.addWidget(self.curves)
+        outer.setChildrenCollapsible(False)
+        outer.setSizes([640, 300])
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.title)
+        lay.addWidget(outer, 1)
+        self.results.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+
+    # events ---------------------------------------------------------------------------
+    def add_event(self, e: object) -> None:
+        if isinstance(e, PreviewSnapshot) and e.kind == KIND:
+            self.add_snapshot(e)
+        elif isinstance(e, MonitorSet):
+            self.monitor = e
+        elif isinstance(e, MonitorReport):
+            self.curves.add_report(e)
+        elif isinstance(e, QueryResult):
+            self.show_result(e)
+
+    def add_snapshot(self, snap: PreviewSnapshot) -> None:
+        following = not self.snapshots or self.slider.value() == len(self.snapshots) - 1
+        # a resumed run redoes steps: its snapshots replace the old ones from there on
+        while self.snapshots and self.snapshots[-1].step >= snap.step:
+            self.snapshots.pop()
+        self.snapshots.append(snap)
+        if len(self.snapshots) > MAX_SNAPSHOTS:
+            self.snapshots = self.snapshots[:-1:2][: MAX_SNAPSHOTS // 2] + self.snapshots[-1:]
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, len(self.snapshots) - 1)
+        self.slider.setEnabled(len(self.snapshots) > 1)
+        if following:
+            self.slider.setValue(len(self.snapshots) - 1)
+        self.slider.blockSignals(False)
+        self._show_index(self.slider.value())
+
+    def load_run(self, run_dir: str, rows: list[dict[str, Any]] | None = None) -> None:
+        """Show a saved run: its heat maps, its monitor set (for search results) and,
+        from its ``metrics.jsonl`` rows, its recall and zero-shot curves."""
+        from engine.runs import RunFolder
+
+        self.clear()
+        run = RunFolder(run_dir)
+        self.monitor = run.load_monitor_set()
+        for snap in run.load_previews():
+            if snap.kind == KIND:
+                self.add_snapshot(snap)
+        self.load_rows(rows if rows is not None else run.read_metrics())
+
+    def load_rows(self, rows: list[dict[str, Any]]) -> None:
+        for e in replay(rows):
+            if isinstance(e, MonitorReport):
+                self.curves.add_report(e)
+        self.curves.refresh()
+
+    def clear(self) -> None:
+        self.snapshots.clear()
+        self.monitor = None
+        self.pending = None
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, 0)
+        self.slider.setEnabled(False)
+        self.slider.blockSignals(False)
+        self._show_index(0)
+        self.curves.reset()
+        self._set_cards([])
+        self.result = None
+        self.search_status.setText(SEARCH_HINT)
+
+    # the heat map ---------------------------------------------------------------------
+    def _show_index(self, i: int) -> None:
+        parsed = None
+        if self.snapshots:
+            i = max(0, min(i, len(self.snapshots) - 1))
+            snap = self.snapshots[i]
+            parsed = similarity_of(snap)
+        if parsed is None:
+            self._shown = self.snapshots[i] if self.snapshots else None
+            self._captions = []
+            self.map.set_matrix(None)
+            self.caption_list.setText("")
+            self.hover.setText("")
+            self.title.setText(EMPTY_MAP if not self.snapshots else
+                               f"<b>Step {self._shown.step}</b>: this snapshot holds no "
+                               "similarity matrix.")
+            self.slider_label.setText("no snapshots" if not self.snapshots else
+                                      f"{i + 1} / {len(self.snapshots)}")
+            return
+        mat, captions = parsed
+        self._shown, self._captions = snap, captions
+        originals = snap.originals if snap.originals is not None and \
+            len(snap.originals) >= mat.shape[0] else None
+        self.map.set_matrix(mat, originals)
+        self.caption_list.setText(caption_table(captions[: mat.shape[1]]))
+        live = " (latest)" if i == len(self.snapshots) - 1 else ""
+        self.slider_label.setText(f"{i + 1} / {len(self.snapshots)} · step {snap.step}{live}")
+        self.title.setText(summary(snap.step, mat) + " Outlined: each image's own caption.")
+        self.hover.setText("<span style='color:#777'>Hover a cell: the image's caption, the "
+                           "column's caption and their similarity.</span>")
+
+    def hover_text(self, row: int, col: int) -> str:
+        """What hovering a cell says (HTML): both captions and the similarity."""
+        mat = self.map.matrix
+        if mat is None or not (0 <= row < mat.shape[0] and 0 <= col < mat.shape[1]):
+            return ""
+        own = self._captions[row] if row < len(self._captions) else ""
+        other = self._captions[col] if col < len(self._captions) else ""
+        value = float(mat[row, col])
+        if row == col:
+            return (f"Image {row + 1} and <b>its own caption</b> “{esc(shorten(own))}”: "
+                    f"similarity <b>{value:.3f}</b>")
+        return (f"Image {row + 1} (its caption: “{esc(shorten(own))}”) against caption "
+                f"{col + 1} “{esc(shorten(other))}”: similarity <b>{value:.3f}</b>")
+
+    def show_cell(self, row: int, col: int) -> None:
+        text = self.hover_text(row, col)
+        if text:
+            self.hover.setText(text)
+
+    def current(self) -> PreviewSnapshot | None:
+        return self._shown
+
+    # search ---------------------------------------------------------------------------
+    def search(self) -> None:
+        """Ask for the images the typed sentence matches (the window answers)."""
+        text = self.search_box.text().strip()
+        if not text:
+            self.show_message("Type a sentence to search for.")
+            return
+        self.pending = text
+        self.search_status.setText(f"Searching for “{esc(text)}”…")
+        self.query_requested.emit(text)
+
+    def set_status(self, text: str) -> None:
+        """A plain-text line above the results (the window says where the answer comes
+        from)."""
+        self.search_status.setText(esc(text))
+
+    def show_message(self, text: str) -> None:
+        """A search that could not be answered: say why, keep the last results."""
+        self.pending = None
+        self.search_status.setText(f"<span style='color:#b35c00'>⚠ {esc(text)}</span>")
+
+    def show_result(self, e: QueryResult) -> None:
+        if self.pending is not None and e.query.strip() != self.pending:
+            return  # the answer to an earlier query, overtaken by a newer one
+        self.pending = None
+        if e.message:
+            self.show_message(e.message)
+            return
+        self.result = e
+        ms = self.monitor
+        cards = []
+        for rank, (i, score) in enumerate(zip(e.indices, e.scores, strict=False), 1):
+            thumb = None
+            caption, name = "", f"monitor image {i}"
+            if ms is not None:
+                if ms.thumbnails is not None and 0 <= i < len(ms.thumbnails):
+                    thumb = ms.thumbnails[i]
+                if 0 <= i < len(ms.texts):
+                    caption = ms.texts[i]
+                if 0 <= i < len(ms.files):
+                    name = ms.files[i]
+            cards.append(ResultCard(rank, float(score), caption, name, thumb))
+        self._set_cards(cards)
+        total = f" of {len(ms.indices)}" if ms is not None else ""
+        self.search_status.setText(
+            f"The {len(cards)}{total} monitor images that best match “<b>{esc(e.query)}</b>” "
+            f"(model of step {e.step}; the number is the cosine similarity):")
+
+    def _set_cards(self, cards: list[ResultCard]) -> None:
+        for card in self.cards:
+            self.results_layout.removeWidget(card)
+            card.deleteLater()
+        self.cards = cards
+        self._columns = 0
+        self._place_cards()
+
+    def _place_cards(self) -> None:
+        """Lay the cards out in rows as wide as the results area (ranked left to right)."""
+        columns = max(1, (self.results.width() or 600) // (THUMB_PX + 58))
+        if columns == self._columns:
+            return
+        self._columns = columns
+        for card in self.cards:
+            self.results_layout.removeWidget(card)
+        for n, card in enumerate(self.cards):
+            self.results_layout.addWidget(card, n // columns, n % columns)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        QTimer.singleShot(0, self._place_cards)  # once the results area has its width
+
+    def result_captions(self) -> list[str]:
+        """The captions of the shown results, best first (for tests)."""
+        return [c.caption.text() for c in self.cards]
