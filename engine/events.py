@@ -217,19 +217,27 @@ class MonitorSet(Event):
 @dataclass(frozen=True)
 class EmbeddingSnapshot(Event):
     """Backbone features and projector outputs of the monitor subset at ``step`` (float16,
-    row ``i`` is monitor image ``i``), for the live embedding view."""
+    row ``i`` is monitor image ``i``), for the live embedding view.
+
+    ``text_projections`` (image-text methods only, else None) are the monitor pairs'
+    captions in the same joint space as ``projections`` (row ``i`` is image ``i``'s
+    caption), so the view can map both modalities together. Snapshots saved before it
+    existed load with None.
+    """
 
     step: int
     features: np.ndarray
     projections: np.ndarray
+    text_projections: np.ndarray | None = None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"step": np.asarray(self.step, np.int64), "features": self.features,
-                "projections": self.projections}
+        return _present(step=np.asarray(self.step, np.int64), features=self.features,
+                        projections=self.projections, text_projections=self.text_projections)
 
     @classmethod
     def from_arrays(cls, z: Mapping[str, np.ndarray]) -> EmbeddingSnapshot:
-        return cls(step=int(z["step"]), features=z["features"], projections=z["projections"])
+        return cls(step=int(z["step"]), features=z["features"], projections=z["projections"],
+                   text_projections=z.get("text_projections"))
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,18 @@ def monitor_set(ds: DataSource, indices: torch.Tensor) -> MonitorSet:
     )
 
 
+def tower_scores(z: torch.Tensor, prefix: str) -> dict[str, float]:
+    """A second tower's collapse scores as ``MonitorReport.extra`` keys (``prefix`` +
+    std, std_reference, effective_rank, dim, count, uniformity, anisotropy): the numbers
+    :func:`engine.verdict.tower_verdict` reads its verdict from, so a reopened run's
+    rows give the same verdict as the live one."""
+    d = int(z.shape[1])
+    return {f"{prefix}std": collapse_std(z), f"{prefix}std_reference": 1.0 / math.sqrt(d),
+            f"{prefix}effective_rank": effective_rank(z), f"{prefix}dim": float(d),
+            f"{prefix}count": float(z.shape[0]), f"{prefix}uniformity": uniformity(z),
+            f"{prefix}anisotropy": anisotropy(z)}
+
+
 def _hwc(x: torch.Tensor) -> np.ndarray:
     if x.dtype != torch.uint8:
         raise TypeError(f"preview images must be uint8, got {x.dtype}")
@@ -90,8 +102,10 @@ class Monitor:
         self._augment: ViewAugment | None = None
 
     @torch.no_grad()
-    def _embed(self, model: SSLMethod) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Backbone features and projections of the monitor inputs (CPU, float32).
+    def _embed(self, model: SSLMethod
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """Backbone features, projections and (image-text methods) the paired texts'
+        projections of the monitor inputs (CPU, float32; texts None otherwise).
 
         With several processes each embeds its share of the monitor set and rank 0
         receives all of them (the other ranks get None): the work is split, not repeated.
@@ -100,22 +114,28 @@ class Monitor:
         inputs = self.inputs
         if distributed.is_distributed():
             inputs = inputs.tensor_split(distributed.world_size())[distributed.rank()]
-        feats, projs = [], []
+        feats, projs, texts = [], [], []
         for i in range(0, inputs.shape[0], CHUNK):
-            x = model.eval_inputs(inputs[i : i + CHUNK].to(self.device), res)
-            f = model.embed(x)
+            raw = inputs[i : i + CHUNK].to(self.device)
+            f = model.embed(model.eval_inputs(raw, res))
             feats.append(f.float().cpu())
             projs.append(model.project(f).float().cpu())
+            t = model.text_projections(raw)
+            if t is not None:
+                texts.append(t.float().cpu())
         # a rank whose share is empty (more ranks than monitor inputs) sends nothing
         f = torch.cat(feats) if feats else torch.empty(0, 0)
         z = torch.cat(projs) if projs else torch.empty(0, 0)
+        t_all = torch.cat(texts) if texts else None
         if not distributed.is_distributed():
-            return f, z
-        parts = distributed.gather_objects_to_main((f, z))
+            return f, z, t_all
+        parts = distributed.gather_objects_to_main((f, z, t_all))
         if parts is None:
             return None
         parts = [p for p in parts if p[0].shape[0]]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        t_parts = [p[2] for p in parts if p[2] is not None]
+        return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                torch.cat(t_parts) if t_parts else None)
 
     @torch.no_grad()
     def measure(self, model: SSLMethod, step: int, epoch: float, baseline: bool
@@ -145,7 +165,11 @@ class Monitor:
             extra.update(model.monitor_metrics(self.inputs.to(self.device), self.labels))
         finally:
             model.train(was_training)
-        f, z = emb
+        f, z, t = emb
+        if t is not None and t.shape[0] == z.shape[0] and t.shape[0]:
+            extra.update(tower_scores(t, "text_"))
+        else:
+            t = None
         knn = None
         if self.labels is not None and len(set(self.labels.tolist())) > 1:
             knn = knn_accuracy(f, self.labels, self.cfg.monitor.knn_k,
@@ -159,7 +183,8 @@ class Monitor:
             spectrum=tuple(spectrum(z)), alignment=align, uniformity=uniformity(z),
             extra=extra)
         snap = EmbeddingSnapshot(step=step, features=f.half().numpy(),
-                                 projections=z.half().numpy())
+                                 projections=z.half().numpy(),
+                                 text_projections=None if t is None else t.half().numpy())
         return report, snap
 
     @torch.no_grad()

@@ -5,6 +5,8 @@ Torch-free on purpose: the GUI draws verdict thresholds and text before torch is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 #: below this fraction of 1/sqrt(d), the per-dim std says every input maps to (nearly)
 #: the same point: complete collapse
 COMPLETE_STD_FRACTION = 0.2
@@ -51,3 +53,15 @@ def collapse_verdict(std: float, std_reference: float, rank: float, dim: int, n:
     if rank < max(1.5, DIMENSIONAL_RANK_FRACTION * min(n, dim)):
         return "dimensional"
     return "healthy"
+
+
+def tower_verdict(extra: Mapping[str, float], prefix: str = "text_") -> str | None:
+    """The verdict of a second tower from its scores in a monitor row's extra keys
+    (``prefix`` + std, std_reference, effective_rank, dim, count; written by
+    ``engine.monitoring.tower_scores``), or None when the row has none. Recomputed from
+    the numbers rather than logged, so every reader agrees with :func:`collapse_verdict`."""
+    keys = [prefix + k for k in ("std", "std_reference", "effective_rank", "dim", "count")]
+    if not all(k in extra for k in keys):
+        return None
+    std, ref, rank, dim, n = (float(extra[k]) for k in keys)
+    return collapse_verdict(std, ref, rank, int(dim), int(n))

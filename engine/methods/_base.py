@@ -148,6 +148,14 @@ class SSLMethod(nn.Module):
         zero-shot accuracy. {} by default."""
         return {}
 
+    def text_projections(self, inputs: Any) -> torch.Tensor | None:
+        """The texts paired with a raw batch of inputs (on the device) as vectors of the
+        space :meth:`project` maps the inputs into, row ``i`` beside input ``i``: the
+        monitor maps both modalities together and scores the text tower's collapse from
+        them. None (the default) when the method has no text tower. Called in eval mode
+        under no_grad."""
+        return None
+
     def embed_query(self, text: str) -> torch.Tensor | None:
         """A typed sentence as a vector of the space :meth:`project` maps inputs into
         (1-D, CPU float32), for searching the monitor inputs by text; None when the

@@ -388,6 +388,22 @@ class CLIP(SSLMethod):
                        input_title="images", output_title="captions")
 
     @torch.no_grad()
+    def text_projections(self, inputs: Any) -> torch.Tensor | None:
+        """The captions of a batch of pairs as unit joint-space vectors (CPU float32),
+        :data:`CHUNK` rows per pass; None for a batch without captions."""
+        tokens = getattr(inputs, "tokens", None)
+        if tokens is None:
+            return None
+        was = self.training
+        self.eval()
+        try:
+            parts = [self.embed_texts(tokens[s : s + CHUNK]).float().cpu()
+                     for s in range(0, tokens.shape[0], CHUNK)]
+        finally:
+            self.train(was)
+        return torch.cat(parts) if parts else torch.empty(0, self.embed_dim)
+
+    @torch.no_grad()
     def embed_query(self, text: str) -> torch.Tensor | None:
         """A typed sentence in the joint space, to rank the monitor images against."""
         was = self.training

@@ -75,14 +75,135 @@ def test_typed_queries_are_answered_between_steps(clip_run):
     assert empty.indices == () and "Type a sentence" in empty.message
 
 
-def test_an_image_method_says_it_cannot_answer_a_query(tmp_path):
+def test_clip_snapshots_map_the_captions_in_the_joint_space_and_reload(clip_run):
+    """Each embedding snapshot holds the monitor captions' joint-space vectors beside the
+    images' (row i is image i's caption), as the model embeds them, saved and reloaded."""
+    import numpy as np
+    import torch
+
+    from engine.runs import RunFolder
+
+    t, events = clip_run
+    snaps = [e for e in events if isinstance(e, ev.EmbeddingSnapshot)]
+    assert [s.step for s in snaps] == [0, 2, 4]
+    dim = t.model.embed_dim
+    for s in snaps:
+        assert s.text_projections is not None
+        assert s.text_projections.shape == (120, dim) == s.projections.shape
+        assert s.text_projections.dtype == np.float16
+        norms = np.linalg.norm(s.text_projections.astype(np.float32), axis=1)
+        assert np.allclose(norms, 1.0, atol=1e-2)
+    t.model.eval()
+    with torch.no_grad():
+        direct = t.model.embed_texts(t.monitor.inputs.tokens).numpy()
+    assert np.allclose(snaps[-1].text_projections.astype(np.float32), direct, atol=2e-3)
+
+    saved = RunFolder(t.run_folder.path).load_embeddings()
+    assert [s.step for s in saved] == [0, 2, 4]
+    for a, b in zip(saved, snaps, strict=True):
+        assert np.array_equal(a.text_projections, b.text_projections)
+
+
+def torch_of(a):
+    import torch
+
+    return torch.from_numpy(a.astype("float32"))
+
+
+def test_clip_reports_the_text_towers_collapse_scores(clip_run):
+    from engine.monitor import anisotropy, collapse_std, effective_rank
+    from engine.verdict import collapse_verdict, tower_verdict
+
+    t, events = clip_run
+    reports = [e for e in events if isinstance(e, ev.MonitorReport)]
+    snaps = [e for e in events if isinstance(e, ev.EmbeddingSnapshot)]
+    dim = t.model.embed_dim
+    for r, s in zip(reports, snaps, strict=True):
+        x = r.extra
+        assert x["text_dim"] == dim and x["text_count"] == 120
+        assert x["text_std_reference"] == pytest.approx(dim ** -0.5)
+        assert 0.0 < x["text_std"] and 0.0 < x["text_effective_rank"] <= dim
+        assert -1.0 <= x["text_anisotropy"] <= 1.0 and x["text_uniformity"] <= 0.0
+        z = torch_of(s.text_projections)
+        assert x["text_std"] == pytest.approx(collapse_std(z), rel=1e-2)
+        assert x["text_effective_rank"] == pytest.approx(effective_rank(z), rel=1e-2)
+        assert x["text_anisotropy"] == pytest.approx(anisotropy(z), abs=1e-2)
+        assert tower_verdict(x) == collapse_verdict(x["text_std"], x["text_std_reference"],
+                                                    x["text_effective_rank"], dim, 120)
+    # logged and read back: a reopened run gets the same scores and verdict
+    row = ev.MonitorReport.from_row(reports[-1].to_row())
+    assert tower_verdict(row.extra) == tower_verdict(reports[-1].extra) is not None
+
+
+def test_the_monitor_split_across_processes_gathers_the_caption_vectors(clip_run,
+                                                                        monkeypatch):
+    """Under torchrun each rank embeds its share of the pairs, captions included, and
+    rank 0 gets them all in order (the collectives stood in for: rank 1 sends, rank 0
+    receives both shares)."""
+    import torch
+
+    import engine.monitoring as mon
+
+    t, _ = clip_run
+    t.model.eval()
+    single = t.monitor._embed(t.model)
+    sent: dict = {}
+    now = {"rank": 1}
+
+    def gather(obj):
+        if now["rank"] == 1:
+            sent["share"] = obj
+            return None
+        return [obj, sent["share"]]
+
+    monkeypatch.setattr(mon.distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(mon.distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(mon.distributed, "rank", lambda: now["rank"])
+    monkeypatch.setattr(mon.distributed, "gather_objects_to_main", gather)
+    assert t.monitor._embed(t.model) is None
+    assert sent["share"][2].shape[0] == 60  # rank 1's half of the captions
+    now["rank"] = 0
+    split = t.monitor._embed(t.model)
+    for a, b in zip(split, single, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+def test_an_image_method_has_no_text_tower_query_or_caption_map(tmp_path):
+    from engine.verdict import tower_verdict
+
     t = Trainer(tiny("simclr", **{"optim.max_steps": 2}), tmp_path)
-    answers = []
+    answers, snaps, reports = [], [], []
     for e in t.run():
         if isinstance(e, ev.MonitorReport):
             t.request_query("a red circle")
+            reports.append(e)
         answers += [e] if isinstance(e, ev.QueryResult) else []
+        snaps += [e] if isinstance(e, ev.EmbeddingSnapshot) else []
     assert answers and "no text tower" in answers[0].message
+    assert snaps and all(s.text_projections is None for s in snaps)
+    assert reports and all(tower_verdict(r.extra) is None for r in reports)
+    assert not any(k.startswith("text_") for r in reports for k in r.extra)
+    saved = t.run_folder.snapshots_dir / f"embedding_{snaps[-1].step:08d}.npz"
+    import numpy as np
+
+    with np.load(saved) as z:
+        assert "text_projections" not in z.files  # absent, not an empty array
+
+
+def test_snapshots_saved_before_caption_maps_still_load(tmp_path):
+    """An embedding snapshot written before text projections existed reads back with
+    None for them."""
+    import numpy as np
+
+    from engine.runs import RunFolder
+
+    run = RunFolder(tmp_path / "old")
+    run.snapshots_dir.mkdir(parents=True)
+    np.savez(run.snapshots_dir / "embedding_00000010.npz", step=np.asarray(10),
+             features=np.zeros((4, 3), np.float16), projections=np.ones((4, 2), np.float16))
+    (snap,) = run.load_embeddings()
+    assert snap.step == 10 and snap.text_projections is None
+    assert snap.projections.shape == (4, 2)
 
 
 def test_clip_refuses_data_without_captions_by_name(tmp_path):
