@@ -7,7 +7,11 @@ mean cosine between samples
 (anisotropy, Ethayarajh 2019: the text form of dimensional collapse), and the
 log singular-value spectrum of the embedding redrawn at every monitor step with earlier
 spectra fading out (Jing et al. 2022: dimensional collapse is a cliff in the tail).
-Thresholds are :data:`engine.monitor.COMPLETE_STD_FRACTION` and
+An image-text run (CLIP) has a second tower: its captions' joint-space scores (the
+``text_*`` keys of the monitor rows) get a verdict line of their own, recomputed from the
+numbers by :func:`engine.verdict.tower_verdict`, and std / rank curves beside the image
+tower's, since either tower can collapse while the other looks fine. Thresholds are
+:data:`engine.monitor.COMPLETE_STD_FRACTION` and
 :data:`engine.monitor.DIMENSIONAL_RANK_FRACTION`.
 """
 
@@ -22,12 +26,18 @@ from PySide6.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWi
 
 from app.panels.training_plots import Series
 from engine.events import MonitorReport, RunStarted, replay
-from engine.verdict import COMPLETE_STD_FRACTION, DIMENSIONAL_RANK_FRACTION, VERDICT_TEXT
+from engine.verdict import (
+    COMPLETE_STD_FRACTION,
+    DIMENSIONAL_RANK_FRACTION,
+    VERDICT_TEXT,
+    tower_verdict,
+)
 
 COLOURS = {"healthy": "#2ca02c", "dimensional": "#e69500", "complete": "#d62728"}
 NAMES = {"healthy": "Healthy", "dimensional": "Dimensional collapse",
          "complete": "Complete collapse"}
 N_SPECTRA = 8  # the newest spectrum and this many faded earlier ones
+TEXT_COLOUR = "#1f77b4"  # the text tower's curves
 
 
 class CollapsePanel(QWidget):
@@ -38,7 +48,9 @@ class CollapsePanel(QWidget):
         self.last: MonitorReport | None = None
         self.spectra: list[tuple[int, np.ndarray]] = []
         self.series = {k: Series() for k in ("std", "ref", "rank_frac", "alignment",
-                                              "uniformity", "anisotropy")}
+                                              "uniformity", "anisotropy", "text_std",
+                                              "text_ref", "text_rank_frac")}
+        self.text_verdict: str | None = None  # the text tower's, for image-text runs
 
         self.light = QLabel("●")
         self.light.setObjectName("collapseLight")
@@ -50,6 +62,22 @@ class CollapsePanel(QWidget):
         head = QHBoxLayout()
         head.addWidget(self.light)
         head.addWidget(self.verdict_label, 1)
+        # the text tower of an image-text run: shown with its first scores
+        self.text_light = QLabel("●")
+        self.text_light.setObjectName("collapseLight")
+        self.text_verdict_label = QLabel("")
+        self.text_verdict_label.setObjectName("collapseVerdict")
+        self.text_numbers = QLabel("")
+        self.text_numbers.setObjectName("numberValue")
+        self.text_numbers.setWordWrap(True)
+        text_head = QHBoxLayout()
+        text_head.addWidget(self.text_light)
+        text_head.addWidget(self.text_verdict_label)
+        text_head.addWidget(self.text_numbers, 1)
+        self.text_row = QWidget()
+        self.text_row.setLayout(text_head)
+        text_head.setContentsMargins(0, 0, 0, 0)
+        self.text_row.setVisible(False)
 
         self.numbers: dict[str, QLabel] = {}
         grid = QGridLayout()
@@ -92,6 +120,16 @@ class CollapsePanel(QWidget):
         self.rank_plot.setYRange(0, 1)
         self.rank_curve = self.rank_plot.plot(pen=pg.mkPen("#2ca02c", width=2),
                                               symbolBrush="#2ca02c", symbolPen=None, **dots)
+        # the text tower's curves join the legends only when a run has one
+        self.text_std_curve = self.std_plot.plot(
+            pen=pg.mkPen(TEXT_COLOUR, width=2), symbol="t", symbolSize=6,
+            symbolBrush=TEXT_COLOUR, symbolPen=None)
+        self.text_ref_curve = self.std_plot.plot(
+            pen=pg.mkPen(TEXT_COLOUR, width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.text_rank_curve = self.rank_plot.plot(
+            pen=pg.mkPen(TEXT_COLOUR, width=2), symbol="t", symbolSize=6,
+            symbolBrush=TEXT_COLOUR, symbolPen=None)
+        self._text_legend = False
         self.au_plot = self._plot("Alignment, uniformity and anisotropy", "", "step")
         self.align_curve = self.au_plot.plot(pen=pg.mkPen("#1f77b4", width=2),
                                              name="alignment", symbolBrush="#1f77b4",
@@ -113,6 +151,7 @@ class CollapsePanel(QWidget):
 
         lay = QVBoxLayout(self)
         lay.addLayout(head)
+        lay.addWidget(self.text_row)
         lay.addWidget(self.explanation)
         lay.addLayout(grid)
         lay.addWidget(thresholds)
@@ -128,9 +167,9 @@ class CollapsePanel(QWidget):
         p.addLegend(offset=(-10, 10))
         return p
 
-    def _set_light(self, verdict: str | None) -> None:
+    def _set_light(self, verdict: str | None, light: QLabel | None = None) -> None:
         colour = COLOURS.get(verdict or "", "#bbbbbb")
-        self.light.setStyleSheet(f"color: {colour}; font-size: 30px;")
+        (light or self.light).setStyleSheet(f"color: {colour}; font-size: 30px;")
 
     # events -----------------------------------------------------------------------------
     def add_event(self, e: object) -> None:
@@ -157,11 +196,13 @@ class CollapsePanel(QWidget):
             self.spectra.append((e.step, np.asarray(e.spectrum)))
             self.spectra = self.spectra[-(N_SPECTRA + 1):]
         self._show_numbers(e)
+        self._add_text_tower(e)
         if e.verdict != self.verdict:
             self.verdict = e.verdict
             self._set_light(e.verdict)
             # the step the verdict changed; the numbers below follow every monitor step
-            self.verdict_label.setText(f"<b>{NAMES[e.verdict]}</b> (since step {e.step})")
+            self.verdict_label.setText(f"{self._tower('Image')}<b>{NAMES[e.verdict]}</b> "
+                                       f"(since step {e.step})")
             text = VERDICT_TEXT[e.verdict]
             if self.explainer is not None:
                 try:
@@ -170,6 +211,44 @@ class CollapsePanel(QWidget):
                     pass
             self.explanation.setText(text)
         self.refresh()
+
+    def _tower(self, name: str) -> str:
+        """"Image tower: " before the first verdict when the run has two towers."""
+        return f"{name} tower: " if self._text_legend else ""
+
+    def _add_text_tower(self, e: MonitorReport) -> None:
+        """The text tower's verdict, numbers and curve points, when the report has them."""
+        verdict = tower_verdict(e.extra)
+        if verdict is None:
+            return
+        x = e.extra
+        std, ref, rank, dim = (float(x[k]) for k in ("text_std", "text_std_reference",
+                                                     "text_effective_rank", "text_dim"))
+        s = self.series
+        s["text_std"].append(e.step, std)
+        s["text_ref"].append(e.step, ref)
+        if dim:
+            s["text_rank_frac"].append(e.step, rank / dim)
+        if not self._text_legend:  # the first text scores: name both towers' curves
+            self._text_legend = True
+            self.text_row.setVisible(True)
+            self.std_plot.legend.getLabel(self.std_curve).setText("image std")
+            self.std_plot.legend.addItem(self.text_std_curve, "text std")
+            self.rank_plot.legend.addItem(self.rank_curve, "image")
+            self.rank_plot.legend.addItem(self.text_rank_curve, "text")
+            if self.verdict is not None:  # set by reports before this one
+                self.verdict_label.setText("Image tower: " + self.verdict_label.text())
+        frac = f" ({rank / dim:.0%} of d = {dim:.0f})" if dim else ""
+        aniso = x.get("text_anisotropy")
+        more = "" if aniso is None else f"; anisotropy {float(aniso):.3f}"
+        self.text_numbers.setText(f"per-dim std {std:.4f} (1/√d = {ref:.4f}); "
+                                  f"effective rank {rank:.1f}{frac}{more}")
+        if verdict != self.text_verdict:
+            self.text_verdict = verdict
+            self._set_light(verdict, self.text_light)
+            self.text_verdict_label.setText(f"Text tower: <b>{NAMES[verdict]}</b> "
+                                            f"(since step {e.step})")
+            self.text_row.setToolTip(VERDICT_TEXT[verdict].replace("image", "caption"))
 
     def _show_numbers(self, e: MonitorReport) -> None:
         n = self.numbers
@@ -191,7 +270,19 @@ class CollapsePanel(QWidget):
 
     def clear(self) -> None:
         self.verdict = None
+        self.text_verdict = None
         self.last = None
+        if self._text_legend:
+            self._text_legend = False
+            self.std_plot.legend.getLabel(self.std_curve).setText("std")
+            for plot, curve in ((self.std_plot, self.text_std_curve),
+                                (self.rank_plot, self.rank_curve),
+                                (self.rank_plot, self.text_rank_curve)):
+                plot.legend.removeItem(curve)
+        self.text_row.setVisible(False)
+        self.text_numbers.setText("")
+        self.text_verdict_label.setText("")
+        self._set_light(None, self.text_light)
         self.spectra.clear()
         for s in self.series.values():
             s.clear()
@@ -209,6 +300,13 @@ class CollapsePanel(QWidget):
         self.align_curve.setData(s["alignment"].x, s["alignment"].y)
         self.unif_curve.setData(s["uniformity"].x, s["uniformity"].y)
         self.aniso_curve.setData(s["anisotropy"].x, s["anisotropy"].y)
+        self.text_std_curve.setData(s["text_std"].x, s["text_std"].y)
+        self.text_rank_curve.setData(s["text_rank_frac"].x, s["text_rank_frac"].y)
+        # the reference line twice only when the towers' widths differ
+        tr, r = s["text_ref"], s["ref"]
+        same = not tr.n or (r.n > 0 and bool(np.allclose(tr.y, r.y[-1])))
+        self.text_ref_curve.setData([] if same else s["text_ref"].x,
+                                    [] if same else s["text_ref"].y)
         older = self.spectra[:-1][-N_SPECTRA:]
         for i, curve in enumerate(self.spectrum_curves):
             j = i - (N_SPECTRA - len(older))  # the newest of the older ones is least faded

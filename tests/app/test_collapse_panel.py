@@ -109,3 +109,67 @@ def test_anisotropy_is_shown_and_plotted_for_text_runs_and_replays(qtbot):
                          "spectrum": [-1.0] * 64, "uniformity": -3.0, "baseline": True,
                          "anisotropy": 0.42}])
     assert list(reopened.aniso_curve.getData()[1]) == [0.42]
+
+
+def legend_names(plot) -> list[str]:
+    return [label.text for _, label in plot.legend.items]
+
+
+def test_a_second_tower_gets_its_own_verdict_and_curves_and_replays(qtbot):
+    """An image-text run's captions (the text_* keys) get a verdict line, numbers and
+    std / rank curves beside the image tower's; the text tower may collapse alone."""
+    from dataclasses import replace
+
+    from engine.monitoring import tower_scores
+
+    panel = CollapsePanel()
+    qtbot.addWidget(panel)
+    g = torch.Generator().manual_seed(3)
+    spread = torch.randn(300, 32, generator=g)
+    text_healthy = torch.randn(300, 32, generator=g)
+    text_collapsed = torch.ones(300, 32) + 1e-4 * torch.randn(300, 32, generator=g)
+    reports = [replace(report(step, spread), extra={"anisotropy": 0.0,
+                                                      **tower_scores(t, "text_")})
+               for step, t in ((0, text_healthy), (50, text_collapsed), (100, text_collapsed))]
+    panel.add_report(reports[0])
+    assert panel.text_row.isVisibleTo(panel)
+    assert panel.text_verdict == "healthy" and "#2ca02c" in panel.text_light.styleSheet()
+    assert panel.verdict_label.text().startswith("Image tower: ")
+    assert "Text tower: <b>Healthy</b>" in panel.text_verdict_label.text()
+    assert "of d = 32" in panel.text_numbers.text() and "anisotropy" in panel.text_numbers.text()
+    for r in reports[1:]:
+        panel.add_report(r)
+    assert panel.verdict == "healthy"  # the image tower is fine...
+    assert panel.text_verdict == "complete"  # ...while every caption maps to one point
+    assert "#d62728" in panel.text_light.styleSheet()
+    assert "Complete collapse</b> (since step 50)" in panel.text_verdict_label.text()
+    x, y = panel.text_std_curve.getData()
+    assert list(x) == [0, 50, 100] and y[0] > 10 * y[1]
+    assert len(panel.text_rank_curve.getData()[0]) == 3
+    assert len(panel.std_curve.getData()[0]) == 3  # beside the image tower's
+    assert legend_names(panel.std_plot) == ["image std", "1/√d", "text std"]
+    assert legend_names(panel.rank_plot) == ["image", "text"]
+    ref_x = panel.text_ref_curve.getData()[0]
+    assert ref_x is None or not len(ref_x)  # the same width: one 1/√d line
+
+    reopened = CollapsePanel()
+    qtbot.addWidget(reopened)
+    reopened.load_rows([r.to_row() for r in reports])
+    assert reopened.text_verdict == "complete" and reopened.verdict == "healthy"
+    assert reopened.text_row.isVisibleTo(reopened)
+    assert list(reopened.text_std_curve.getData()[1]) == list(y)
+
+    reopened.clear()  # a new run without a text tower
+    assert not reopened.text_row.isVisibleTo(reopened)
+    assert legend_names(reopened.std_plot) == ["std", "1/√d"]
+    reopened.add_report(report(0, spread))
+    assert reopened.text_verdict is None and not reopened.text_row.isVisibleTo(reopened)
+    assert not reopened.verdict_label.text().startswith("Image tower")
+
+
+def test_an_image_run_shows_no_text_tower(qtbot):
+    panel = CollapsePanel()
+    qtbot.addWidget(panel)
+    panel.add_report(report(0, torch.randn(200, 16, generator=torch.Generator().manual_seed(4))))
+    assert not panel.text_row.isVisibleTo(panel) and panel.text_verdict is None
+    assert "text std" not in legend_names(panel.std_plot)
