@@ -7,6 +7,13 @@ k-means cluster without labels. Hovering a point shows its thumbnail and file na
 clicking selects it and rings its nearest neighbours in embedding space. A timeline
 slider replays the run's layouts; a combo switches between backbone and projector
 features. The panel takes plain engine events, so it runs on its own with fake ones.
+
+An image-text run's snapshots also hold the captions' joint-space vectors
+(``EmbeddingSnapshot.text_projections``). Its projector view is then the joint space,
+what the model matches: images and captions in one UMAP (2N points, images as circles
+and captions as triangles in their class colours), and hovering either one of a pair
+shows the image, its caption and a line joining the two. The panel switches to that view
+when such a run starts, since for CLIP it is the map that matters.
 """
 
 from __future__ import annotations
@@ -34,12 +41,37 @@ from engine.events import EmbeddingSnapshot, MonitorSet, RunStarted
 
 FEATURES = {"backbone": "Backbone features (what kNN uses)",
             "projector": "Projector output (what the loss sees)"}
+#: the projector entry's name when the snapshots hold captions too
+JOINT_FEATURES = "Joint space: images ● and captions ▲ (what the loss matches)"
+IMAGE_SYMBOL, CAPTION_SYMBOL = "o", "t1"  # a circle and an upward triangle
 N_NEIGHBOURS = 10
 HOVER_TEXT_CHARS = 300  # a hovered text sample is shortened to this
 IMAGE_HINT = ("Hover a point to see its image; click to select it and ring its "
               f"{N_NEIGHBOURS} nearest neighbours.")
 TEXT_HINT = ("Hover a point to read its text; click to select it and ring its "
              f"{N_NEIGHBOURS} nearest neighbours.")
+JOINT_HINT = ("Circles are images, triangles their captions, in one map of the joint "
+              "space. Hover either to see the pair joined by a line; click to select it "
+              f"and ring its {N_NEIGHBOURS} nearest neighbours of both kinds.")
+
+
+def fit_layout(layout: np.ndarray | None, n: int) -> np.ndarray | None:
+    """A previous layout as the start of one of ``n`` points, or None when it cannot be.
+
+    Image-only and image-and-caption layouts of the same monitor set differ by a factor
+    of two: the captions of a map that had none start on their images, and a map that
+    drops its captions keeps its images' places, so the warm start survives the switch.
+    """
+    if layout is None:
+        return None
+    m = len(layout)
+    if m == n:
+        return layout
+    if 2 * m == n:
+        return np.concatenate([layout, layout])
+    if m == 2 * n:
+        return layout[:n]
+    return None
 
 
 def hover_text(text: str, limit: int = HOVER_TEXT_CHARS, chunk: int = 40) -> str:
@@ -106,6 +138,15 @@ class EmbeddingPanel(QWidget):
         self.star = pg.ScatterPlotItem(size=18, symbol="star", brush=pg.mkBrush("#ffdd00"),
                                        pen=pg.mkPen("k", width=1.2))
         self.plot.addItem(self.star)
+        # the hovered image-caption pair: a line between them and both ends outlined
+        self.pair_line = pg.PlotDataItem(pen=pg.mkPen("k", width=1.5))
+        self.plot.addItem(self.pair_line)
+        self.pair_ends = pg.ScatterPlotItem(size=12, brush=None, pen=pg.mkPen("k", width=1.5))
+        self.plot.addItem(self.pair_ends)
+        self.hovered: int | None = None
+        self._joint_chosen = False  # the view went to the joint space for this run
+        self._legend_names: list[str] = []
+        self._legend_joint = False
         self._legend_items: list[Any] = []
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.scatter.sigClicked.connect(self._on_clicked)
@@ -114,6 +155,8 @@ class EmbeddingPanel(QWidget):
         for key, text in FEATURES.items():
             self.features_combo.addItem(text, key)
         self.features_combo.currentIndexChanged.connect(lambda *_: self._show_current())
+        # the projector entry is renamed for image-text runs: keep it readable
+        self.features_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setEnabled(False)
         self.slider.setToolTip("Replay the run's layouts; at the right end the view follows "
@@ -169,6 +212,8 @@ class EmbeddingPanel(QWidget):
         self.info.setMinimumWidth(300 if is_text else 200)
         self.info.setMaximumWidth(300 if is_text else 16777215)
         self.info.setText(TEXT_HINT if is_text else IMAGE_HINT)
+        if self._joint_chosen:
+            self.info.setText(JOINT_HINT)
         self.colour_ids = None
         self._kmeans_ids = None
         if ms.labels is not None and len(ms.class_names) > 1:
@@ -183,6 +228,8 @@ class EmbeddingPanel(QWidget):
             for k in FEATURES:
                 self.layouts.pop((old.step, k), None)
         self.snapshots.append(snap)
+        if snap.text_projections is not None and not self._joint_chosen:
+            self._choose_joint()
         self.slider.blockSignals(True)
         self.slider.setRange(0, len(self.snapshots) - 1)
         self.slider.setEnabled(len(self.snapshots) > 1)
@@ -193,6 +240,18 @@ class EmbeddingPanel(QWidget):
             self._rebuild_brushes()  # k-means colours follow the newest embedding
         if following:
             self._show_current()
+
+    def _choose_joint(self) -> None:
+        """The first snapshot with captions: name the projector view for what it is now
+        and show it (once per run: the user may go back to the backbone)."""
+        self._joint_chosen = True
+        i = self.features_combo.findData("projector")
+        self.features_combo.setItemText(i, JOINT_FEATURES)
+        self.features_combo.blockSignals(True)
+        self.features_combo.setCurrentIndex(i)
+        self.features_combo.blockSignals(False)
+        if self.monitor is not None and self.monitor.thumbnails is not None:
+            self.info.setText(JOINT_HINT)
 
     def load_run(self, run_dir: str) -> None:
         """Show a saved run's embedding snapshots (replay with the slider)."""
@@ -217,6 +276,7 @@ class EmbeddingPanel(QWidget):
         self.shown = None
         self.shown_key = None
         self.selected = None
+        self.hovered = None
         self.neighbours = np.array([], np.int64)
         self.slider.blockSignals(True)
         self.slider.setRange(0, 0)
@@ -225,7 +285,13 @@ class EmbeddingPanel(QWidget):
         self.scatter.clear()
         self.ring.clear()
         self.star.clear()
+        self._clear_pair()
+        self._legend_joint = False
         self._set_legend([])
+        if self._joint_chosen:  # the next run may have no captions
+            self._joint_chosen = False
+            self.features_combo.setItemText(self.features_combo.findData("projector"),
+                                            FEATURES["projector"])
         self.step_label.setText("no embeddings yet")
         self.thumb.clear()
 
@@ -239,9 +305,29 @@ class EmbeddingPanel(QWidget):
             return None
         return self.snapshots[max(0, min(self.slider.value(), len(self.snapshots) - 1))]
 
+    def is_joint(self, snap: EmbeddingSnapshot | None = None) -> bool:
+        """Whether the view shows images and captions together (the projector view of a
+        snapshot with captions)."""
+        snap = snap or self.current_snapshot()
+        return (snap is not None and snap.text_projections is not None
+                and self.feature_kind == "projector")
+
     def _features(self, snap: EmbeddingSnapshot) -> np.ndarray:
+        """The points to lay out: rows 0..N-1 the images, then (joint view) row N + i
+        the caption of image i."""
+        if self.is_joint(snap):
+            assert snap.text_projections is not None
+            return np.concatenate([np.asarray(snap.projections, np.float32),
+                                   np.asarray(snap.text_projections, np.float32)])
         x = snap.features if self.feature_kind == "backbone" else snap.projections
         return np.asarray(x, np.float32)
+
+    def n_images(self) -> int:
+        """Points per modality: the monitor images."""
+        if self.monitor is not None:
+            return len(self.monitor.indices)
+        snap = self.current_snapshot()
+        return 0 if snap is None else len(snap.features)
 
     def _nearest_umap(self, step: int) -> np.ndarray | None:
         """The UMAP layout of the closest earlier (else later) snapshot: the warm start."""
@@ -258,11 +344,14 @@ class EmbeddingPanel(QWidget):
             return
         key = (snap.step, self.feature_kind)
         layout = self.layouts.get(key)
-        reference = self.shown if self.shown is not None and self.shown_key is not None \
-            and self.shown_key[1] == key[1] else self._nearest_umap(snap.step)
-        if layout is None:
-            layout = align_to(pca_layout(self._features(snap)), reference)
-            self.worker.request(key, self._features(snap), self._nearest_umap(snap.step))
+        feats = self._features(snap) if layout is None else None
+        if feats is not None:
+            n = len(feats)
+            reference = fit_layout(
+                self.shown if self.shown is not None and self.shown_key is not None
+                and self.shown_key[1] == key[1] else self._nearest_umap(snap.step), n)
+            layout = align_to(pca_layout(feats), reference)
+            self.worker.request(key, feats, fit_layout(self._nearest_umap(snap.step), n))
             self._draw(layout, key, umap=False)
         else:
             self._draw(layout, key, umap=True)
@@ -276,8 +365,9 @@ class EmbeddingPanel(QWidget):
             self._draw(layout, key, umap=True)
         elif snap is not None and (snap.step, self.feature_kind) not in self.layouts:
             # the view moved on while this one ran: lay out what is on screen now
-            self.worker.request((snap.step, self.feature_kind), self._features(snap),
-                                self._nearest_umap(snap.step))
+            feats = self._features(snap)
+            self.worker.request((snap.step, self.feature_kind), feats,
+                                fit_layout(self._nearest_umap(snap.step), len(feats)))
 
     def _on_layout_failed(self, key: Any, message: str) -> None:
         self.step_label.setText(f"UMAP failed ({message}); showing PCA")
@@ -308,28 +398,45 @@ class EmbeddingPanel(QWidget):
         self._brushes = [pg.mkBrush(*colours[i], 200) for i in range(len(colours))]
         self._point_brushes = [self._brushes[int(i)] for i in ids]
         self._ids = ids
-        self._set_legend(names if len(names) <= 20 else [])
+        self._legend_names = names if len(names) <= 20 else []
+        self._set_legend(self._legend_names)
         if self.shown is not None:
             self._draw(self.shown, self.shown_key, self.shown_is_umap)
 
     def _set_legend(self, names: list[str]) -> None:
+        """Class colours, then (joint view) which marker is which modality."""
         self.legend.clear()
         self._legend_items = []
-        if not names:
-            return
-        colours = label_colours(len(names))
+        colours = label_colours(len(names)) if names else []
         for name, c in zip(names, colours, strict=True):
             item = pg.ScatterPlotItem(size=8, brush=pg.mkBrush(*c), pen=None)
             self.legend.addItem(item, name)
             self._legend_items.append(item)
+        if self._legend_joint:
+            for symbol, name in ((IMAGE_SYMBOL, "image"), (CAPTION_SYMBOL, "caption")):
+                item = pg.ScatterPlotItem(size=8, symbol=symbol, brush=pg.mkBrush("#888"),
+                                          pen=None)
+                self.legend.addItem(item, name)
+                self._legend_items.append(item)
 
     def _draw(self, layout: np.ndarray, key: tuple[int, str] | None, umap: bool) -> None:
         self.shown, self.shown_key, self.shown_is_umap = layout, key, umap
-        brushes = getattr(self, "_point_brushes", None)
-        if brushes is None or len(brushes) != len(layout):
+        brushes: Any = getattr(self, "_point_brushes", None)
+        joint = brushes is not None and len(layout) == 2 * len(brushes) and self.is_joint()
+        if joint:  # images, then their captions in the same colours
+            brushes = brushes + brushes
+        elif brushes is None or len(brushes) != len(layout):
             brushes = pg.mkBrush(31, 119, 180, 200)
-        self.scatter.setData(pos=layout, brush=brushes, data=np.arange(len(layout)))
+        n = len(layout) // 2
+        symbols = [IMAGE_SYMBOL] * n + [CAPTION_SYMBOL] * n if joint else IMAGE_SYMBOL
+        self.scatter.setData(pos=layout, brush=brushes, symbol=symbols,
+                             size=[6] * n + [8] * n if joint else 6,
+                             data=np.arange(len(layout)))
+        if joint != self._legend_joint:
+            self._legend_joint = joint
+            self._set_legend(self._legend_names)
         self._draw_selection()
+        self._draw_pair()
         if key is not None:
             i = self.slider.value()
             state = "UMAP" if umap else "PCA (UMAP computing…)"
@@ -338,13 +445,36 @@ class EmbeddingPanel(QWidget):
                                     f"{live}")
 
     def _draw_selection(self) -> None:
-        if self.shown is None or self.selected is None or self.selected >= len(self.shown):
-            self.ring.clear()
+        if (self.shown is None or self.selected is None or self.selected >= len(self.shown)
+                or (len(self.neighbours) and self.neighbours.max() >= len(self.shown))):
+            self.ring.clear()  # none, or chosen in a view with more points than this one
             self.star.clear()
             return
         self.star.setData(pos=self.shown[[self.selected]])
         self.ring.setData(pos=self.shown[self.neighbours] if len(self.neighbours)
                           else np.zeros((0, 2)))
+
+    def pair_of(self, i: int) -> tuple[int, int] | None:
+        """The (image, caption) points of point ``i``'s pair in the joint view, else None."""
+        n = self.n_images()
+        if self.shown is None or not n or len(self.shown) != 2 * n or not self.is_joint():
+            return None
+        j = i % n
+        return j, n + j
+
+    def _clear_pair(self) -> None:
+        self.pair_line.setData([], [])
+        self.pair_ends.clear()
+
+    def _draw_pair(self) -> None:
+        """The line joining the hovered point's image and caption (joint view only)."""
+        pair = None if self.hovered is None else self.pair_of(self.hovered)
+        if pair is None or self.shown is None:
+            self._clear_pair()
+            return
+        ends = self.shown[list(pair)]
+        self.pair_line.setData(ends[:, 0], ends[:, 1])
+        self.pair_ends.setData(pos=ends, symbol=[IMAGE_SYMBOL, CAPTION_SYMBOL])
 
     # interaction -----------------------------------------------------------------------
     def point_at(self, scene_pos: QPointF, radius_px: float = 8.0) -> int | None:
@@ -377,36 +507,59 @@ class EmbeddingPanel(QWidget):
         self._draw_selection()
         self.show_point(i)
 
+    def _name(self, i: int) -> str:
+        """A point's display name: its file, and in the joint view which half it is."""
+        assert self.monitor is not None
+        pair = self.pair_of(i)
+        name = breakable_name(self.monitor.files[i if pair is None else pair[0]])
+        return name if pair is None or i == pair[0] else f"{name} (caption)"
+
     def describe(self, i: int) -> str:
         ms = self.monitor
         if ms is None:
             return f"point {i}"
-        text = f"<b>{breakable_name(ms.files[i])}</b>"
+        pair = self.pair_of(i)
+        j = i if pair is None else pair[0]  # the monitor item
+        text = f"<b>{breakable_name(ms.files[j])}</b>"
+        if pair is not None:
+            text += "<br>caption ▲ of this image" if i == pair[1] else "<br>image ●"
         if ms.labels is not None and ms.class_names:
-            text += f"<br>label: {ms.class_names[int(ms.labels[i])]}"
+            text += f"<br>label: {ms.class_names[int(ms.labels[j])]}"
         elif getattr(self, "_ids", None) is not None:
-            text += f"<br>k-means cluster {int(self._ids[i]) + 1}"
-        if ms.thumbnails is None and i < len(ms.texts):
+            text += f"<br>k-means cluster {int(self._ids[j]) + 1}"
+        if ms.thumbnails is None and j < len(ms.texts):
             text += ("<p style='font-family:monospace; background:#fafafa; color:#222'>"
-                     f"{hover_text(ms.texts[i])}</p>")
+                     f"{hover_text(ms.texts[j])}</p>")
+        elif j < len(ms.texts):  # an image with its caption
+            text += f"<p><i>“{hover_text(ms.texts[j])}”</i></p>"
+        snap = self.current_snapshot()
+        if pair is not None and snap is not None and snap.text_projections is not None:
+            cos = float(np.dot(np.asarray(snap.projections[j], np.float32),
+                               np.asarray(snap.text_projections[j], np.float32)))
+            text += f"image-caption cosine: {cos:.3f}"
         return text
 
     def show_point(self, i: int) -> None:
+        """Describe point ``i`` beside the map; in the joint view join it to its pair."""
         ms = self.monitor
         text = self.describe(i)
-        if self.selected is not None and ms is not None and len(self.neighbours):
+        self.hovered = i
+        self._draw_pair()
+        n = self.n_images()
+        if (self.selected is not None and ms is not None and len(self.neighbours)
+                and self.shown is not None and self.neighbours.max() < len(self.shown)):
             same = ""
+            item = self.neighbours % n if n else self.neighbours  # captions: their image's
             if ms.labels is not None:
-                agree = int((ms.labels[self.neighbours] == ms.labels[self.selected]).sum())
+                agree = int((ms.labels[item] == ms.labels[self.selected % n]).sum())
                 same = f" ({agree}/{len(self.neighbours)} share its label)"
-            names = "<br>".join(breakable_name(ms.files[int(j)])
-                                for j in self.neighbours[:N_NEIGHBOURS])
-            text += (f"<hr>selected: {breakable_name(ms.files[self.selected])}<br>"
+            names = "<br>".join(self._name(int(j)) for j in self.neighbours[:N_NEIGHBOURS])
+            text += (f"<hr>selected: {self._name(self.selected)}<br>"
                      f"nearest neighbours{same}:"
                      f"<br><small>{names}</small>")
         self.info.setText(text)
         if ms is not None and ms.thumbnails is not None:
-            img: QImage = to_qimage(ms.thumbnails[i])
+            img: QImage = to_qimage(ms.thumbnails[i % n if n else i])
             self.thumb.setPixmap(QPixmap.fromImage(img).scaled(
                 124, 124, Qt.AspectRatioMode.KeepAspectRatio,
                 Qt.TransformationMode.FastTransformation))

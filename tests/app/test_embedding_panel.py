@@ -85,20 +85,22 @@ class FakeWorker:
         self.layout_ready = self._s.layout_ready
         self.failed = self._s.failed
         self.requests: list = []
+        self.features: list = []
 
     def request(self, key, features, init=None):
         self.requests.append((key, init))
+        self.features.append(features)
 
     def finish(self, panel):
         from engine.embedding import align_to, pca_layout
 
         key, init = self.requests.pop(0)
-        snap = next(s for s in panel.snapshots if s.step == key[0])
-        feats = snap.features if key[1] == "backbone" else snap.projections
+        feats = self.features.pop(0)  # what the panel asked to lay out
         self.layout_ready.emit(key, align_to(pca_layout(feats) * 1.5, init))
 
     def cancel(self):
         self.requests.clear()
+        self.features.clear()
 
     def shutdown(self):
         self.cancel()
@@ -205,3 +207,150 @@ def test_kmeans_colours_stay_with_their_groups_across_snapshots(qtbot, monkeypat
     for step in (10, 20, 30):
         panel.add_event(EmbeddingSnapshot(step=step, features=x, projections=x))
         assert (panel._ids == first).all(), step
+
+
+def paired_monitor_set(labels: np.ndarray) -> MonitorSet:
+    """A CLIP run's monitor set: thumbnails and one caption per image."""
+    ms = monitor_set(labels)
+    from dataclasses import replace
+
+    return replace(ms, texts=tuple(f"a shape of class {'abcd'[int(c)]}, number {i}"
+                                   for i, c in enumerate(labels)))
+
+
+def joint_snapshot(step: int, x: np.ndarray, seed: int = 0) -> EmbeddingSnapshot:
+    """Unit image vectors and, close to each, its caption's (as a trained CLIP's)."""
+    rng = np.random.default_rng(seed)
+    z = x[:, :8] / np.linalg.norm(x[:, :8], axis=1, keepdims=True)
+    t = z + 0.2 * rng.normal(size=z.shape)
+    t /= np.linalg.norm(t, axis=1, keepdims=True)
+    return EmbeddingSnapshot(step=step, features=x.astype(np.float16),
+                             projections=z.astype(np.float16),
+                             text_projections=t.astype(np.float16))
+
+
+def legend_names(panel) -> list[str]:
+    return [label.text for _, label in panel.legend.items]
+
+
+def hover(qtbot, panel, i: int) -> None:
+    """Move the mouse over point ``i`` of the layout on screen."""
+    from PySide6.QtCore import QPointF
+
+    vb = panel.plot.getPlotItem().getViewBox()
+    vb.autoRange()
+
+    def scene_pos():
+        return vb.mapViewToScene(QPointF(*panel.shown[i]))
+
+    qtbot.waitUntil(lambda: panel.point_at(scene_pos(), radius_px=1.0) == i, timeout=5_000)
+    panel._on_mouse_moved(scene_pos())
+
+
+def test_fit_layout_warm_starts_across_the_doubled_point_count():
+    from app.panels.embedding import fit_layout
+
+    a = np.arange(10, dtype=np.float32).reshape(5, 2)
+    assert fit_layout(a, 5) is a
+    doubled = fit_layout(a, 10)
+    assert doubled.shape == (10, 2) and (doubled[5:] == a).all()  # captions on their images
+    assert (fit_layout(doubled, 5) == a).all()
+    assert fit_layout(a, 7) is None and fit_layout(None, 5) is None
+
+
+def test_a_joint_snapshot_maps_images_and_captions_together(qtbot):
+    """An image-text snapshot: one map of 2N points in the joint space (images as
+    circles, captions as triangles in the same class colours); hovering a caption shows
+    its image, its caption and a line joining the pair."""
+    from app.panels.embedding import CAPTION_SYMBOL, IMAGE_SYMBOL, JOINT_FEATURES, JOINT_HINT
+
+    fake = FakeWorker()
+    panel = EmbeddingPanel(worker=fake)
+    qtbot.addWidget(panel)
+    panel.resize(900, 600)
+    panel.show()
+    n = 80
+    x, y = clusters(n)
+    panel.add_event(paired_monitor_set(y))
+    panel.add_event(joint_snapshot(0, x))
+    # the joint space is chosen and named for what it is
+    assert panel.feature_kind == "projector" and panel.is_joint()
+    assert panel.features_combo.currentText() == JOINT_FEATURES
+    assert panel.info.text() == JOINT_HINT
+    (key, init), feats = fake.requests[0], fake.features[0]
+    assert key == (0, "projector") and init is None and feats.shape == (2 * n, 8)
+    assert panel.shown.shape == (2 * n, 2)
+    fake.finish(panel)
+    assert panel.shown_is_umap and panel.shown.shape == (2 * n, 2)
+    symbols = list(panel.scatter.data["symbol"])
+    assert symbols == [IMAGE_SYMBOL] * n + [CAPTION_SYMBOL] * n
+    brushes = list(panel.scatter.data["brush"])
+    assert all(brushes[i].color() == brushes[n + i].color() for i in range(n))
+    assert legend_names(panel) == ["a", "b", "c", "d", "image", "caption"]
+
+    hover(qtbot, panel, n + 7)  # the caption of image 7
+    text = panel.info.text()
+    assert "img_7.png" in text and "caption ▲" in text and "number 7" in text
+    assert "image-caption cosine" in text
+    xs, ys = panel.pair_line.getData()
+    assert np.allclose(np.c_[xs, ys], panel.shown[[7, n + 7]])
+    assert panel.thumb.pixmap() is not None and not panel.thumb.pixmap().isNull()
+    hover(qtbot, panel, 12)  # an image: the same pair line, to its caption
+    assert "image ●" in panel.info.text() and "number 12" in panel.info.text()
+    xs, ys = panel.pair_line.getData()
+    assert np.allclose(np.c_[xs, ys], panel.shown[[12, n + 12]])
+
+    # the next snapshot warm-starts from the joint layout of the same 2N points
+    panel.add_event(joint_snapshot(10, x * 1.1, seed=1))
+    key, init = fake.requests[-1]
+    assert key == (10, "projector") and init is panel.layouts[(0, "projector")]
+    fake.finish(panel)
+    xs, ys = panel.pair_line.getData()  # the hovered pair follows the new layout
+    assert np.allclose(np.c_[xs, ys], panel.shown[[12, n + 12]])
+
+    panel.select(n + 3)  # a caption's neighbours, among images and captions
+    assert len(panel.neighbours) == 10 and n + 3 not in panel.neighbours
+    assert "share its label" in panel.info.text() and "(caption)" in panel.info.text()
+
+    # the backbone view: images only, no modality legend, no pair line
+    panel.features_combo.setCurrentIndex(panel.features_combo.findData("backbone"))
+    assert not panel.is_joint() and panel.shown.shape == (n, 2)
+    assert legend_names(panel) == ["a", "b", "c", "d"]
+    assert not panel.ring.data.size  # the selection had 2N points' indices
+    xs, _ = panel.pair_line.getData()
+    assert xs is None or not len(xs)
+    hover(qtbot, panel, 5)
+    assert "img_5.png" in panel.info.text() and "number 5" in panel.info.text()
+
+    panel.clear()  # a next run without captions gets the plain projector entry back
+    assert panel.features_combo.itemText(1) != JOINT_FEATURES
+
+
+def test_a_reopened_clip_run_replays_the_joint_map(qtbot, tmp_path):
+    from engine.runs import RunFolder
+
+    x, y = clusters(40)
+    run = RunFolder(tmp_path / "run")
+    run.snapshots_dir.mkdir(parents=True)
+    run.save_monitor_set(paired_monitor_set(y))
+    for step in (0, 50):
+        run.save_embedding(joint_snapshot(step, x, seed=step))
+    fake = FakeWorker()
+    panel = EmbeddingPanel(worker=fake)
+    qtbot.addWidget(panel)
+    panel.load_run(str(run.path))
+    assert [s.step for s in panel.snapshots] == [0, 50]
+    assert panel.is_joint() and panel.shown.shape == (80, 2)
+    assert "number 3" in panel.describe(43) and "caption ▲" in panel.describe(43)
+
+
+def test_an_image_run_keeps_one_marker_kind(qtbot):
+    fake = FakeWorker()
+    panel = EmbeddingPanel(worker=fake)
+    qtbot.addWidget(panel)
+    x, y = clusters(50)
+    panel.add_event(monitor_set(y))
+    panel.add_event(EmbeddingSnapshot(step=0, features=x, projections=x[:, :8]))
+    panel.features_combo.setCurrentIndex(1)
+    assert not panel.is_joint() and panel.shown.shape == (50, 2)
+    assert "caption" not in legend_names(panel) and panel.pair_of(3) is None
