@@ -122,12 +122,12 @@ class CollapsePanel(QWidget):
                                               symbolBrush="#2ca02c", symbolPen=None, **dots)
         # the text tower's curves join the legends only when a run has one
         self.text_std_curve = self.std_plot.plot(
-            pen=pg.mkPen(TEXT_COLOUR, width=2), symbol="t", symbolSize=6,
+            pen=pg.mkPen(TEXT_COLOUR, width=2), symbol="t1", symbolSize=6,
             symbolBrush=TEXT_COLOUR, symbolPen=None)
         self.text_ref_curve = self.std_plot.plot(
             pen=pg.mkPen(TEXT_COLOUR, width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
         self.text_rank_curve = self.rank_plot.plot(
-            pen=pg.mkPen(TEXT_COLOUR, width=2), symbol="t", symbolSize=6,
+            pen=pg.mkPen(TEXT_COLOUR, width=2), symbol="t1", symbolSize=6,
             symbolBrush=TEXT_COLOUR, symbolPen=None)
         self._text_legend = False
         self.au_plot = self._plot("Alignment, uniformity and anisotropy", "", "step")
