@@ -29,13 +29,11 @@ from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QFont, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
     QScrollArea,
-    QSizePolicy,
     QSlider,
     QSplitter,
     QVBoxLayout,
@@ -50,15 +48,25 @@ KIND = "similarity"
 RECALL_KS = (1, 5, 10)
 RECALL_COLOURS = {1: "#1f77b4", 5: "#d62728", 10: "#2ca02c"}
 ZERO_SHOT, KNN = "#9467bd", "#9a9a9a"
+Y_FLOOR = 0.2  # the curves' y axes show at least 0-20 %
 #: cells of a heat map this small also show their value as a number, when a cell is at
 #: least this many pixels wide
 MAX_NUMBERED, MIN_NUMBER_CELL_PX = 12, 27
+MIN_LEVEL_SPAN = 0.2  # the heat map's colour scale is at least this wide
+ROW_CAPTION_CHARS = 38  # a caption beside its row is shortened to this (hover: in full)
 THUMB_PX = 64  # result thumbnails (the monitor set's are at most 64 px)
-CAPTION_CHARS = 140  # a caption shown under a result is shortened to this
+CAPTION_CHARS = 140  # a caption in a line of text is shortened to this
+CARD_CAPTION_CHARS = 60  # and under a result's thumbnail, to this (about three lines)
 EMPTY_MAP = ("No similarity map yet: image-text methods show theirs at every monitor "
              "step.")
 SEARCH_HINT = ("Type a sentence and press Enter: the monitor images it matches best "
                "appear here, ranked (during training, and from the saved run after it).")
+
+
+CURVES_HINT = ("On the monitor pairs, at every monitor step. <b>Recall@k</b>: how often the "
+               "right match is among the k best. <b>Zero-shot</b>: how often an image is "
+               "closest to its own class's prompts (“a photo of a circle”), beside the "
+               "image tower's kNN accuracy. Dashed: chance.")
 
 
 def esc(text: Any) -> str:
@@ -95,24 +103,26 @@ def summary(step: int, mat: np.ndarray) -> str:
     right = int((mat[:n].argmax(1)[:n] == np.arange(n)).sum())
     others = (mat[:n, :n].sum() - own.sum()) / max(1, n * n - n)
     return (f"<b>Step {step}</b>: {right} of {n} images score their own caption highest "
-            f"(chance: about 1). Own caption {own.mean():.2f} on average, the others "
+            f"(by chance: 1 of {n}). Own caption {own.mean():.2f} on average, the others "
             f"{others:.2f}.")
 
 
-def caption_table(captions: list[str], columns: int = 2) -> str:
-    """The heat map's numbered captions (its columns) as a compact HTML table."""
-    cells = [f"<td style='padding-right:14px'><span style='color:#777'>{j + 1}.</span> "
-             f"{esc(shorten(c))}</td>" for j, c in enumerate(captions)]
-    rows = ["<tr>" + "".join(cells[r::(len(cells) + columns - 1) // columns]) + "</tr>"
-            for r in range((len(cells) + columns - 1) // columns)] if cells else []
-    return ("<b>Captions</b> <span style='color:#777'>(the columns; caption n belongs to "
-            f"image n)</span><table cellspacing='0' cellpadding='1'>{''.join(rows)}</table>")
+def colour_levels(matrices: list[np.ndarray]) -> tuple[float, float]:
+    """The colour scale of a run's heat maps: the range of every snapshot so far, so the
+    frames of the slider compare by colour; at least 0.2 wide, so the near-equal values
+    of a random-init model do not look like structure."""
+    lo = min(float(m.min()) for m in matrices)
+    hi = max(float(m.max()) for m in matrices)
+    if hi - lo < MIN_LEVEL_SPAN:
+        mid = (hi + lo) / 2
+        lo, hi = mid - MIN_LEVEL_SPAN / 2, mid + MIN_LEVEL_SPAN / 2
+    return max(-1.0, lo), min(1.0, hi)
 
 
 class SimilarityMap(pg.GraphicsLayoutWidget):
-    """An N×N heat map with a colour bar, the row images' thumbnails on its left and the
-    diagonal (each image's own caption) outlined. Cosine similarities in [-1, 1] on a
-    fixed diverging scale, so snapshots of a run compare by colour."""
+    """An N×N heat map with a colour bar: the row images' thumbnails on its left, each
+    row's own caption on its right (caption n is column n) and the diagonal, each image
+    against its own caption, outlined."""
 
     hovered = Signal(int, int)  # row, column; (-1, -1) when the mouse leaves the cells
 
@@ -127,25 +137,37 @@ class SimilarityMap(pg.GraphicsLayoutWidget):
         p.setMenuEnabled(False)
         p.setMouseEnabled(x=False, y=False)
         p.setLabel("left", "image")
-        p.setLabel("bottom", "caption (hover a cell to read it)")
+        p.setLabel("bottom", "caption n, of image n (hover a cell to read both)")
+        p.showAxis("right")  # each row's own caption, numbered as its column
+        small = QFont()
+        small.setPointSizeF(8.0)
+        p.getAxis("right").setStyle(tickFont=small, tickTextOffset=6)
         self.image = pg.ImageItem(axisOrder="row-major")
         p.addItem(self.image)
-        self.colour_map = pg.colormap.get("CET-D1A")
+        self.colour_map = pg.colormap.get("viridis")
+        # below the map: beside it the captions already take the width
         self.bar = pg.ColorBarItem(values=(-1.0, 1.0), colorMap=self.colour_map,
-                                   label="cosine similarity", interactive=False, width=14)
+                                   label="cosine similarity of image and caption",
+                                   interactive=False, width=10, orientation="horizontal")
+        self.bar.axis.enableAutoSIPrefix(False)
         self.bar.setImageItem(self.image, insert_in=p)
+        self.levels = (-1.0, 1.0)
         self.diagonal = pg.ScatterPlotItem(pxMode=False, symbol="s", size=0.94,
-                                           pen=pg.mkPen("#222", width=1.5), brush=None)
+                                           pen=pg.mkPen("#ffffff", width=2), brush=None)
         p.addItem(self.diagonal)
         self.thumbs: list[pg.ImageItem] = []
         self.numbers: list[pg.TextItem] = []
         self.matrix: np.ndarray | None = None
+        self.row_captions: list[str] = []
         self.scene().sigMouseMoved.connect(self._on_mouse)
         self.plot.vb.sigResized.connect(self._fit_numbers)
         self.plot.vb.sigRangeChanged.connect(self._fit_numbers)
 
-    def set_matrix(self, mat: np.ndarray | None, originals: np.ndarray | None = None
-                   ) -> None:
+    def set_matrix(self, mat: np.ndarray | None, originals: np.ndarray | None = None,
+                   captions: list[str] | None = None,
+                   levels: tuple[float, float] = (-1.0, 1.0)) -> None:
+        """Draw ``mat`` (rows: images, columns: their captions) on the colour scale
+        ``levels``, with the row images and captions when given."""
         p = self.plot
         self.matrix = mat
         for item in self.thumbs + self.numbers:
@@ -154,9 +176,13 @@ class SimilarityMap(pg.GraphicsLayoutWidget):
         if mat is None:
             self.image.clear()
             self.diagonal.setData([], [])
+            self.row_captions = []
+            p.getAxis("right").setTicks([[]])
             return
         rows, cols = mat.shape
-        self.image.setImage(mat, autoLevels=False, levels=(-1.0, 1.0))
+        self.levels = levels
+        self.bar.setLevels(levels)
+        self.image.setImage(mat, autoLevels=False, levels=levels)
         self.image.setRect(QRectF(0, 0, cols, rows))
         n = min(rows, cols)
         self.diagonal.setData(np.arange(n) + 0.5, np.arange(n) + 0.5)
@@ -171,19 +197,23 @@ class SimilarityMap(pg.GraphicsLayoutWidget):
         if rows <= MAX_NUMBERED and cols <= MAX_NUMBERED:
             font = QFont()
             font.setPointSizeF(7.0)
+            span = max(1e-6, levels[1] - levels[0])
             for r in range(rows):
                 for c in range(cols):
                     v = float(mat[r, c])
+                    bright = (v - levels[0]) / span > 0.62  # viridis: yellow-green
                     t = pg.TextItem(f"{v:.2f}", anchor=(0.5, 0.5),
-                                    color="#ffffff" if abs(v) > 0.55 else "#222222")
+                                    color="#111111" if bright else "#ffffff")
                     t.setFont(font)
                     t.setPos(c + 0.5, r + 0.5)
                     p.addItem(t)
                     self.numbers.append(t)
-        ticks_x = [(c + 0.5, str(c + 1)) for c in range(cols)]
-        ticks_y = [(r + 0.5, str(r + 1)) for r in range(rows)]
-        p.getAxis("bottom").setTicks([ticks_x])
-        p.getAxis("left").setTicks([ticks_y])
+        self.row_captions = [(captions or [])[r] if r < len(captions or []) else ""
+                             for r in range(rows)]
+        p.getAxis("bottom").setTicks([[(c + 0.5, str(c + 1)) for c in range(cols)]])
+        p.getAxis("left").setTicks([[(r + 0.5, str(r + 1)) for r in range(rows)]])
+        p.getAxis("right").setTicks([[(r + 0.5, f"{r + 1}. {shorten(t, ROW_CAPTION_CHARS)}")
+                                      for r, t in enumerate(self.row_captions)]])
         p.setRange(xRange=(left, cols), yRange=(0, rows), padding=0.02)
         self._fit_numbers()
 
@@ -242,11 +272,33 @@ class ResultCard(QFrame):
         else:
             self.thumb.setText(esc(name))
         lay.addWidget(self.thumb)
-        self.caption = QLabel(f"<small>{esc(shorten(caption))}</small>" if caption else "")
+        # three lines of small text at most, so every card has the same size (the tooltip
+        # holds the whole caption)
+        self.caption = QLabel(esc(shorten(caption, CARD_CAPTION_CHARS)) if caption else "")
+        font = self.caption.font()
+        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.85))
+        self.caption.setFont(font)
         self.caption.setWordWrap(True)
         self.caption.setAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
-        lay.addWidget(self.caption, 1)
+        self.caption.setFixedHeight(self.caption.fontMetrics().lineSpacing() * 3 + 2)
+        lay.addWidget(self.caption)
+        self.setFixedHeight(self.sizeHint().height())
         self.setToolTip(f"{name}\n{caption}\ncosine similarity {score:.3f}".strip())
+
+
+def key_entry(colour: str, name: str, dashed: bool = False) -> str:
+    """A legend entry inside a title: a coloured mark and the curve's name."""
+    mark = "╌" if dashed else "●"
+    return f"<span style='color:{colour}'>{mark}</span>{esc(name)}"
+
+
+class PercentAxis(pg.AxisItem):
+    """A 0-1 axis read as percentages (recall and accuracy are shares)."""
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float  # noqa: N802
+                    ) -> list[str]:
+        digits = 0 if spacing * scale >= 0.01 else 1
+        return [f"{v * scale:.{digits}%}" for v in values]
 
 
 class MatchingCurves(pg.GraphicsLayoutWidget):
@@ -262,24 +314,23 @@ class MatchingCurves(pg.GraphicsLayoutWidget):
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.chance_lines: dict[str, pg.InfiniteLine] = {}
         self._dirty: set[str] = set()
-        self.t2i = self._plot(0, "Text → image recall@k",
-                              "a caption finds its image among the k best")
-        self.i2t = self._plot(1, "Image → text recall@k",
-                              "an image finds its caption among the k best")
+        self._keys: dict[int, list[str]] = {}  # a plot's curves and chance lines, by id
+        recall_key = " ".join(key_entry(RECALL_COLOURS[k], f"@{k}") for k in RECALL_KS)
+        self.t2i = self._plot(0, "Text → image recall", recall_key)
+        self.i2t = self._plot(1, "Image → text recall", recall_key)
         for way, plot in (("text_to_image", self.t2i), ("image_to_text", self.i2t)):
             for k in RECALL_KS:
-                self._curve(f"{way}_r{k}", plot, RECALL_COLOURS[k], f"recall@{k}")
+                self._curve(f"{way}_r{k}", plot, RECALL_COLOURS[k], f"@{k}")
             for k in RECALL_KS:
                 label = "chance" if k == max(RECALL_KS) else None
                 self._chance(f"{way}_chance_r{k}", plot, RECALL_COLOURS[k], label)
-            plot.plot([], [], pen=self._dash("#777"), name="chance (dashed)")
-        self.zero_shot = self._plot(2, "Zero-shot accuracy",
-                                    "class names as prompts: “a photo of a {class}”")
+        self.zero_shot = self._plot(2, "Zero-shot accuracy", " ".join((
+            key_entry(ZERO_SHOT, "prompts"), key_entry(KNN, "kNN"))))
+        self.zero_shot.setLabel("bottom", "step")
         self._curve("zero_shot_accuracy", self.zero_shot, ZERO_SHOT, "zero-shot")
         self._curve("knn", self.zero_shot, KNN, "kNN (image tower)")
         self._chance("zero_shot_chance", self.zero_shot, PALETTE["baseline"],
-                     "chance {value:.1%}")
-        self.zero_shot.plot([], [], pen=self._dash(PALETTE["baseline"]), name="chance")
+                     "chance {value:.1%}", below=True)
         self.timer = QTimer(self)
         self.timer.setInterval(self.REFRESH_MS)
         self.timer.timeout.connect(self.refresh)
@@ -289,17 +340,18 @@ class MatchingCurves(pg.GraphicsLayoutWidget):
     def _dash(colour: str) -> Any:
         return pg.mkPen(colour, width=1.5, style=Qt.PenStyle.DashLine)
 
-    def _plot(self, col: int, title: str, subtitle: str) -> pg.PlotItem:
-        p = self.addPlot(row=0, col=col)
-        p.setTitle(f"{title}<br><span style='font-size:8pt; color:#666'>{subtitle}</span>",
-                   color="#333")
-        p.setLabel("bottom", "step")
+    def _plot(self, row: int, title: str, key: str) -> pg.PlotItem:
+        """A plot whose title is its legend (a legend box would cover these small
+        plots' curves)."""
+        p = self.addPlot(row=row, col=0, axisItems={"left": PercentAxis("left")})
+        self._keys[id(p)] = []
+        p.setTitle(f"{title} &nbsp;{key} {key_entry('#777', 'chance', dashed=True)}",
+                   color="#333", size="9pt")
         p.getAxis("left").enableAutoSIPrefix(False)
         p.getAxis("bottom").enableAutoSIPrefix(False)
         p.showGrid(x=True, y=True, alpha=0.25)
-        p.setYRange(0, 1, padding=0.04)
-        # top left, two columns, on white: the curves start low and rise to the right
-        p.addLegend(offset=(10, 5), colCount=2, brush=pg.mkBrush(255, 255, 255, 215))
+        p.setYRange(0, Y_FLOOR, padding=0.04)
+        p.setMouseEnabled(x=True, y=False)
         return p
 
     def _curve(self, key: str, plot: pg.PlotItem, colour: str, name: str) -> None:
@@ -307,16 +359,21 @@ class MatchingCurves(pg.GraphicsLayoutWidget):
                                      symbol="o", symbolSize=5, symbolBrush=colour,
                                      symbolPen=None, antialias=True)
         self.series[key] = Series()
+        self._keys[id(plot)].append(key)
 
-    def _chance(self, key: str, plot: pg.PlotItem, colour: str, label: str | None) -> None:
-        # above the line at the right end, away from where the curves start
+    def _chance(self, key: str, plot: pg.PlotItem, colour: str, label: str | None,
+                below: bool = False) -> None:
+        # at the right end, away from where the curves start; below the line where the
+        # curves run above it (a recall chance line sits on the axis: its label above)
+        anchor = (1, 0) if below else (1, 1)
         opts = {"position": 0.97, "color": colour, "movable": False,
-                "anchors": [(1, 1), (1, 1)]}
+                "anchors": [anchor, anchor]}
         line = pg.InfiniteLine(angle=0, movable=False, pen=self._dash(colour), label=label,
                                labelOpts=opts if label else None)
         line.hide()
         plot.addItem(line)
         self.chance_lines[key] = line
+        self._keys[id(plot)].append(key)
 
     def add_report(self, e: MonitorReport) -> None:
         extra = e.extra
@@ -355,6 +412,21 @@ class MatchingCurves(pg.GraphicsLayoutWidget):
         for key in dirty:
             s = self.series[key]
             self.curves[key].setData(s.x, s.y)
+        if dirty:
+            for plot in (self.t2i, self.i2t, self.zero_shot):
+                self._fit_y(plot)
+
+    def _fit_y(self, plot: pg.PlotItem) -> None:
+        """0 to a little above the highest curve or chance line (at least
+        :data:`Y_FLOOR`, at most 100 %): early recall of a few percent stays readable,
+        and the chance lines stay in view."""
+        top = 0.0
+        for key in self._keys[id(plot)]:
+            if key in self.series and self.series[key].n:
+                top = max(top, float(np.nanmax(self.series[key].y)))
+            elif key in self.chance_lines and self.chance_lines[key].isVisible():
+                top = max(top, float(self.chance_lines[key].value()))
+        plot.setYRange(0, min(1.0, max(Y_FLOOR, top * 1.2)), padding=0.04)
 
     def point_count(self, key: str) -> int:
         x, _ = self.curves[key].getData()
@@ -375,6 +447,7 @@ class MatchingPanel(QWidget):
         self.pending: str | None = None  # the query asked and not answered yet
         self._shown: PreviewSnapshot | None = None
         self._captions: list[str] = []
+        self._levels = (-1.0, 1.0)  # the heat maps' colour scale (the run's range so far)
 
         # the heat map, its captions and its history
         self.title = QLabel(EMPTY_MAP)
@@ -388,17 +461,6 @@ class MatchingPanel(QWidget):
         self.hover.setWordWrap(True)
         self.hover.setMinimumHeight(34)
         self.hover.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        self.caption_list = QLabel("")
-        self.caption_list.setObjectName("matchingCaptions")
-        self.caption_list.setWordWrap(True)
-        self.caption_list.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        self.caption_list.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        captions_scroll = QScrollArea()
-        captions_scroll.setWidget(self.caption_list)
-        captions_scroll.setWidgetResizable(True)
-        captions_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        captions_scroll.setMaximumHeight(150)
-        captions_scroll.setMinimumHeight(96)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setEnabled(False)
         self.slider.setToolTip("Scroll back through earlier snapshots of the run; at the right "
@@ -411,7 +473,6 @@ class MatchingPanel(QWidget):
         ml = QVBoxLayout(map_box)
         ml.setContentsMargins(0, 0, 0, 0)
         ml.addWidget(self.map, 1)
-        ml.addWidget(captions_scroll)
         ml.addWidget(self.hover)
         row = QHBoxLayout()
         row.addWidget(QLabel("Snapshot"))
@@ -430,47 +491,54 @@ class MatchingPanel(QWidget):
         self.search_status = QLabel(SEARCH_HINT)
         self.search_status.setObjectName("searchStatus")
         self.search_status.setWordWrap(True)
+        # the ranked strip: best on the left, scrolled sideways when it is wider
         self.results = QWidget()
-        self.results_layout = QGridLayout(self.results)
+        self.results_layout = QHBoxLayout(self.results)
         self.results_layout.setContentsMargins(0, 0, 0, 0)
         self.results_layout.setSpacing(6)
-        self.results_layout.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.results_layout.addStretch(1)
         results_scroll = QScrollArea()
         results_scroll.setWidget(self.results)
         results_scroll.setWidgetResizable(True)
         results_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        results_scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        strip = ResultCard(1, 0.0, "x", "x", None).sizeHint().height()
+        results_scroll.setFixedHeight(strip + results_scroll.horizontalScrollBar()
+                                      .sizeHint().height() + 4)
         self.cards: list[ResultCard] = []
-        self._columns = 0
 
         search_box = QWidget()
         sl = QVBoxLayout(search_box)
-        sl.setContentsMargins(0, 0, 0, 0)
-        heading = QLabel("<b>Search by a sentence</b>")
-        sl.addWidget(heading)
+        sl.setContentsMargins(0, 4, 0, 0)
         row = QHBoxLayout()
+        row.addWidget(QLabel("<b>Search by a sentence</b>"))
         row.addWidget(self.search_box, 1)
         row.addWidget(self.search_button)
         sl.addLayout(row)
         sl.addWidget(self.search_status)
-        sl.addWidget(results_scroll, 1)
+        sl.addWidget(results_scroll)
 
         self.curves = MatchingCurves()
-        self.curves.setMinimumHeight(180)
+        self.curves.setMinimumWidth(300)
+        curves_box = QWidget()
+        cl = QVBoxLayout(curves_box)
+        cl.setContentsMargins(0, 0, 0, 0)
+        hint = QLabel(CURVES_HINT)
+        hint.setWordWrap(True)
+        hint.setStyleSheet("color: #555;")
+        cl.addWidget(hint)
+        cl.addWidget(self.curves, 1)
 
+        # the heat map beside the curves, the search and its strip below both
         upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(map_box)
-        upper.addWidget(search_box)
+        upper.addWidget(curves_box)
         upper.setChildrenCollapsible(False)
-        upper.setSizes([580, 420])  # scaled to the width it gets
-        outer = QSplitter(Qt.Orientation.Vertical)
-        outer.addWidget(upper)
-        outer.addWidget(self.curves)
-        outer.setChildrenCollapsible(False)
-        outer.setSizes([640, 300])
+        upper.setSizes([620, 380])  # scaled to the width it gets
         lay = QVBoxLayout(self)
         lay.addWidget(self.title)
-        lay.addWidget(outer, 1)
-        self.results.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        lay.addWidget(upper, 1)
+        lay.addWidget(search_box)
 
     # events ---------------------------------------------------------------------------
     def add_event(self, e: object) -> None:
@@ -491,6 +559,9 @@ class MatchingPanel(QWidget):
         self.snapshots.append(snap)
         if len(self.snapshots) > MAX_SNAPSHOTS:
             self.snapshots = self.snapshots[:-1:2][: MAX_SNAPSHOTS // 2] + self.snapshots[-1:]
+        matrices = [got[0] for got in map(similarity_of, self.snapshots) if got is not None]
+        if matrices:
+            self._levels = colour_levels(matrices)
         self.slider.blockSignals(True)
         self.slider.setRange(0, len(self.snapshots) - 1)
         self.slider.setEnabled(len(self.snapshots) > 1)
@@ -520,6 +591,7 @@ class MatchingPanel(QWidget):
 
     def clear(self) -> None:
         self.snapshots.clear()
+        self._levels = (-1.0, 1.0)
         self.monitor = None
         self.pending = None
         self.slider.blockSignals(True)
@@ -543,7 +615,6 @@ class MatchingPanel(QWidget):
             self._shown = self.snapshots[i] if self.snapshots else None
             self._captions = []
             self.map.set_matrix(None)
-            self.caption_list.setText("")
             self.hover.setText("")
             self.title.setText(EMPTY_MAP if not self.snapshots else
                                f"<b>Step {self._shown.step}</b>: this snapshot holds no "
@@ -555,8 +626,7 @@ class MatchingPanel(QWidget):
         self._shown, self._captions = snap, captions
         originals = snap.originals if snap.originals is not None and \
             len(snap.originals) >= mat.shape[0] else None
-        self.map.set_matrix(mat, originals)
-        self.caption_list.setText(caption_table(captions[: mat.shape[1]]))
+        self.map.set_matrix(mat, originals, captions, self._levels)
         live = " (latest)" if i == len(self.snapshots) - 1 else ""
         self.slider_label.setText(f"{i + 1} / {len(self.snapshots)} · step {snap.step}{live}")
         self.title.setText(summary(snap.step, mat) + " Outlined: each image's own caption.")
@@ -638,23 +708,8 @@ class MatchingPanel(QWidget):
             self.results_layout.removeWidget(card)
             card.deleteLater()
         self.cards = cards
-        self._columns = 0
-        self._place_cards()
-
-    def _place_cards(self) -> None:
-        """Lay the cards out in rows as wide as the results area (ranked left to right)."""
-        columns = max(1, (self.results.width() or 600) // (THUMB_PX + 58))
-        if columns == self._columns:
-            return
-        self._columns = columns
-        for card in self.cards:
-            self.results_layout.removeWidget(card)
-        for n, card in enumerate(self.cards):
-            self.results_layout.addWidget(card, n // columns, n % columns)
-
-    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
-        super().resizeEvent(event)
-        QTimer.singleShot(0, self._place_cards)  # once the results area has its width
+        for n, card in enumerate(cards):  # before the stretch at the end
+            self.results_layout.insertWidget(n, card)
 
     def result_captions(self) -> list[str]:
         """The captions of the shown results, best first (for tests)."""

@@ -72,11 +72,16 @@ def test_the_heat_map_shows_the_latest_similarity_snapshot_with_thumbnails(panel
     mat = panel.map.matrix
     assert mat is not None and mat.shape == (N, N)
     assert panel.map.image.image.shape == (N, N)
-    assert panel.map.image.levels is not None and list(panel.map.image.levels) == [-1, 1]
+    assert list(panel.map.image.levels) == pytest.approx(list(panel.map.levels))
     assert len(panel.map.thumbs) == N  # each row's image beside it
     title = panel.title.text()
     assert "Step 50" in title and f"{N} of {N} images" in title
-    assert "a red circle, number 0" in panel.caption_list.text()
+    assert panel.map.row_captions[0] == "a red circle, number 0"  # beside its row
+    ticks = panel.map.plot.getAxis("right")._tickLevels[0]
+    assert ticks[1][1].startswith("2. a blue circle")
+    lo, hi = panel.map.levels  # the colour scale spans the run's values
+    assert lo <= float(panel.map.matrix.min()) and hi >= float(panel.map.matrix.max())
+    assert hi - lo < 1.5
     assert "2 / 2 · step 50 (latest)" in panel.slider_label.text()
 
 
@@ -186,10 +191,10 @@ def test_recall_and_zero_shot_curves_are_drawn_beside_chance(panel):
     assert c.point_count("zero_shot_accuracy") == 3 and c.point_count("knn") == 3
     zs = c.chance_lines["zero_shot_chance"]
     assert zs.value() == pytest.approx(1 / 6) and "chance 16.7%" in zs.label.toPlainText()
-    assert "Text → image recall@k" in c.t2i.titleLabel.text
+    assert "Text → image recall" in c.t2i.titleLabel.text
     assert "chance" in c.chance_lines["text_to_image_chance_r10"].label.toPlainText()
     names = [c.curves[f"text_to_image_r{k}"].name() for k in (1, 5, 10)]
-    assert names == ["recall@1", "recall@5", "recall@10"]
+    assert names == ["@1", "@5", "@10"]
     c.reset()
     assert c.point_count("zero_shot_accuracy") == 0 and not zs.isVisible()
 
