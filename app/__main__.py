@@ -32,7 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="preset a form field, e.g. --set method.temperature=0.005")
     parser.add_argument("--autostart", action="store_true",
                         help="press Start as soon as the engine has loaded")
-    parser.add_argument("--tab", choices=("curves", "collapse", "embedding", "preview"),
+    parser.add_argument("--tab", choices=("curves", "collapse", "embedding", "preview",
+                                          "matching"),
                         help="the main-area tab to show at start")
     parser.add_argument("--screenshot", metavar="PNG",
                         help="save a screenshot of the window ('{t}' in the name is replaced "
@@ -64,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     win.show()
     if args.tab:
         win.tabs.setCurrentWidget({"curves": win.plots, "collapse": win.collapse,
-                                   "embedding": win.embedding, "preview": win.preview}[args.tab])
+                                   "embedding": win.embedding, "preview": win.preview,
+                                   "matching": win.matching}[args.tab])
     if args.autostart:
         win.engine_loaded.connect(lambda: QTimer.singleShot(1500, win.start_run))
     if args.screenshot:

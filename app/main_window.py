@@ -510,9 +510,11 @@ class MainWindow(QMainWindow):
             return
         self.method_combo.setCurrentIndex(self.method_combo.findData(first))
         if info is not None:
-            self.message_bar.show_message(
-                f"{info.name} does not train on {modality} data like "
-                f"{self.dataset_chooser.source}: switched the method to {first}.", "info")
+            why = (f"{info.name} needs captioned images, and {self.dataset_chooser.source} "
+                   "has no captions" if info.modality == PAIRED and modality == "image" else
+                   f"{info.name} does not train on {modality} data like "
+                   f"{self.dataset_chooser.source}")
+            self.message_bar.show_message(f"{why}: switched the method to {first}.", "info")
 
     def _on_dataset_changed(self, _source: str) -> None:
         self.data_modality = None  # until the chooser has looked at the new source

@@ -234,6 +234,7 @@ def test_clip_is_listed_for_captioned_images_only(window, qtbot):
                     timeout=60_000)
     assert "clip" not in win.listed_methods()
     assert win.method_combo.currentData() != "clip"
+    assert "needs captioned images" in win.message_bar.text()
     assert tabs.isTabVisible(tabs.indexOf(win.preview))
     assert not tabs.isTabVisible(tabs.indexOf(win.matching))
 
