@@ -148,6 +148,9 @@ class Monitor:
             emb = self._embed(model)
             if emb is None:
                 return None
+            f, z, t = emb
+            if t is not None and (t.shape[0] != z.shape[0] or not t.shape[0]):
+                t = None
             # alignment: two augmented views of the first inputs, the same draws each time
             if self._augment is None:
                 self._augment = model.train_augment()
@@ -159,17 +162,16 @@ class Monitor:
                 z2 = model.project(model.embed(self._augment(pair, gen))).float().cpu()
                 align = alignment(z1, z2)
             extra = dict(self.reference)
-            extra["anisotropy"] = anisotropy(emb[0])
+            extra["anisotropy"] = anisotropy(f)
             if self.heldout is not None:
                 extra.update(model.heldout_metrics(self.heldout.to(self.device)))
-            extra.update(model.monitor_metrics(self.inputs.to(self.device), self.labels))
+            # the embeddings just made, so an image-text method need not embed them again
+            extra.update(model.monitor_metrics(self.inputs.to(self.device), self.labels,
+                                               projections=z, text_projections=t))
         finally:
             model.train(was_training)
-        f, z, t = emb
-        if t is not None and t.shape[0] == z.shape[0] and t.shape[0]:
+        if t is not None:
             extra.update(tower_scores(t, "text_"))
-        else:
-            t = None
         knn = None
         if self.labels is not None and len(set(self.labels.tolist())) > 1:
             knn = knn_accuracy(f, self.labels, self.cfg.monitor.knn_k,

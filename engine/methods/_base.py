@@ -141,11 +141,16 @@ class SSLMethod(nn.Module):
         language model's bits per token, a masked model's accuracy. {} by default."""
         return {}
 
-    def monitor_metrics(self, inputs: Any, labels: torch.Tensor | None) -> dict[str, float]:
+    def monitor_metrics(self, inputs: Any, labels: torch.Tensor | None,
+                        projections: torch.Tensor | None = None,
+                        text_projections: torch.Tensor | None = None) -> dict[str, float]:
         """Scores of the method's own on the monitor inputs (on the device; ``labels``
         on the CPU or None), measured at every monitor step in eval mode under no_grad
         beside kNN and the collapse scores: an image-text model's retrieval recall and
-        zero-shot accuracy. {} by default."""
+        zero-shot accuracy. ``projections`` and ``text_projections`` (CPU, row i for
+        input i, or None) are the monitor's own :meth:`project` and
+        :meth:`text_projections` of the same inputs, passed so that a method need not
+        embed them again. {} by default."""
         return {}
 
     def text_projections(self, inputs: Any) -> torch.Tensor | None:

@@ -337,9 +337,13 @@ class CLIP(SSLMethod):
     @torch.no_grad()
     def paired_metrics(self, batch: Any, labels: torch.Tensor | None = None,
                        class_names: Sequence[str] | None = None,
-                       templates: Sequence[str] = DEFAULT_TEMPLATES) -> dict[str, float]:
+                       templates: Sequence[str] = DEFAULT_TEMPLATES,
+                       embedded: tuple[torch.Tensor, torch.Tensor] | None = None
+                       ) -> dict[str, float]:
         """Retrieval and zero-shot scores of monitor pairs (``batch`` with ``images``
-        and ``tokens``, on the device), in eval mode.
+        and ``tokens``, on the device), in eval mode. ``embedded``: the pairs' unit
+        image and caption embeddings (CPU) when they are already made (the monitor's),
+        which then are not made again.
 
         Image-to-text and text-to-image recall@1/5/10 over the batch's N pairs
         (:func:`engine.retrieval.recall_at_k`) beside chance (``recall_chance_r{k}`` =
@@ -350,7 +354,7 @@ class CLIP(SSLMethod):
         was = self.training
         self.eval()
         try:
-            zi, zt = self._chunks(batch, self.cfg.data.resolution)
+            zi, zt = embedded or self._chunks(batch, self.cfg.data.resolution)
             n = zi.shape[0]
             out = recall_at_k(zi @ zt.t(), RECALL_KS)
             out.update({f"recall_chance_r{k}": chance_recall(n, k) for k in RECALL_KS})
@@ -366,12 +370,21 @@ class CLIP(SSLMethod):
 
     # ----------------------------------------------------- the monitor's and the window's
 
-    def monitor_metrics(self, inputs: Any, labels: torch.Tensor | None) -> dict[str, float]:
+    def monitor_metrics(self, inputs: Any, labels: torch.Tensor | None,
+                        projections: torch.Tensor | None = None,
+                        text_projections: torch.Tensor | None = None) -> dict[str, float]:
         """Recall@1/5/10 both ways and zero-shot accuracy (with the templates in
-        :attr:`templates`) on the first :data:`RETRIEVAL_PAIRS` monitor pairs."""
+        :attr:`templates`) on the first :data:`RETRIEVAL_PAIRS` monitor pairs, from the
+        monitor's embeddings of them when it passes both (each monitor step would
+        otherwise embed the pairs twice)."""
         n = min(RETRIEVAL_PAIRS, int(inputs.shape[0]))
         lab = None if labels is None else labels[:n].cpu()
-        return self.paired_metrics(inputs[:n], lab, self.class_names or None, self.templates)
+        embedded = None
+        if (projections is not None and text_projections is not None
+                and projections.shape[0] >= n and text_projections.shape[0] >= n):
+            embedded = (projections[:n].float(), text_projections[:n].float())
+        return self.paired_metrics(inputs[:n], lab, self.class_names or None, self.templates,
+                                   embedded=embedded)
 
     @torch.no_grad()
     def preview(self, images: Any, generator: torch.Generator) -> Preview | None:

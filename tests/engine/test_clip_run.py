@@ -168,6 +168,20 @@ def test_the_monitor_split_across_processes_gathers_the_caption_vectors(clip_run
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
 
 
+def test_the_monitor_scores_retrieval_from_its_own_embeddings(clip_run):
+    """The monitor hands CLIP the image and caption embeddings it made, so recall and
+    zero-shot are not embedded twice per monitor step, and they score the same."""
+    t, _ = clip_run
+    t.model.eval()
+    _, z, txt = t.monitor._embed(t.model)
+    inputs, labels = t.monitor.inputs, t.monitor.labels
+    own = t.model.monitor_metrics(inputs, labels)
+    reused = t.model.monitor_metrics(inputs, labels, projections=z, text_projections=txt)
+    assert own.keys() == reused.keys()
+    for k, v in own.items():
+        assert reused[k] == pytest.approx(v, abs=1e-6), k
+
+
 def test_an_image_method_has_no_text_tower_query_or_caption_map(tmp_path):
     from engine.verdict import tower_verdict
 
