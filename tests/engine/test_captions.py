@@ -488,6 +488,16 @@ class _PairProbe(nn.Module):
         assert isinstance(batch, Pairs)
         return None
 
+    def monitor_metrics(self, inputs: Pairs, labels: torch.Tensor | None,
+                        projections: torch.Tensor | None = None,
+                        text_projections: torch.Tensor | None = None) -> dict[str, float]:
+        assert isinstance(inputs, Pairs)
+        return {}
+
+    def text_projections(self, inputs: Pairs) -> None:
+        assert isinstance(inputs, Pairs)
+        return None
+
 
 def test_pairs_go_through_the_monitor_and_feature_extraction(tmp_path: Path) -> None:
     ds = load_paired(DataConfig(shapes_count=120, resolution=R), cache_dir=tmp_path)
