@@ -63,10 +63,9 @@ SEARCH_HINT = ("Type a sentence and press Enter: the monitor images it matches b
                "appear here, ranked (during training, and from the saved run after it).")
 
 
-CURVES_HINT = ("On the monitor pairs, at every monitor step. <b>Recall@k</b>: how often the "
-               "right match is among the k best. <b>Zero-shot</b>: how often an image is "
-               "closest to its own class's prompts (“a photo of a circle”), beside the "
-               "image tower's kNN accuracy. Dashed: chance.")
+CURVES_HINT = ("Monitor pairs. <b>Recall@k</b>: the right match among the k best. "
+               "<b>Zero-shot</b>: an image nearest its class's prompts (“a photo of a "
+               "circle”), beside the image tower's kNN. Dashed: chance.")
 
 
 def esc(text: Any) -> str:
@@ -327,6 +326,9 @@ class MatchingCurves(pg.GraphicsLayoutWidget):
         self.zero_shot = self._plot(2, "Zero-shot accuracy", " ".join((
             key_entry(ZERO_SHOT, "prompts"), key_entry(KNN, "kNN"))))
         self.zero_shot.setLabel("bottom", "step")
+        for plot in (self.t2i, self.i2t):  # one step axis, under the bottom plot
+            plot.setXLink(self.zero_shot)
+            plot.hideAxis("bottom")
         self._curve("zero_shot_accuracy", self.zero_shot, ZERO_SHOT, "zero-shot")
         self._curve("knn", self.zero_shot, KNN, "kNN (image tower)")
         self._chance("zero_shot_chance", self.zero_shot, PALETTE["baseline"],
