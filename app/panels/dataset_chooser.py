@@ -98,6 +98,7 @@ class DatasetChooser(QWidget):
         self.captioned = False  # the chosen source's images have captions (once known)
         self.descriptions = {name: tip for name, (_, tip) in BUILTINS.items()}
         self._scan_id = 0
+        self._rescan_if_text = False  # text settings changed while the kind was unknown
         self.engine_ready = False
 
     def sync_builtins(self) -> None:
@@ -156,8 +157,13 @@ class DatasetChooser(QWidget):
         if all(self.text_settings.get(k) == v for k, v in new.items()):
             return
         self.text_settings.update(new)
-        if self.engine_ready and self.modality == "text":
+        if not self.engine_ready:
+            return
+        if self.modality == "text":
             self.scan()
+        elif self.modality is None:
+            # a scan is under way with the old settings: scan again once it says text
+            self._rescan_if_text = True
 
     def scan(self) -> None:
         from engine.data import dataset_modality, has_captions, load_dataset
@@ -166,6 +172,7 @@ class DatasetChooser(QWidget):
         scan_id = self._scan_id
         self.modality = None
         self.captioned = False
+        self._rescan_if_text = False
         # first the cheap look at what kind of data it is (and whether captions come
         # with it), so the method list follows at once; then the full load, which may
         # take a while
@@ -189,6 +196,9 @@ class DatasetChooser(QWidget):
             return
         self.modality = modality
         self.captioned = bool(captioned)
+        if modality == "text" and self._rescan_if_text:
+            self.scan()  # the text settings changed while this scan was looking
+            return
         self.modality_known.emit(modality, self.captioned)
 
     def _on_scanned(self, scan_id: int, ds: Any) -> None:

@@ -209,9 +209,10 @@ def test_every_method_is_listed_by_family_with_its_collapse_switches_marked(wind
     assert any("Contrastive" in h for h in headers)
     assert any("Non-contrastive" in h for h in headers)
     listed = [data for _, data in rows if data]
-    # the shapes are images: every image method, and only those (text: test_text_views)
+    # the shapes are captioned images: every image method and the image-text ones, and
+    # only those (text: test_text_views; captions: test_clip_views)
     assert sorted(listed) == sorted(m.name for m in available_methods()
-                                    if m.modality == "image")
+                                    if m.modality in ("image", "paired"))
 
     expected = {
         "simclr": {"method.temperature"},
