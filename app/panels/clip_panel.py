@@ -106,12 +106,13 @@ def summary(step: int, mat: np.ndarray) -> str:
             f"{others:.2f}.")
 
 
-def colour_levels(matrices: list[np.ndarray]) -> tuple[float, float]:
-    """The colour scale of a run's heat maps: the range of every snapshot so far, so the
-    frames of the slider compare by colour; at least 0.2 wide, so the near-equal values
-    of a random-init model do not look like structure."""
-    lo = min(float(m.min()) for m in matrices)
-    hi = max(float(m.max()) for m in matrices)
+def colour_levels(ranges: list[tuple[float, float]]) -> tuple[float, float]:
+    """The colour scale of a run's heat maps from each snapshot's (min, max): the range
+    of every snapshot so far, so the frames of the slider compare by colour; at least
+    0.2 wide, so the near-equal values of a random-init model do not look like
+    structure."""
+    lo = min(r[0] for r in ranges)
+    hi = max(r[1] for r in ranges)
     if hi - lo < MIN_LEVEL_SPAN:
         mid = (hi + lo) / 2
         lo, hi = mid - MIN_LEVEL_SPAN / 2, mid + MIN_LEVEL_SPAN / 2
@@ -450,6 +451,7 @@ class MatchingPanel(QWidget):
         self._shown: PreviewSnapshot | None = None
         self._captions: list[str] = []
         self._levels = (-1.0, 1.0)  # the heat maps' colour scale (the run's range so far)
+        self._ranges: dict[int, tuple[float, float]] = {}  # each snapshot's, by step
 
         # the heat map, its captions and its history
         self.title = QLabel(EMPTY_MAP)
@@ -561,9 +563,13 @@ class MatchingPanel(QWidget):
         self.snapshots.append(snap)
         if len(self.snapshots) > MAX_SNAPSHOTS:
             self.snapshots = self.snapshots[:-1:2][: MAX_SNAPSHOTS // 2] + self.snapshots[-1:]
-        matrices = [got[0] for got in map(similarity_of, self.snapshots) if got is not None]
-        if matrices:
-            self._levels = colour_levels(matrices)
+        parsed = similarity_of(snap)
+        if parsed is not None:
+            self._ranges[snap.step] = (float(parsed[0].min()), float(parsed[0].max()))
+        steps = {s.step for s in self.snapshots}
+        self._ranges = {k: v for k, v in self._ranges.items() if k in steps}
+        if self._ranges:
+            self._levels = colour_levels(list(self._ranges.values()))
         self.slider.blockSignals(True)
         self.slider.setRange(0, len(self.snapshots) - 1)
         self.slider.setEnabled(len(self.snapshots) > 1)
@@ -594,6 +600,7 @@ class MatchingPanel(QWidget):
     def clear(self) -> None:
         self.snapshots.clear()
         self._levels = (-1.0, 1.0)
+        self._ranges = {}
         self.monitor = None
         self.pending = None
         self.slider.blockSignals(True)
