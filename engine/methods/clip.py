@@ -151,7 +151,7 @@ class PairAugment(ViewAugment):
     # steps) but cost about a third more time.
     preset={"data.dataset": "shapes", "data.seq_len": 64, "optim.lr": 2e-3,
             "optim.weight_decay": 0.2, "optim.batch_size": 128, "optim.max_steps": 700,
-            "optim.warmup_steps": 50, "monitor.every_steps": 50,
+            "optim.warmup_steps": 50, "monitor.every_steps": 50, "monitor.preview_count": 16,
             "augment.crop_min_scale": 0.8, "augment.flip_prob": 0.0,
             "augment.jitter_prob": 0.0, "augment.grayscale_prob": 0.0,
             "augment.blur_prob": 0.0},
