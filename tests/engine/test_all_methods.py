@@ -121,7 +121,10 @@ def test_paired_method_steps_and_is_monitored_on_pairs(method):
     assert report.knn_accuracy is not None and 0 <= report.knn_accuracy <= 1
     assert report.alignment is not None and math.isfinite(report.std)
     assert snap.features.shape == (40, model.feature_dim)
-    assert monitor.preview(model, 2) is None
+    preview = monitor.preview(model, 2)  # the heat map of the first monitor pairs
+    assert preview is not None and preview.kind == "similarity"
+    n = min(cfg.monitor.preview_count, 40)
+    assert preview.originals.shape[0] == n and len(preview.items[0]["similarity"]) == n
 
 
 def test_every_method_is_described():
