@@ -23,6 +23,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from engine.errors import ConfigError
+
+#: what separates prompt templates written as one string (a bar: commas, semicolons and
+#: full stops are common inside a prompt)
+TEMPLATE_SEPARATOR = "|"
+
 #: CLIP-style prompt templates for the zero-shot classifier (``{}`` is the class name);
 #: the first is CLIP's default prompt (section 3.1.4). Callers may pass their own.
 DEFAULT_TEMPLATES: tuple[str, ...] = (
@@ -143,3 +149,28 @@ def rank_by_similarity(query: torch.Tensor, items: torch.Tensor, k: int
     sims = z @ q
     top = torch.topk(sims, min(int(k), sims.shape[0]))
     return top.indices, top.values
+
+
+def parse_templates(text: str | Sequence[str], field: str = "templates") -> tuple[str, ...]:
+    """Zero-shot templates from ``'a photo of a {}.|a {} shape.'`` (or a list of them),
+    each stripped, empty pieces dropped. Each must hold one ``{}`` where the class name
+    goes and nothing else ``str.format`` reads; otherwise :class:`ConfigError` naming
+    ``field`` (the setting they came from) and the template."""
+    pieces = text.split(TEMPLATE_SEPARATOR) if isinstance(text, str) else list(text)
+    out = tuple(str(t).strip() for t in pieces if str(t).strip())
+    if not out:
+        raise ConfigError(f"{field} = {text!r} has no template (allowed: "
+                          f"templates separated by {TEMPLATE_SEPARATOR!r}, each with '{{}}' "
+                          "for the class name)")
+    for t in out:
+        ok = "{}" in t
+        if ok:
+            try:
+                ok = t.format("x") == t.replace("{}", "x", 1)
+            except (IndexError, KeyError, ValueError):
+                ok = False
+        if not ok:
+            raise ConfigError(f"{field}: template {t!r} needs exactly one "
+                              "'{}' where the class name goes (and no other braces); "
+                              f"separate templates with {TEMPLATE_SEPARATOR!r}")
+    return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 from engine.config import check, coerce, field_specs, param
 from engine.data import DataSource
 from engine.errors import ConfigError, UserInputError
-from engine.retrieval import DEFAULT_TEMPLATES
+from engine.retrieval import DEFAULT_TEMPLATES, TEMPLATE_SEPARATOR, parse_templates
 
 #: the protocols on image (or text) features, which every run gets
 PROTOCOLS = ("knn", "linear", "fewshot", "finetune")
@@ -28,9 +28,6 @@ PROTOCOL_TEXT = {
     "zeroshot": "zero-shot from prompts",
     "retrieval": "image-text retrieval",
 }
-#: what separates the zero-shot templates in :attr:`EvalOptions.zeroshot_templates` (a
-#: bar: commas, semicolons and full stops are common inside a prompt)
-TEMPLATE_SEPARATOR = "|"
 MODELS = ("trained", "random_init")
 
 Progress = Callable[[str], None]
@@ -90,41 +87,16 @@ class EvalOptions:
             value = coerce(spec, value)
             check(spec, value)
             setattr(self, spec.name, value)
-        parse_templates(self.zeroshot_templates)
+        parse_templates(self.zeroshot_templates, "eval.zeroshot_templates")
 
     def templates(self) -> tuple[str, ...]:
         """The zero-shot templates, one string each (:func:`parse_templates`)."""
-        return parse_templates(self.zeroshot_templates)
+        return parse_templates(self.zeroshot_templates, "eval.zeroshot_templates")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["fewshot_shots"] = list(self.fewshot_shots)
         return d
-
-
-def parse_templates(text: str | Sequence[str]) -> tuple[str, ...]:
-    """Zero-shot templates from ``'a photo of a {}.|a {} shape.'`` (or a list of them),
-    each stripped, empty pieces dropped. Each must hold one ``{}`` where the class name
-    goes and nothing else ``str.format`` reads; otherwise :class:`ConfigError` naming
-    ``eval.zeroshot_templates`` and the template."""
-    pieces = text.split(TEMPLATE_SEPARATOR) if isinstance(text, str) else list(text)
-    out = tuple(str(t).strip() for t in pieces if str(t).strip())
-    if not out:
-        raise ConfigError(f"eval.zeroshot_templates = {text!r} has no template (allowed: "
-                          f"templates separated by {TEMPLATE_SEPARATOR!r}, each with '{{}}' "
-                          "for the class name)")
-    for t in out:
-        ok = "{}" in t
-        if ok:
-            try:
-                ok = t.format("x") == t.replace("{}", "x", 1)
-            except (IndexError, KeyError, ValueError):
-                ok = False
-        if not ok:
-            raise ConfigError(f"eval.zeroshot_templates: template {t!r} needs exactly one "
-                              "'{}' where the class name goes (and no other braces); "
-                              f"separate templates with {TEMPLATE_SEPARATOR!r}")
-    return out
 
 
 def _coerce_shots(shots: Any) -> tuple[int, ...]:

@@ -55,7 +55,9 @@ from engine.methods._text import TextEncoderConfig, vocab_size
 from engine.registry import register_method
 from engine.retrieval import (
     DEFAULT_TEMPLATES,
+    TEMPLATE_SEPARATOR,
     chance_recall,
+    parse_templates,
     prompts,
     recall_at_k,
     zero_shot_accuracy,
@@ -111,6 +113,15 @@ class CLIPConfig(TextEncoderConfig):
         "mean", "Caption embedding: the 'mean' of the text tower's states over the real "
         "tokens, or the state of the 'last' real token with causal attention (CLIP's "
         "[EOS] token).", choices=TEXT_POOLINGS, label="Text pooling")
+    prompt_templates: str = param(
+        TEMPLATE_SEPARATOR.join(DEFAULT_TEMPLATES), "Zero-shot prompts measured live: "
+        "templates separated by '|', '{}' standing for a class name (\"a photo of a {}.\"); "
+        "each class's prompts are averaged, as CLIP does (section 3.1.4).",
+        label="Zero-shot prompts")
+
+    def validate(self, cfg: Config) -> None:
+        super().validate(cfg)
+        parse_templates(self.prompt_templates, "method.prompt_templates")
 
 
 def images_of(batch: Any) -> torch.Tensor:
@@ -189,7 +200,8 @@ class CLIP(SSLMethod):
         #: the source's class names (the zero-shot prompts)
         self.class_names: list[str] = []
         #: the zero-shot prompt templates, "{}" standing for a class name
-        self.templates: tuple[str, ...] = tuple(DEFAULT_TEMPLATES)
+        self.templates: tuple[str, ...] = parse_templates(m.prompt_templates,
+                                                          "method.prompt_templates")
         self.seq_len = int(cfg.data.seq_len)
 
     @classmethod

@@ -343,3 +343,22 @@ def test_presets_keep_colours_and_sides_and_the_gpu_one_has_resnet18():
         cfg.validate()
     assert gpu.backbone.name == "resnet18" and cpu.backbone.name == "auto"
     assert 64 <= cpu.data.seq_len <= 96 and 64 <= cpu.optim.batch_size <= 128
+
+
+def test_zero_shot_prompts_are_a_setting_checked_by_name():
+    """The live zero-shot score reads the form's templates; a template without its '{}'
+    is refused naming the field."""
+    from engine.errors import ConfigError
+    from engine.model import build_model
+    from engine.presets import default_config
+
+    cfg = default_config("clip")
+    cfg.set("method.prompt_templates", "a {} thing. | an image of a {}")
+    for key, value in {"backbone.width": 4, "method.dim": 16, "method.depth": 1,
+                       "method.heads": 2}.items():
+        cfg.set(key, value)
+    model, _ = build_model(cfg, torch.device("cpu"))
+    assert model.templates == ("a {} thing.", "an image of a {}")
+    cfg.set("method.prompt_templates", "a photo of a")
+    with pytest.raises(ConfigError, match="method.prompt_templates"):
+        cfg.validate()
