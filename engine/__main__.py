@@ -1,4 +1,4 @@
-"""Headless command line: ``python -m engine train|methods|runs|eval|export``.
+"""Headless command line: ``python -m engine train|sweep|methods|runs|eval|export``.
 
 Bad input (missing folder, no images, invalid value) exits with code 2 and a one-line
 message; a run that fails while training exits with code 1.
@@ -33,6 +33,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, help="shorthand for --set optim.max_steps=N")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run folder")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    w = sub.add_parser("sweep", help="one run per value of one setting, in sequence")
+    w.add_argument("config", nargs="?", help="a config TOML file (defaults otherwise)")
+    w.add_argument("--vary", metavar="SECTION.FIELD=VALUES",
+                   help="the values: v1,v2,... (a choice field: some of its choices) or "
+                   "start:stop:count:lin|log")
+    w.add_argument("--method", help="method name (see 'methods')")
+    w.add_argument("--dataset", help="as for train")
+    w.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.FIELD=VALUE", help="override one setting (repeatable)")
+    w.add_argument("--runs-dir", help="where run folders go; the sweep folder goes in "
+                   "RUNS_DIR/sweeps/")
+    w.add_argument("--max-steps", type=int, help="shorthand for --set optim.max_steps=N")
+    w.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep")
+    w.add_argument("--quiet", action="store_true", help="only the start and end of each run")
 
     sub.add_parser("methods", help="list the registered methods")
     r = sub.add_parser("runs", help="list runs with status and final metrics")
@@ -207,6 +222,58 @@ def cmd_train(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from engine import events as ev
+    from engine.sweep import Sweep, format_table, plan_sweep
+
+    if args.resume:
+        if args.config or args.method or args.dataset or args.overrides or args.vary \
+                or args.max_steps is not None or args.runs_dir:
+            raise UserInputError("--resume takes no other options (the sweep keeps its "
+                                 "config, values and runs dir)")
+        sweep = Sweep(args.resume)
+    else:
+        if not args.vary:
+            raise UserInputError("sweep needs --vary SECTION.FIELD=VALUES (or --resume)")
+        plan = plan_sweep(_build_config(args), args.vary)  # every value checked first
+        sweep = Sweep.create(plan, args.runs_dir)
+    key, values = sweep.state["key"], sweep.state["values"]
+    print(f"sweep {sweep.id}: {key} over {len(values)} values -> {sweep.path}")
+
+    def on_stop_signal(signum: int, frame: object) -> None:
+        print("\nstopping the sweep: saving the current run's checkpoint "
+              "(Ctrl+C again to abort)", file=sys.stderr)
+        sweep.request_stop()
+        signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                      else signal.SIG_DFL)
+
+    signal.signal(signal.SIGINT, on_stop_signal)
+    signal.signal(signal.SIGTERM, on_stop_signal)
+
+    def on_event(i: int, e: ev.Event) -> None:
+        where = f"[{i + 1}/{len(values)}] {key}={values[i]}"
+        if isinstance(e, ev.RunStarted):
+            resumed = f" (resumed at step {e.start_step})" if e.start_step else ""
+            print(f"{where}: run {e.run_id}{resumed}")
+        elif isinstance(e, ev.MonitorReport) and not args.quiet:
+            print(f"  step {e.step}: knn {_fmt(e.knn_accuracy, True)}  "
+                  f"rank {e.effective_rank:.1f}/{e.dim}" + ("  (baseline)" if e.baseline
+                                                              else ""))
+        elif isinstance(e, ev.RunWarning):
+            print(f"  warning: {e.message}", file=sys.stderr)
+        elif isinstance(e, ev.Finished):
+            print(f"{where}: {e.status} at step {e.step}")
+        elif isinstance(e, ev.Failed):
+            print(f"{where}: error: {e.message}", file=sys.stderr)
+
+    result = sweep.run(on_event)
+    print()
+    print(format_table(result))
+    if result.status != "finished":
+        print(f"sweep stopped; continue with: python -m engine sweep --resume {sweep.path}")
+    return 1 if any(r.status == "failed" for r in result.rows) else 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from engine.registry import available_methods
 
@@ -275,7 +342,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "methods": cmd_methods, "runs": cmd_runs,
+        return {"train": cmd_train, "sweep": cmd_sweep, "methods": cmd_methods, "runs": cmd_runs,
                 "eval": cmd_eval, "export": cmd_export}[args.command](args)
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
