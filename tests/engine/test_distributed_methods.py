@@ -185,17 +185,34 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory) -> Path:
-    """Spawn the two processes once; their results, one file per case and rank."""
-    out = tmp_path_factory.mktemp("ddp")
-    ctx = mp.start_processes(_worker, args=(free_port(), str(out)), nprocs=WORLD,
-                             join=False, start_method="spawn")
-    deadline = time.monotonic() + 180
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.terminate()
-            pytest.fail("the two training processes did not finish within 180 s")
-    return out
+    """Spawn the two processes once; their results, one file per case and rank.
+
+    A process group that dies before any case ran (once in a CI run: a gloo process
+    aborted with "terminate called without an active exception", not reproduced in
+    several full runs since) is started once more on a fresh port and the first
+    failure is printed; a second failure fails every case."""
+    first: BaseException | None = None
+    for attempt in range(2):
+        out = tmp_path_factory.mktemp("ddp")
+        ctx = mp.start_processes(_worker, args=(free_port(), str(out)), nprocs=WORLD,
+                                 join=False, start_method="spawn")
+        deadline = time.monotonic() + 180
+        try:
+            while not ctx.join(timeout=1):
+                if time.monotonic() > deadline:
+                    for p in ctx.processes:
+                        p.terminate()
+                    pytest.fail("the two training processes did not finish within 180 s")
+        except mp.ProcessExitedException as e:
+            if attempt or any(out.iterdir()):  # again, or after cases had run: a real failure
+                raise
+            first = e
+            print(f"the process group died before any case ran ({e}); starting it again")
+            continue
+        if first is not None:
+            print(f"second start succeeded after: {first}")
+        return out
+    raise AssertionError("unreachable")
 
 
 def worst(got: torch.Tensor | float, want: torch.Tensor | float) -> tuple[float, float]:
