@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.panels.preview import MAX_SNAPSHOTS, to_qimage
+from app.panels.preview import add_to_history, follow_history, to_qimage
 from app.panels.training_plots import PALETTE, Series
 from engine.events import MonitorReport, MonitorSet, PreviewSnapshot, QueryResult, replay
 
@@ -557,12 +557,7 @@ class MatchingPanel(QWidget):
 
     def add_snapshot(self, snap: PreviewSnapshot) -> None:
         following = not self.snapshots or self.slider.value() == len(self.snapshots) - 1
-        # a resumed run redoes steps: its snapshots replace the old ones from there on
-        while self.snapshots and self.snapshots[-1].step >= snap.step:
-            self.snapshots.pop()
-        self.snapshots.append(snap)
-        if len(self.snapshots) > MAX_SNAPSHOTS:
-            self.snapshots = self.snapshots[:-1:2][: MAX_SNAPSHOTS // 2] + self.snapshots[-1:]
+        self.snapshots = add_to_history(self.snapshots, snap)
         parsed = similarity_of(snap)
         if parsed is not None:
             self._ranges[snap.step] = (float(parsed[0].min()), float(parsed[0].max()))
@@ -570,12 +565,7 @@ class MatchingPanel(QWidget):
         self._ranges = {k: v for k, v in self._ranges.items() if k in steps}
         if self._ranges:
             self._levels = colour_levels(list(self._ranges.values()))
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, len(self.snapshots) - 1)
-        self.slider.setEnabled(len(self.snapshots) > 1)
-        if following:
-            self.slider.setValue(len(self.snapshots) - 1)
-        self.slider.blockSignals(False)
+        follow_history(self.slider, len(self.snapshots), following)
         self._show_index(self.slider.value())
 
     def load_run(self, run_dir: str, rows: list[dict[str, Any]] | None = None) -> None:

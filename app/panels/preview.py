@@ -22,6 +22,27 @@ from app.panels.training_plots import Series
 from engine.events import PreviewSnapshot, RunStarted, StepMetrics
 
 MAX_SNAPSHOTS = 200  # beyond this, every other old snapshot is dropped
+
+
+def add_to_history(snapshots: list[Any], snap: Any) -> list[Any]:
+    """``snapshots`` (ordered by step) with ``snap`` added: a resumed run redoes steps,
+    so its snapshots replace the old ones from there on; beyond :data:`MAX_SNAPSHOTS`
+    every other old one is dropped (the newest always kept)."""
+    kept = [s for s in snapshots if s.step < snap.step] + [snap]
+    if len(kept) > MAX_SNAPSHOTS:
+        kept = kept[:-1:2][: MAX_SNAPSHOTS // 2] + kept[-1:]
+    return kept
+
+
+def follow_history(slider: Any, count: int, following: bool) -> None:
+    """Fit a history slider to ``count`` snapshots without emitting; it moves to the
+    newest only when it was already there (``following``)."""
+    slider.blockSignals(True)
+    slider.setRange(0, count - 1)
+    slider.setEnabled(count > 1)
+    if following:
+        slider.setValue(count - 1)
+    slider.blockSignals(False)
 #: preview kinds other panels draw: text predictions, image-text similarity heat maps
 OTHER_PANELS = ("text", "similarity")
 GOOD, BAD, TEXT = QColor("#2ca02c"), QColor("#d62728"), QColor("#333333")
@@ -199,18 +220,8 @@ class PreviewPanel(QWidget):
 
     def add_snapshot(self, snap: PreviewSnapshot) -> None:
         following = not self.snapshots or self.slider.value() == len(self.snapshots) - 1
-        # a resumed run redoes steps: its snapshots replace the old ones from there on
-        while self.snapshots and self.snapshots[-1].step >= snap.step:
-            self.snapshots.pop()
-        self.snapshots.append(snap)
-        if len(self.snapshots) > MAX_SNAPSHOTS:
-            self.snapshots = self.snapshots[:-1:2][: MAX_SNAPSHOTS // 2] + self.snapshots[-1:]
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, len(self.snapshots) - 1)
-        self.slider.setEnabled(len(self.snapshots) > 1)
-        if following:
-            self.slider.setValue(len(self.snapshots) - 1)
-        self.slider.blockSignals(False)
+        self.snapshots = add_to_history(self.snapshots, snap)
+        follow_history(self.slider, len(self.snapshots), following)
         self._show_index(self.slider.value())
 
     def load_run(self, run_dir: str, rows: list[dict[str, Any]] | None = None) -> None:

@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QTextBrowser, QVBoxLayout, QWidget
 
-from app.panels.preview import MAX_SNAPSHOTS
+from app.panels.preview import add_to_history, follow_history
 from engine.events import PreviewSnapshot
 
 GOOD, BAD, MUTED, SLOT = "#2ca02c", "#d62728", "#777777", "#fff2a8"
@@ -280,18 +280,8 @@ class TextPreviewPanel(QWidget):
 
     def add_snapshot(self, snap: PreviewSnapshot) -> None:
         following = not self.snapshots or self.slider.value() == len(self.snapshots) - 1
-        # a resumed run redoes steps: its snapshots replace the old ones from there on
-        while self.snapshots and self.snapshots[-1].step >= snap.step:
-            self.snapshots.pop()
-        self.snapshots.append(snap)
-        if len(self.snapshots) > MAX_SNAPSHOTS:
-            self.snapshots = self.snapshots[:-1:2][: MAX_SNAPSHOTS // 2] + self.snapshots[-1:]
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, len(self.snapshots) - 1)
-        self.slider.setEnabled(len(self.snapshots) > 1)
-        if following:
-            self.slider.setValue(len(self.snapshots) - 1)
-        self.slider.blockSignals(False)
+        self.snapshots = add_to_history(self.snapshots, snap)
+        follow_history(self.slider, len(self.snapshots), following)
         self._show_index(self.slider.value())
 
     def load_run(self, run_dir: str) -> None:
