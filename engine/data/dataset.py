@@ -15,6 +15,19 @@ import torch
 _MAX_CLASSES_IN_SUMMARY = 8
 
 
+def check_labels(labels: torch.Tensor | None, class_names: list[str], n: int) -> None:
+    """The label contract every source meets: None, or int64 ``(n,)`` indices into
+    ``class_names`` (which is then the only place class names come from)."""
+    if labels is not None:
+        if labels.shape != (n,) or labels.dtype != torch.int64:
+            raise ValueError("labels must be an int64 tensor of shape (N,)")
+        k = len(class_names)
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise ValueError("labels out of range of class_names")
+    elif class_names:
+        raise ValueError("class_names given without labels")
+
+
 @dataclass(eq=False)  # tensors have no single truth value, so compare by identity
 class ImageDataset:
     """Decoded images with optional class labels (labels are used for evaluation only)."""
@@ -41,14 +54,7 @@ class ImageDataset:
         n = im.shape[0]
         if len(self.files) != n:
             raise ValueError(f"{len(self.files)} file names for {n} images")
-        if self.labels is not None:
-            if self.labels.shape != (n,) or self.labels.dtype != torch.int64:
-                raise ValueError("labels must be an int64 tensor of shape (N,)")
-            k = len(self.class_names)
-            if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= k):
-                raise ValueError("labels out of range of class_names")
-        elif self.class_names:
-            raise ValueError("class_names given without labels")
+        check_labels(self.labels, self.class_names, n)
         if self.captions is not None:
             if len(self.captions) != n:
                 raise ValueError(f"{len(self.captions)} captions for {n} images")

@@ -28,7 +28,7 @@ import torch
 from engine.config import DataConfig
 from engine.data.builtin import BUILTIN_DATASETS, load_shapes
 from engine.data.captioned import WHAT_IS_LOOKED_FOR, folder_has_captions, load_captioned_folder
-from engine.data.dataset import ImageDataset, summary_line, thumbnails_of
+from engine.data.dataset import ImageDataset, check_labels, summary_line, thumbnails_of
 from engine.data.text import TextSettings, make_tokenizer
 from engine.data.tokens import PAD, Tokenizer
 from engine.errors import DatasetError
@@ -175,11 +175,7 @@ class PairedDataset:
         if len(self.captions) != n or len(self.files) != n:
             raise ValueError(f"{len(self.captions)} captions and {len(self.files)} names "
                              f"for {n} images")
-        if self.labels is not None:
-            if self.labels.shape != (n,) or self.labels.dtype != torch.int64:
-                raise ValueError("labels must be an int64 tensor of shape (N,)")
-        elif self.class_names:
-            raise ValueError("class_names given without labels")
+        check_labels(self.labels, self.class_names, n)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

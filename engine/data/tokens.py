@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import torch
 
+from engine.data.dataset import check_labels
+
 #: special token ids, the same for every tokenizer of the workbench
 PAD, MASK, CLS, SEP = 0, 1, 2, 3
 SPECIALS = {"[PAD]": PAD, "[MASK]": MASK, "[CLS]": CLS, "[SEP]": SEP}
@@ -149,11 +151,7 @@ class TextDataset:
                              "samples")
         if n and int((x != PAD).sum(1).min()) < 2:
             raise ValueError("every text sample needs at least two tokens")
-        if self.labels is not None:
-            if self.labels.shape != (n,) or self.labels.dtype != torch.int64:
-                raise ValueError("labels must be an int64 tensor of shape (N,)")
-        elif self.class_names:
-            raise ValueError("class_names given without labels")
+        check_labels(self.labels, self.class_names, n)
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
