@@ -36,6 +36,7 @@ from app.panels.preview import PreviewPanel
 from app.panels.runs import RunsPanel
 from app.panels.text_preview import TextPreviewPanel
 from app.panels.training_plots import TrainingPlots
+from app.panels.views_panel import ViewsPanel
 from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
 from engine import events as ev
 from engine.config import DEFAULT_METHOD, DataConfig
@@ -188,6 +189,13 @@ class MainWindow(QMainWindow):
         self.runs.delete_requested.connect(self.delete_run)
         self.runs.export_requested.connect(self.export_run)
         self.tabs.addTab(self.runs, "Runs")
+        self.views = ViewsPanel()
+        self.views.config_source = lambda: self.form.config(self.dataset_chooser.source)
+        self.views.data_source = self._loaded_data_for
+        self.form.changed.connect(self.views.request_redraw)
+        self.dataset_chooser.scanned.connect(lambda _ds: self.views.request_redraw())
+        self.tabs.insertTab(0, self.views, "What it trains on")
+        self.tabs.setCurrentWidget(self.views)  # before Start: what the method will see
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self._exporter: FunctionWorker | None = None
         central = QWidget()
@@ -402,6 +410,7 @@ class MainWindow(QMainWindow):
                      f"{', '.join(switches)}</span>")
         self.method_desc.setText(text)
         self.form.set_config(cfg, defaults=cfg, modality=info.modality)
+        self.views.request_redraw()
         self._sync_text_settings()
         self._show_preview_tab(info.modality)
         data = self.data_modality
@@ -518,6 +527,23 @@ class MainWindow(QMainWindow):
 
     def _on_dataset_changed(self, _source: str) -> None:
         self.data_modality = None  # until the chooser has looked at the new source
+
+    def _loaded_data_for(self, cfg: Any) -> Any:
+        """The chooser's scanned dataset when it is what ``cfg`` trains on (an image set
+        of the config's source for an image method), else None (the views panel then
+        loads the data as the run would)."""
+        ds = self.dataset_chooser.dataset
+        info = self.methods.get(cfg.method_name)
+        if ds is None or info is None or info.modality != "image":
+            return None
+        if getattr(ds, "modality", "image") != "image" or ds.name != cfg.data.dataset:
+            return None
+        chooser = self.dataset_chooser
+        if cfg.data.dataset == "shapes" and (cfg.data.shapes_count, cfg.data.seed,
+                                             cfg.data.shapes_orientation) != (
+                chooser.shapes_count, chooser.shapes_seed, chooser.shapes_orientation):
+            return None
+        return ds
 
     def _settle_modality(self) -> None:
         """Start pressed before the chooser said what the data are: look now (a cheap
@@ -796,6 +822,8 @@ class MainWindow(QMainWindow):
         self._last_step = None
         self.verdict = "healthy"
         start_in_thread(self.worker, self)
+        if self.tabs.currentWidget() is self.views:
+            self.tabs.setCurrentWidget(self.plots)  # the curves, now that it trains
         self._set_buttons()
 
     def toggle_pause(self) -> None:

@@ -39,6 +39,23 @@ class Preview:
 
 
 @dataclass
+class InputView:
+    """One kind of input a method's training step builds from raw samples, for the
+    views panel: what the network is actually shown.
+
+    ``images`` are uint8 ``(N, 3, h, w)`` on the CPU, row ``i`` made from sample ``i``
+    (a crop may be smaller than the samples); text methods give one string per sample in
+    ``texts`` instead. ``caption`` says in a few words what the column is ("2nd random
+    crop + colour jitter", "75 % of the patches hidden").
+    """
+
+    title: str
+    images: torch.Tensor | None = None
+    texts: list[str] = field(default_factory=list)
+    caption: str = ""
+
+
+@dataclass
 class StepOutput:
     """The loss to minimise and named metrics (scalars) to stream and plot."""
 
@@ -129,6 +146,14 @@ class SSLMethod(nn.Module):
         at every call, so successive snapshots show the same masks, noise and rotations.
         """
         return None
+
+    def training_inputs(self, samples: Any, generator: torch.Generator) -> list[InputView]:
+        """What :meth:`training_step` feeds the network for raw ``samples`` (a few
+        dataset inputs on the CPU), made by the step's own functions with ``generator``
+        in place of the trainer's: the views panel shows them, live before Start. A
+        subclass that changes how its step builds inputs changes this with it. [] (the
+        default) when a method has nothing to show."""
+        return []
 
     def attach_source(self, source: object) -> None:
         """Called by the trainer with the dataset source before training: what a method

@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from engine.ema import cosine_momentum, ema_update, make_target
-from engine.methods._base import SSLMethod
+from engine.methods._base import InputView, SSLMethod
 
 if TYPE_CHECKING:
     from engine.augment import ViewAugment
@@ -38,6 +38,17 @@ class TwoViewMethod(SSLMethod):
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         return self.projector(features)
+
+    def training_inputs(self, samples: Any, generator: torch.Generator) -> list[InputView]:
+        """The two augmented views :meth:`two_views` stacks for the step."""
+        from engine.augment import to_uint8
+
+        augment = self.train_augment()
+        assert augment is not None
+        n = samples.shape[0]
+        views = to_uint8(self.two_views(samples, augment, generator))
+        return [InputView("view 1", views[:n], caption="a random augmentation"),
+                InputView("view 2", views[n:], caption="another, drawn independently")]
 
 
 class MomentumMethod(TwoViewMethod):

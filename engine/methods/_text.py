@@ -144,6 +144,18 @@ class TextMethod(SSLMethod):
         """A row of ids as text (specials dropped)."""
         return self.tokenizer.decode(ids[ids != PAD].tolist())
 
+    def show_tokens(self, ids: torch.Tensor, marked: torch.Tensor | None = None) -> str:
+        """A row as a reader sees it, for the views panel: specials by name
+        (``[MASK]``), padding dropped, and the ``marked`` positions in ⟦ ⟧."""
+        out = []
+        for pos, i in enumerate(ids.tolist()):
+            if i == PAD:
+                continue
+            tok = self.tokenizer
+            piece = tok.token_text(i) if i < FIRST_REAL else tok.decode([i])
+            out.append(f"⟦{piece}⟧" if marked is not None and bool(marked[pos]) else piece)
+        return "".join(out)
+
     def training_step(self, images: torch.Tensor, augment: Any,
                       generator: torch.Generator) -> StepOutput:
         """One step's loss from a batch of token rows ``(B, L)`` (``augment`` is None)."""

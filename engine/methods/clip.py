@@ -45,12 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.augment import FINETUNE_AUGMENT, ViewAugment, eval_transform
+from engine.augment import FINETUNE_AUGMENT, ViewAugment, eval_transform, to_uint8
 from engine.config import Config, param
 from engine.data.tokens import PAD, ByteTokenizer, Tokenizer
 from engine.distributed import gather, is_distributed, rank
 from engine.losses import clip_loss, clip_loss_shard
-from engine.methods._base import Preview, SSLMethod, StepOutput
+from engine.methods._base import InputView, Preview, SSLMethod, StepOutput
 from engine.methods._text import TextEncoderConfig, vocab_size
 from engine.registry import register_method
 from engine.retrieval import (
@@ -250,6 +250,15 @@ class CLIP(SSLMethod):
         """One mild augmented view of each image (``augment`` section; see the module
         docstring), applied to a batch of pairs or of images."""
         return PairAugment(self.cfg.augment, self.cfg.data.resolution)
+
+    def training_inputs(self, samples: Any, generator: torch.Generator) -> list[InputView]:
+        """The one augmented view of each image and the caption it is matched with."""
+        view = self.train_augment()(samples.images, generator)
+        captions = [self.tokenizer.decode(row[row != PAD].tolist())
+                    for row in samples.tokens]
+        return [InputView("image view", to_uint8(view), caption="one mild augmentation"),
+                InputView("caption", texts=captions,
+                          caption="its match; the other captions are the negatives")]
 
     def training_step(self, images: Any, augment: Any,
                       generator: torch.Generator) -> StepOutput:

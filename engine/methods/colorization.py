@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.augment import ViewAugment, denormalize, eval_transform, normalize
+from engine.augment import ViewAugment, denormalize, eval_transform, normalize, to_uint8
 from engine.colour import (
     AB_SCALE,
     ab_bin_centres,
@@ -75,7 +75,7 @@ from engine.colour import (
 from engine.config import Config, MethodConfig, param
 from engine.distributed import all_reduce_sum, world_size
 from engine.losses import ab_regression_loss, colorization_ce
-from engine.methods._base import Preview, StepOutput
+from engine.methods._base import InputView, Preview, StepOutput
 from engine.methods._reconstruction import ReconstructionMethod
 from engine.registry import register_method
 
@@ -250,6 +250,15 @@ class Colorization(ReconstructionMethod):
             metrics["pred_chroma"] = chroma(pred)
             metrics["true_chroma"] = chroma(ab)
         return StepOutput(loss, metrics)
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The grey input of the step's view, and the colours it must predict."""
+        x01 = denormalize(self.views(samples, generator)).clamp_(0, 1)
+        grey = to_uint8(normalize(rgb_to_grey(x01)))
+        return [InputView("grey input", grey, caption="lightness only"),
+                InputView("colours to predict", to_uint8(normalize(x01)),
+                          caption="the colour channels are the target")]
 
     def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview:
         x01 = denormalize(eval_transform(images, self.resolution)).clamp_(0, 1)

@@ -49,7 +49,7 @@ from engine.config import Config, MethodConfig, param
 from engine.corruption import gaussian_noise, pixel_masks, psnr
 from engine.distributed import mean_over_ranks
 from engine.losses import masked_mse
-from engine.methods._base import Preview, StepOutput
+from engine.methods._base import InputView, Preview, StepOutput
 from engine.methods._reconstruction import ReconstructionMethod
 from engine.registry import register_method
 
@@ -139,6 +139,16 @@ class Denoising(ReconstructionMethod):
             metrics["psnr"] = psnr(mean_over_ranks(F.mse_loss(out01, x01)))
             metrics["input_psnr"] = psnr(mean_over_ranks(F.mse_loss(noisy01, x01)))
         return StepOutput(loss, metrics)
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The geometric view and its corruption, as the step makes them."""
+        x = self.views(samples, generator)
+        noisy01, _ = self.corrupt(denormalize(x).clamp_(0, 1), generator)
+        what = (f"Gaussian noise, sigma {self.sigma:g}" if self.noise == "gaussian"
+                else f"{self.mask_fraction:.0%} of pixels zeroed")
+        return [InputView("target", to_uint8(x), caption="the clean image to restore"),
+                InputView("noisy input", to_uint8(normalize(noisy01)), caption=what)]
 
     def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview:
         x01 = denormalize(eval_transform(images, self.resolution)).clamp_(0, 1)

@@ -36,15 +36,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.augment import ViewAugment
+from engine.augment import ViewAugment, to_uint8
 from engine.config import Config, MethodConfig, param
 from engine.distributed import mean_over_ranks
 from engine.errors import ConfigError
 from engine.heads import DINOHead
 from engine.losses import dino_center_update, dino_loss
-from engine.methods._base import StepOutput
+from engine.methods._base import InputView, StepOutput
 from engine.methods._joint import MomentumMethod
 from engine.registry import register_method
+
+#: the views panel shows at most this many local crops (multi-crop uses up to 10)
+LOCAL_CROPS_SHOWN = 4
 
 
 @dataclass
@@ -197,6 +200,30 @@ class DINO(MomentumMethod):
         # for the monitor but shows uniform collapse far less: it need not be constant.)
         return self.head(features)
 
+    def local_views(self, images: torch.Tensor, generator: torch.Generator
+                    ) -> torch.Tensor | None:
+        """The ``local_crops`` small crops of every image, stacked crop by crop (rows
+        ``k n + i`` are crop ``k`` of image ``i``); None without local crops."""
+        if self.local_augment is None:
+            return None
+        return torch.cat([self.local_augment(images, generator)
+                          for _ in range(self.m.local_crops)])
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The two global crops (student and teacher) and the student's local crops."""
+        n = samples.shape[0]
+        views = super().training_inputs(samples, generator)
+        views[0].title, views[1].title = "global crop 1", "global crop 2"
+        views[0].caption = views[1].caption = "seen by the student and the teacher"
+        local = self.local_views(samples, generator)
+        if local is not None:
+            shown = to_uint8(local)
+            for k in range(min(self.m.local_crops, LOCAL_CROPS_SHOWN)):
+                views.append(InputView(f"local crop {k + 1}", shown[k * n:(k + 1) * n],
+                                       caption="small crop, the student's only"))
+        return views
+
     def teacher_temperature(self, step: int) -> float:
         """The teacher's temperature at ``step`` (the student's without sharpening)."""
         m = self.m
@@ -213,10 +240,8 @@ class DINO(MomentumMethod):
         m = self.m
         views = self.two_views(images, augment, generator)
         student_out = list(self.head(self.backbone(views)).chunk(2))
-        if self.local_augment is not None:
-            local = torch.cat(
-                [self.local_augment(images, generator) for _ in range(m.local_crops)]
-            )
+        local = self.local_views(images, generator)
+        if local is not None:
             student_out += list(self.head(self.backbone(local)).chunk(m.local_crops))
         with torch.no_grad():
             teacher = self.teacher_head(self.teacher_backbone(views)).float()

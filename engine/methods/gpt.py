@@ -39,7 +39,7 @@ import torch
 
 from engine.data.tokens import PAD, SPECIALS
 from engine.losses import causal_lm_loss
-from engine.methods._base import Preview, StepOutput
+from engine.methods._base import InputView, Preview, StepOutput
 from engine.methods._text import TextEncoderConfig, TextMethod
 from engine.registry import register_method
 
@@ -124,6 +124,18 @@ class GPT(TextMethod):
                 nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(ids.device)
             ids = torch.cat([ids, nxt], 1)
         return ids[:, prompt.shape[1]:]
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The row the step reads and the row it must predict: the same text one token
+        later (:func:`engine.losses.causal_lm_loss` shifts inside), at the positions
+        the loss counts (a real next token)."""
+        rows = samples.long()
+        trained = [(r[:-1][r[1:] != PAD], r[1:][r[1:] != PAD]) for r in rows]
+        return [InputView("input", texts=[self.show_tokens(a) for a, _ in trained],
+                          caption="what the model reads, left to right"),
+                InputView("target", texts=[self.show_tokens(b) for _, b in trained],
+                          caption="each position's next token")]
 
     def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview | None:
         rows = images[:PREVIEW_ROWS]

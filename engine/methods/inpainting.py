@@ -43,7 +43,7 @@ from engine.config import Config, MethodConfig, param
 from engine.corruption import BOX_MODES, box_masks, box_size, psnr
 from engine.distributed import mean_over_ranks
 from engine.losses import masked_mse
-from engine.methods._base import Preview, StepOutput
+from engine.methods._base import InputView, Preview, StepOutput
 from engine.methods._reconstruction import ReconstructionMethod
 from engine.registry import register_method
 
@@ -134,6 +134,15 @@ class Inpainting(ReconstructionMethod):
                 "fill_psnr": psnr(mean_over_ranks(masked_mse(fill01, x01, mask))),
             }
         return StepOutput(loss, metrics)
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The geometric view with the step's hole; the network must fill it in."""
+        x = self.views(samples, generator)
+        inp = self.mask_input(x, self.masks(x.shape[0], generator, x.device))
+        return [InputView("target", to_uint8(x), caption="what the decoder must paint"),
+                InputView("masked input", to_uint8(inp),
+                          caption=f"{self.mode} hole of {self.box} px, filled {self.fill}")]
 
     def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview:
         x = eval_transform(images, self.resolution)

@@ -50,7 +50,7 @@ from engine.config import Config, MethodConfig, param
 from engine.errors import ConfigError
 from engine.heads import mlp_head
 from engine.losses import pretext_cross_entropy
-from engine.methods._base import Preview, SSLMethod, StepOutput
+from engine.methods._base import InputView, Preview, SSLMethod, StepOutput
 from engine.methods._reconstruction import geometric_only
 from engine.pretext import (
     accuracy,
@@ -182,6 +182,13 @@ class Jigsaw(SSLMethod):
         logits = self.classify(shuffled)
         loss = pretext_cross_entropy(logits, labels)
         return StepOutput(loss, {"pretext_accuracy": accuracy(logits, labels)})
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The tiles of the geometric view, shuffled by a permutation of the set."""
+        shuffled, labels = self.puzzles(self.views(samples, generator), generator)
+        return [InputView("shuffled tiles", to_uint8(compose_tiles(shuffled, self.grid)),
+                          caption=f"one of {self.permutations.shape[0]} orders to name")]
 
     def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview:
         shuffled, labels = self.puzzles(eval_transform(images, self.resolution), generator)

@@ -46,7 +46,7 @@ from engine.backbones import TransformerBlock, ViT, init_vit_weights, sincos_pos
 from engine.config import Config, MethodConfig, param
 from engine.errors import ConfigError
 from engine.losses import mae_loss, mae_targets
-from engine.methods._base import Preview, SSLMethod, StepOutput
+from engine.methods._base import InputView, Preview, SSLMethod, StepOutput
 from engine.registry import register_method
 
 NORM_PIX_EPS = 1e-6
@@ -254,6 +254,28 @@ class MAE(SSLMethod):
             visible = mae_loss(pred.detach(), target, 1.0 - mask)
         return StepOutput(loss, {"masked_mse": loss.detach(), "visible_mse": visible})
 
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The geometric view with the patches the step's masking removes blacked out:
+        the encoder sees only the visible ones."""
+        x = self.views(samples, generator)
+        _, mask, _ = random_masking(x.shape[0], self.num_patches, self.mask_ratio,
+                                    generator, x.device)
+        kept = num_kept(self.num_patches, self.mask_ratio)
+        return [InputView("target", to_uint8(x), caption="every patch is predicted"),
+                InputView("visible patches", to_uint8(self.visible_only(x, mask)),
+                          caption=f"{kept} of {self.num_patches} patches of "
+                                  f"{self.patch_size} px kept")]
+
+    def visible_only(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Normalised images with the removed patches (``mask`` 1) black."""
+        patches = patchify(x, self.patch_size)
+        black = normalize(torch.zeros(3, 1, 1, device=x.device))
+        black_patch = patchify(black.expand(1, 3, self.patch_size, self.patch_size),
+                               self.patch_size)
+        return unpatchify(torch.where(mask[..., None].bool(), black_patch, patches),
+                          self.patch_size)
+
     def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview:
         x = eval_transform(images, self.resolution)
         pred, mask = self.reconstruct(x, generator)
@@ -263,16 +285,11 @@ class MAE(SSLMethod):
             mean = patches.mean(dim=-1, keepdim=True)
             var = patches.var(dim=-1, keepdim=True)
             pred = pred * (var + NORM_PIX_EPS) ** 0.5 + mean
-        removed = mask[..., None].bool()
-        black = normalize(torch.zeros(3, 1, 1, device=x.device))  # black, normalised
-        black_patch = patchify(black.expand(1, 3, self.patch_size, self.patch_size),
-                               self.patch_size)
-        visible_only = torch.where(removed, black_patch, patches)
-        pasted = torch.where(removed, pred, patches)
+        pasted = torch.where(mask[..., None].bool(), pred, patches)
         return Preview(
             "reconstruction",
             originals=images,
-            inputs=to_uint8(unpatchify(visible_only, self.patch_size)),
+            inputs=to_uint8(self.visible_only(x, mask)),
             outputs=to_uint8(unpatchify(pasted, self.patch_size)),
             input_title="visible patches",
             output_title="reconstruction + visible",

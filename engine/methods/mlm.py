@@ -53,7 +53,7 @@ from engine.config import Config, param
 from engine.data.tokens import CLS, MASK, PAD, SEP
 from engine.errors import ConfigError
 from engine.losses import masked_lm_loss, pretext_cross_entropy
-from engine.methods._base import Preview, StepOutput
+from engine.methods._base import InputView, Preview, StepOutput
 from engine.methods._text import FIRST_REAL, TextEncoderConfig, TextMethod, draw, draw_ints
 from engine.registry import register_method
 
@@ -241,21 +241,49 @@ class MLM(TextMethod):
     def _forward(self, ids: torch.Tensor, generator: torch.Generator
                  ) -> dict[str, torch.Tensor]:
         """Pairs (with a sentence task), masking, the encoder and both heads."""
-        m = self.m
-        segments = labels = None
+        out = self._corrupt(ids, generator)
+        states = self.backbone(out["inputs"], segments=out.get("segments"))
+        out["logits"] = self.lm_logits(states)
         if self.sentence_head is not None:
-            ids, segments, labels = sentence_pairs(ids, m.sentence_task, generator)
+            out["sentence_logits"] = self.sentence_head(states[:, 0])
+        return out
+
+    def _corrupt(self, ids: torch.Tensor, generator: torch.Generator
+                 ) -> dict[str, torch.Tensor]:
+        """The step's inputs: segment pairs (with a sentence task) and the masking."""
+        m = self.m
+        out: dict[str, torch.Tensor] = {}
+        if self.sentence_head is not None:
+            ids, out["segments"], out["labels"] = sentence_pairs(ids, m.sentence_task,
+                                                                 generator)
         inputs, chosen = mask_tokens(ids, generator, m.mask_prob, m.mask_fraction,
                                      m.random_fraction, self.vocab_size)
-        states = self.backbone(inputs, segments=segments)
-        out = {"ids": ids, "chosen": chosen, "inputs": inputs,
-               "logits": self.lm_logits(states)}
-        if self.sentence_head is not None:
-            assert labels is not None and segments is not None
-            out["sentence_logits"] = self.sentence_head(states[:, 0])
-            out["labels"] = labels
-            out["segments"] = segments
+        out.update(ids=ids, chosen=chosen, inputs=inputs)
         return out
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The masked row the encoder reads and the tokens it must recover (with a
+        sentence task, the two segments and the order label)."""
+        m = self.m
+        f = self._corrupt(samples.long(), generator)
+        views = [
+            InputView("original", texts=[self.show_tokens(r, c) for r, c in
+                                         zip(f["ids"], f["chosen"], strict=True)],
+                      caption="⟦ ⟧: the tokens to predict"),
+            InputView("masked input", texts=[self.show_tokens(r, c) for r, c in
+                                             zip(f["inputs"], f["chosen"], strict=True)],
+                      caption=f"{m.mask_prob:.0%} chosen: {m.mask_fraction:.0%} [MASK], "
+                              f"{m.random_fraction:.0%} random, the rest kept"),
+        ]
+        if "labels" in f:
+            names = (("in order", "swapped") if m.sentence_task == "sop"
+                     else ("random", "next"))
+            views.append(InputView("order label",
+                                   texts=[names[int(y)] for y in f["labels"]],
+                                   caption=f"{m.sentence_task.upper()}: [SEP] joins the "
+                                           "two segments"))
+        return views
 
     def training_step(self, images: torch.Tensor, augment: Any,
                       generator: torch.Generator) -> StepOutput:

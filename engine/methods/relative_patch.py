@@ -46,11 +46,12 @@ from engine.config import Config, MethodConfig, param
 from engine.errors import ConfigError
 from engine.heads import mlp_head
 from engine.losses import pretext_cross_entropy
-from engine.methods._base import Preview, SSLMethod, StepOutput
+from engine.methods._base import InputView, Preview, SSLMethod, StepOutput
 from engine.methods._reconstruction import geometric_only
 from engine.pretext import (
     NEIGHBOUR_NAMES,
     accuracy,
+    compose_tiles,
     encode_tiles,
     extract_tiles,
     neighbour_tile,
@@ -188,6 +189,22 @@ class RelativePatch(SSLMethod):
             logits = self.classify(pairs)
         loss = pretext_cross_entropy(logits, labels)
         return StepOutput(loss, {"pretext_accuracy": accuracy(logits, labels)})
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The centre patch and the query patch the step pairs (with all neighbours:
+        the nine patches, the centre against each of the eight around it)."""
+        x = self.views(samples, generator)
+        if self.all_neighbours:
+            corners = tile_corners(x.shape[0], self.grid, self.jitter, generator, x.device)
+            tiles = extract_tiles(x, corners, self.grid.tile)
+            return [InputView("3x3 patches", to_uint8(compose_tiles(tiles, self.grid)),
+                              caption="the centre against each of its 8 neighbours")]
+        pairs, labels = self.pairs(x, generator)
+        shown = side_by_side(pairs[:, 0], pairs[:, 1], sep=max(1, self.grid.tile // 4))
+        names = ", ".join(NEIGHBOUR_NAMES[i] for i in labels.tolist())
+        return [InputView("reference | query", to_uint8(shown),
+                          caption=f"where is the query? ({names})")]
 
     def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview:
         pairs, labels = self.pairs(eval_transform(images, self.resolution), generator)

@@ -45,7 +45,7 @@ from engine.augment import ViewAugment, eval_transform, to_uint8
 from engine.config import Config, MethodConfig, param
 from engine.heads import mlp_head
 from engine.losses import pretext_cross_entropy
-from engine.methods._base import Preview, SSLMethod, StepOutput
+from engine.methods._base import InputView, Preview, SSLMethod, StepOutput
 from engine.methods._reconstruction import geometric_only
 from engine.pretext import ROTATION_NAMES, accuracy, all_rotations, random_labels, rotate
 from engine.registry import register_method
@@ -114,6 +114,22 @@ class Rotation(SSLMethod):
         logits = self.head(self.backbone(x))
         loss = pretext_cross_entropy(logits, labels)
         return StepOutput(loss, {"pretext_accuracy": accuracy(logits, labels)})
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The geometric view, rotated as the step rotates it: all four rotations, or
+        one random rotation per image."""
+        x = self.views(samples, generator)
+        if self.all_rotations:
+            rotated, _ = all_rotations(x)
+            n = x.shape[0]
+            return [InputView(f"rotated {name}", to_uint8(rotated[k * n:(k + 1) * n]),
+                              caption=f"label {k}: the network must say {name}")
+                    for k, name in enumerate(ROTATION_NAMES)]
+        labels = random_labels(x.shape[0], 4, generator, x.device)
+        names = ", ".join(ROTATION_NAMES[i] for i in labels.tolist())
+        return [InputView("rotated", to_uint8(rotate(x, labels)),
+                          caption=f"one random rotation each ({names})")]
 
     def preview(self, images: torch.Tensor, generator: torch.Generator) -> Preview:
         x = eval_transform(images, self.resolution)

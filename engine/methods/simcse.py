@@ -39,7 +39,7 @@ from engine.config import Config, param
 from engine.data.tokens import CLS
 from engine.distributed import gather, rank
 from engine.losses import simcse_loss
-from engine.methods._base import StepOutput
+from engine.methods._base import InputView, StepOutput
 from engine.methods._text import TextEncoderConfig, TextMethod
 from engine.registry import register_method
 from engine.text_encoder import mean_pool
@@ -120,6 +120,17 @@ class SimCSE(TextMethod):
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         return self.projector(features)
+
+    def training_inputs(self, samples: torch.Tensor, generator: torch.Generator
+                        ) -> list[InputView]:
+        """The step stacks the batch on itself: both views are the same text, told
+        apart only by the encoder's dropout."""
+        texts = [self.show_tokens(r) for r in samples.long()]
+        p = self.cfg.method.dropout  # type: ignore[attr-defined]
+        second = (f"the same text; dropout {p:g} inside the encoder makes it a second view"
+                  if p > 0 else "identical: with dropout 0 there is nothing to tell apart")
+        return [InputView("view 1", texts=texts, caption="the text"),
+                InputView("view 2", texts=list(texts), caption=second)]
 
     def training_step(self, images: torch.Tensor, augment: Any,
                       generator: torch.Generator) -> StepOutput:
