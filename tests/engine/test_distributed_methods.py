@@ -17,6 +17,7 @@ images, then their mirror images), so the shards' views are the whole batch's.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
 import time
@@ -142,29 +143,44 @@ def take_step(case: str, images: Any, ddp: bool) -> dict[str, Any]:
     metrics.update(model.after_step(0, 10))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     moved = max(float((p.detach() - b).abs().max()) for p, b in zip(trained, before, strict=True))
-    return {"loss": float(out.loss.detach()), "metrics": metrics, "state": state, "moved": moved}
+    return {"loss": float(out.loss.detach()), "metrics": metrics, "state": state, "moved": moved,
+            "net": net}
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    """One of the two processes: every case on its half of the global batch."""
+    """One of the two processes: every case on its half of the global batch.
+
+    Its stderr (C++ aborts included) and, on a fatal signal, every thread's Python stack
+    go to ``log.<rank>`` in ``out_dir``, which a failing fixture prints."""
+    log = open(Path(out_dir) / f"log.{rank}", "w", buffering=1)  # noqa: SIM115 - till exit
+    os.dup2(log.fileno(), 2)
+    faulthandler.enable(log, all_threads=True)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from engine import distributed
 
     distributed.init("cpu", timeout_s=60)
+    import torch.distributed as dist
+
+    kept: list[Any] = []  # every case's DDP wrapper, alive till the group is left
     try:
         n = BATCH // WORLD
         for case in CASES:
+            print(f"{time.strftime('%H:%M:%S')} case {case}", file=log)
             shard = global_batch(case)[rank * n : (rank + 1) * n]
             try:
                 result: dict[str, Any] = take_step(case, shard, ddp=True)
+                kept.append(result.pop("net"))
                 result["world"] = distributed.world_size()
             except Exception:  # noqa: BLE001 - reported by the case's own test
                 result = {"error": traceback.format_exc()}
             torch.save(result, Path(out_dir) / f"{case}.{rank}.pt")
+            dist.barrier()  # both ranks done with this case's collectives
+        print(f"{time.strftime('%H:%M:%S')} all cases done", file=log)
     finally:
         distributed.shutdown()
+        print(f"{time.strftime('%H:%M:%S')} left the group", file=log)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -183,16 +199,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def worker_logs(out: Path) -> str:
+    """What the workers wrote to stderr (the last 3,000 characters of each)."""
+    return "\n".join(f"--- {f.name}:\n{f.read_text(errors='replace')[-3000:]}"
+                     for f in sorted(out.glob("log.*")))
+
+
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory) -> Path:
     """Spawn the two processes once; their results, one file per case and rank.
 
-    A process group that dies before any case ran (once in a CI run: a gloo process
-    aborted with "terminate called without an active exception", not reproduced in
-    several full runs since) is started once more on a fresh port and the first
-    failure is printed; a second failure fails every case."""
-    first: BaseException | None = None
-    for attempt in range(2):
+    A process group that dies is started once more on a fresh port. (In CI a gloo
+    process has aborted with "terminate called without an active exception", before or
+    between cases, never in a run here; each worker's stderr and, on a fatal signal, its
+    threads' stacks are in ``log.<rank>``.) A second death fails every case, with both
+    attempts' logs in the message."""
+    failures: list[str] = []
+    for _attempt in range(2):
         out = tmp_path_factory.mktemp("ddp")
         ctx = mp.start_processes(_worker, args=(free_port(), str(out)), nprocs=WORLD,
                                  join=False, start_method="spawn")
@@ -202,17 +225,17 @@ def ddp_results(tmp_path_factory) -> Path:
                 if time.monotonic() > deadline:
                     for p in ctx.processes:
                         p.terminate()
-                    pytest.fail("the two training processes did not finish within 180 s")
+                    pytest.fail("the two training processes did not finish within 180 s\n"
+                                + worker_logs(out))
         except mp.ProcessExitedException as e:
-            if attempt or any(out.iterdir()):  # again, or after cases had run: a real failure
-                raise
-            first = e
-            print(f"the process group died before any case ran ({e}); starting it again")
+            failures.append(f"{e} ({len(list(out.glob('*.pt')))} result files)\n"
+                            f"{worker_logs(out)}")
+            print(f"the process group died; starting it again. {failures[-1]}")
             continue
-        if first is not None:
-            print(f"second start succeeded after: {first}")
+        if failures:
+            print(f"second start succeeded after: {failures[0]}")
         return out
-    raise AssertionError("unreachable")
+    pytest.fail("the process group died twice:\n" + "\n".join(failures))
 
 
 def worst(got: torch.Tensor | float, want: torch.Tensor | float) -> tuple[float, float]:
