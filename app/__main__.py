@@ -30,6 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="SECTION.FIELD=VALUE",
                         help="preset a form field, e.g. --set method.temperature=0.005")
+    parser.add_argument("--demo", metavar="NAME",
+                        help="start a guided demo as soon as the engine has loaded "
+                        "(simclr-learns, collapse, temperature, rotation, masking, spelling)")
     parser.add_argument("--autostart", action="store_true",
                         help="press Start as soon as the engine has loaded")
     parser.add_argument("--tab", choices=("curves", "collapse", "embedding", "preview",
@@ -67,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         win.tabs.setCurrentWidget({"curves": win.plots, "collapse": win.collapse,
                                    "embedding": win.embedding, "preview": win.preview,
                                    "matching": win.matching}[args.tab])
+    if args.demo:
+        name = args.demo
+        win.engine_loaded.connect(lambda: QTimer.singleShot(500, lambda: win.start_demo(name)))
     if args.autostart:
         win.engine_loaded.connect(lambda: QTimer.singleShot(1500, win.start_run))
     if args.screenshot:

@@ -232,6 +232,11 @@ class ConfigForm(QWidget):
             raise
         return cfg
 
+    @property
+    def specs(self) -> list[FieldSpec]:
+        """The specs of the fields on the form, in page order."""
+        return [spec for spec, _, _ in self._rows]
+
     def spec_of(self, key: str) -> FieldSpec:
         """The spec of any field of the config, shown or not (ConfigError if unknown)."""
         if self._cfg is None:

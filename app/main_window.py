@@ -37,6 +37,7 @@ from app.panels.runs import RunsPanel
 from app.panels.text_preview import TextPreviewPanel
 from app.panels.training_plots import TrainingPlots
 from app.panels.views_panel import ViewsPanel
+from app.queue_control import QueueControl
 from app.worker import FunctionWorker, TrainingWorker, start_in_thread, wait_for_threads
 from engine import events as ev
 from engine.config import DEFAULT_METHOD, DataConfig
@@ -119,7 +120,7 @@ def freeze_long_lived_objects() -> None:
 
     gc.freeze()
 
-class MainWindow(QMainWindow):
+class MainWindow(QueueControl, QMainWindow):
     """SelfSup Workbench's window."""
 
     engine_loaded = Signal()
@@ -196,6 +197,7 @@ class MainWindow(QMainWindow):
         self.dataset_chooser.scanned.connect(lambda _ds: self.views.request_redraw())
         self.tabs.insertTab(0, self.views, "What it trains on")
         self.tabs.setCurrentWidget(self.views)  # before Start: what the method will see
+        self._build_queue_ui()
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self._exporter: FunctionWorker | None = None
         central = QWidget()
@@ -256,6 +258,7 @@ class MainWindow(QMainWindow):
                                          "SLURM commands that train it on several GPUs")
         self.scale_out_action.triggered.connect(lambda: self.open_scale_out_dialog())
         menu = self.menuBar().addMenu("&Run")
+        self.run_menu = menu
         for a in (self.start_action, self.pause_action, self.stop_action):
             menu.addAction(a)
         menu.addSeparator()
@@ -366,6 +369,7 @@ class MainWindow(QMainWindow):
         self.dataset_chooser.sync_builtins()
         self.dataset_chooser.scan()
         self._set_buttons()
+        self.offer_unfinished_queues()
         self.engine_loaded.emit()
 
     def _apply_overrides(self, overrides: list[str]) -> None:
@@ -617,16 +621,20 @@ class MainWindow(QMainWindow):
                 chooser.shapes_count, chooser.shapes_seed, chooser.shapes_orientation):
             ds = None  # the run asks for another generated set than the one shown
         self.message_bar.hide()
+        self._clear_live_views()
+        self.trainer = Trainer(cfg, self.runs_dir, dataset=ds)
+        self._start_worker(self.trainer)
+        self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
+        return True
+
+    def _clear_live_views(self) -> None:
+        """Empty the views a run fills, for the next run."""
         self.plots.clear()
         self.preview.clear()
         self.text_preview.clear()
         self.matching.clear()
         self.embedding.clear()
         self.collapse.clear()
-        self.trainer = Trainer(cfg, self.runs_dir, dataset=ds)
-        self._start_worker(self.trainer)
-        self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
-        return True
 
     def open_scale_out_dialog(self) -> ScaleOutDialog | None:
         """The "Run on more GPUs…" dialog for the config Start would use, or None (with the
@@ -829,7 +837,7 @@ class MainWindow(QMainWindow):
     def toggle_pause(self) -> None:
         if not self.running or self.worker is None:
             return
-        if self.paused:
+        if self.paused and self.trainer is not None:
             from engine.errors import ConfigError
 
             try:
@@ -839,6 +847,8 @@ class MainWindow(QMainWindow):
             except ConfigError as e:
                 self.message_bar.show_message(f"Cannot resume: {e}")
                 return
+            self.worker.resume()
+        elif self.paused:
             self.worker.resume()
         else:
             self.worker.pause()

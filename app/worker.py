@@ -68,6 +68,57 @@ class TrainingWorker(QObject):
         self.trainer.request_stop()
 
 
+class QueueWorker(QObject):
+    """Runs a sweep or queue (:class:`engine.sweep.Sweep`) run after run in a worker
+    thread: ``event`` carries every run's events, as :class:`TrainingWorker`'s does, and
+    ``entry`` (index, event) says which queued run each belongs to. Pause and resume act
+    on the run under way; stop stops the queue (the current run with a checkpoint; the
+    queue resumes from there).
+    """
+
+    event = Signal(object)
+    entry = Signal(int, object)
+    done = Signal()
+
+    def __init__(self, sweep: Any) -> None:
+        super().__init__()
+        self.sweep = sweep
+
+    @property
+    def trainer(self) -> Any:
+        return self.sweep.trainer
+
+    @Slot()
+    def run(self) -> None:
+        lower_thread_priority()
+
+        def on_event(index: int, e: Any) -> None:
+            self.entry.emit(index, e)
+            self.event.emit(e)
+
+        try:
+            self.sweep.run(on_event)
+        except Exception as e:  # a broken queue folder: reported, the window survives
+            from engine import events as ev
+
+            self.event.emit(ev.Failed(message=f"The queue stopped: {e}",
+                                      details=traceback.format_exc(), run_dir=None))
+        finally:
+            self.done.emit()
+
+    def pause(self) -> None:
+        if self.trainer is not None:
+            self.trainer.request_pause()
+
+    def resume(self) -> None:
+        if self.trainer is not None:
+            self.trainer.request_resume()
+
+    def stop(self) -> None:
+        self.resume()
+        self.sweep.request_stop()
+
+
 class FunctionWorker(QObject):
     """Runs one callable off the GUI thread; emits its result or the error text.
 

@@ -34,6 +34,10 @@ KEY_METRICS = ("heldout_bits_per_token", "heldout_masked_accuracy",
 #: statuses of one value's run in sweep.json
 PENDING, RUNNING, FINISHED, STOPPED, FAILED = "pending", "running", "finished", "stopped", \
     "failed"
+#: a value the user took out of the queue before it ran
+CANCELLED = "cancelled"
+#: statuses that need no more work
+DONE = (FINISHED, FAILED, CANCELLED)
 
 EventCallback = Callable[[int, ev.Event], None]
 
@@ -169,6 +173,18 @@ class SweepPlan:
         return c
 
 
+@dataclass
+class QueuePlan:
+    """Runs of different configs in sequence, each with a label (a demo's settings side
+    by side: SimSiam with and without stop-gradient). ``key`` names what the labels are
+    in tables and plots; ``tags`` go into sweep.json as they are (a demo's name)."""
+
+    runs: list[tuple[str, Config]]
+    key: str = "run"
+    name: str = "queue"
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
 def plan_sweep(cfg: Config, vary: str) -> SweepPlan:
     """Parse and check ``--vary`` against ``cfg`` (raises ConfigError before any run)."""
     cfg.validate()
@@ -195,12 +211,13 @@ class Sweep:
         return Path(self.state["runs_dir"])
 
     @classmethod
-    def create(cls, plan: SweepPlan, runs_dir: str | Path | None = None) -> Sweep:
-        """Write a new sweep folder ``<runs dir>/sweeps/<date>-<time>_<key>``."""
+    def create(cls, plan: SweepPlan, runs_dir: str | Path | None = None,
+               name: str | None = None) -> Sweep:
+        """Write a new sweep folder ``<runs dir>/sweeps/<date>-<time>_<name or key>``."""
         runs = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         root = runs / "sweeps"
         root.mkdir(parents=True, exist_ok=True)
-        base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}_{plan.key}"
+        base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}_{name or plan.key}"
         for i in range(1000):
             path = root / (base if i == 0 else f"{base}-{i}")
             try:
@@ -217,6 +234,24 @@ class Sweep:
                            "run_dir": None} for i, v in enumerate(plan.values)]}
         _write_json(path / "sweep.json", state)
         return cls(path)
+
+    @classmethod
+    def create_queue(cls, plan: QueuePlan, runs_dir: str | Path | None = None) -> Sweep:
+        """Write a queue folder: one ``config-<i>.toml`` per run (each validated first),
+        run in order by :meth:`run` like a sweep's values."""
+        if not plan.runs:
+            raise ConfigError("a queue needs at least one run")
+        for _, c in plan.runs:
+            c.validate()
+        first = plan.runs[0][1]
+        sweep = cls.create(SweepPlan(first, plan.key, [label for label, _ in plan.runs]),
+                           runs_dir, name=plan.name)
+        for i, (_, c) in enumerate(plan.runs):
+            c.save(sweep.path / f"config-{i}.toml")
+            sweep.state["runs"][i]["config"] = f"config-{i}.toml"
+        sweep.state.update(plan.tags)
+        sweep._save()
+        return sweep
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -238,6 +273,24 @@ class Sweep:
         if self._trainer is not None:
             self._trainer.request_stop()
 
+    @property
+    def trainer(self) -> Trainer | None:
+        """The run under way (the window pauses it and applies live changes)."""
+        return self._trainer
+
+    def cancel(self, index: int) -> bool:
+        """Take a value that has not started out of the queue; False if it has."""
+        entry = self.state["runs"][index]
+        if entry["status"] != PENDING or entry.get("run_dir"):
+            return False
+        entry["status"] = CANCELLED
+        self._save()
+        return True
+
+    @property
+    def unfinished(self) -> bool:
+        return any(e["status"] not in DONE for e in self.state["runs"])
+
     def _trainer_for(self, entry: dict[str, Any], base: Config) -> Trainer:
         """Resume an unfinished run from its checkpoint, or start it (again) fresh."""
         run_dir = entry.get("run_dir")
@@ -245,8 +298,11 @@ class Sweep:
             run = RunFolder(run_dir)
             if run.last_checkpoint.exists():
                 return Trainer.resume(run.path, pause_on_divergence=False)
-        c = base.copy()
-        c.set(self.state["key"], entry["value"])
+        if entry.get("config"):  # a queue: each run has its own config
+            c = load_toml(self.path / entry["config"])
+        else:
+            c = base.copy()
+            c.set(self.state["key"], entry["value"])
         return Trainer(c, self.runs_dir, pause_on_divergence=False)
 
     def run(self, on_event: EventCallback | None = None) -> SweepResult:
@@ -264,7 +320,7 @@ class Sweep:
             for entry in self.state["runs"]:
                 if self._stop.is_set():
                     break
-                if entry["status"] in (FINISHED, FAILED):
+                if entry["status"] in DONE:
                     continue
                 if entry.get("run_dir") and _summary_status(entry["run_dir"]) == FINISHED:
                     entry["status"] = FINISHED  # finished before the sweep could record it
@@ -275,7 +331,7 @@ class Sweep:
                     break  # bad input (a missing dataset) fails every value alike
         finally:
             self._trainer = None
-            left = [e for e in self.state["runs"] if e["status"] not in (FINISHED, FAILED)]
+            left = [e for e in self.state["runs"] if e["status"] not in DONE]
             self.state["status"] = STOPPED if left else FINISHED
             self._save()
         return self.result()
@@ -335,6 +391,21 @@ def run_sweep(cfg: Config, vary: str, runs_dir: str | Path | None = None,
               on_event: EventCallback | None = None) -> SweepResult:
     """Plan, create and run a sweep in one call (values checked before anything is written)."""
     return Sweep.create(plan_sweep(cfg, vary), runs_dir).run(on_event)
+
+
+def unfinished_sweeps(runs_dir: str | Path | None = None) -> list[Sweep]:
+    """The sweeps and queues under ``runs_dir`` with values still to run, oldest first
+    (the window offers to resume them after it was closed mid-queue)."""
+    root = (Path(runs_dir) if runs_dir is not None else default_runs_dir()) / "sweeps"
+    out = []
+    for path in sorted(root.glob("*/sweep.json")):
+        try:
+            sweep = Sweep(path.parent)
+        except UserInputError:
+            continue  # not ours or damaged: the run list shows its runs anyway
+        if sweep.unfinished:
+            out.append(sweep)
+    return out
 
 
 def resume_sweep(path: str | Path, on_event: EventCallback | None = None) -> SweepResult:
