@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QStyle,
     QTabWidget,
     QToolBar,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -198,6 +199,13 @@ class MainWindow(QueueControl, QMainWindow):
         self.tabs.insertTab(0, self.views, "What it trains on")
         self.tabs.setCurrentWidget(self.views)  # before Start: what the method will see
         self._build_queue_ui()
+        self.help_button = QToolButton()
+        self.help_button.setText("What is this?")
+        self.help_button.setToolTip("What the numbers, plots and verdicts of this tab mean, "
+                                    "in plain words")
+        self.help_button.clicked.connect(lambda: self.show_help())
+        self.tabs.setCornerWidget(self.help_button)
+        self.help_dialog: Any = None
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self._exporter: FunctionWorker | None = None
         central = QWidget()
@@ -626,6 +634,16 @@ class MainWindow(QueueControl, QMainWindow):
         self._start_worker(self.trainer)
         self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
         return True
+
+    def show_help(self) -> Any:
+        """The glossary entries of the tab in view, in a window beside this one."""
+        from app.help import HelpDialog
+
+        if self.help_dialog is not None:
+            self.help_dialog.close()
+        self.help_dialog = HelpDialog(self, self.tabs.tabText(self.tabs.currentIndex()))
+        self.help_dialog.show()
+        return self.help_dialog
 
     def _clear_live_views(self) -> None:
         """Empty the views a run fills, for the next run."""

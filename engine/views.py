@@ -28,12 +28,22 @@ SAMPLES = 6
 
 
 def fixed_samples(source: DataSource, count: int = SAMPLES) -> tuple[Inputs, list[str]]:
-    """``count`` samples spread evenly over the dataset (the same ones at every draw, so
-    a changed setting is all that changes) and their display names."""
+    """``count`` samples (the same ones at every draw, so a changed setting is all that
+    changes) and their display names: the first of each class in turn when the data
+    has labels, so every class shows; else spread evenly over the dataset."""
     n = len(source)
     if n == 0:
         raise ValueError(f"dataset {source.name!r} has no samples to show")
     idx = torch.linspace(0, n - 1, min(count, n)).round().long().unique()
+    labels = source.labels
+    if labels is not None and len(labels) == n and int(labels.max()) > 0:
+        by_class = [(labels == c).nonzero().flatten() for c in labels.unique().tolist()]
+        picked: list[int] = []
+        for k in range(max(len(c) for c in by_class)):
+            picked += [int(c[k]) for c in by_class if k < len(c)]
+            if len(picked) >= count:
+                break
+        idx = torch.tensor(picked[: min(count, n)])
     names = [source.files[i] if i < len(source.files) else f"#{i}" for i in idx.tolist()]
     return source.inputs[idx], names
 

@@ -105,6 +105,9 @@ class QueuePanel(QWidget):
         self.overlay = pg.PlotWidget(background="w", title="every run's curve")
         self.overlay.showGrid(x=True, y=True, alpha=0.3)
         self.overlay.setLabel("bottom", "step")
+        for plot in (self.results, self.overlay):  # accuracies as 0.65, not 650 x 0.001
+            plot.getAxis("left").enableAutoSIPrefix(False)
+            plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.legend = self.overlay.addLegend(offset=(-10, 10))
         pl.addWidget(self.overlay, 1)
         split.addWidget(plots)

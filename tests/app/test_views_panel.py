@@ -104,3 +104,20 @@ def test_start_shows_the_curves(window, qtbot):
     set_fields(win, {**FAST, "optim.max_steps": 2})
     assert win.start_run()
     assert win.tabs.currentWidget() is win.plots
+
+
+def test_what_is_this_explains_the_tab_in_view(window, qtbot):
+    win = window
+    for tab in (win.collapse, win.plots, win.views):
+        win.tabs.setCurrentWidget(tab)
+        win.help_button.click()
+        label = win.tabs.tabText(win.tabs.currentIndex())
+        from engine.glossary import entries_for
+
+        text = win.help_dialog.text()
+        for title, body in entries_for(label):
+            assert title in text and body[:40] in text, (label, title)
+    win.tabs.setCurrentWidget(win.collapse)
+    win.help_button.click()
+    assert "Complete collapse" in win.help_dialog.text()
+    assert win.help_dialog.isVisible()

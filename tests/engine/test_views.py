@@ -162,3 +162,6 @@ def test_fixed_samples_are_spread_and_stable(tmp_path):
     a, names = fixed_samples(source)
     b, _ = fixed_samples(source)
     assert torch.equal(a, b) and len(set(names)) == SAMPLES
+    _, labelled = fixed_samples(source, 12)  # the shapes have 6 classes: each shows twice
+    idx = [source.files.index(name) for name in labelled]
+    assert sorted(source.labels[idx].tolist()) == sorted(list(range(6)) * 2)
