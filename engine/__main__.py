@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="folder to write into (created if needed)")
     x.add_argument("--runs-dir", help="where run ids are looked up")
 
+    b = sub.add_parser("tensorboard", help="write TensorBoard event files of finished runs "
+                       "(needs the tensorboard package)")
+    b.add_argument("runs", nargs="+", help="run folders, or run ids under --runs-dir")
+    b.add_argument("--runs-dir", help="where run ids are looked up")
+
     e = sub.add_parser("eval", help="evaluate a run's encoder beside its random-init baseline")
     e.add_argument("run", help="a run folder, or a run id under --runs-dir")
     e.add_argument("--runs-dir", help="where run ids are looked up (default: "
@@ -339,11 +344,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    from engine.evaluate import resolve_run
+    from engine.runs import default_runs_dir
+    from engine.tensorboard import INSTALL_HINT, available, mirror_run
+
+    if not available():
+        print(f"error: this needs the tensorboard package: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    for ref in args.runs:
+        out = mirror_run(resolve_run(ref, args.runs_dir))
+        print(f"{ref}: {out}")
+    root = Path(args.runs_dir) if args.runs_dir else default_runs_dir()
+    print(f"view with: tensorboard --logdir {root}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"train": cmd_train, "sweep": cmd_sweep, "methods": cmd_methods, "runs": cmd_runs,
-                "eval": cmd_eval, "export": cmd_export}[args.command](args)
+                "eval": cmd_eval, "export": cmd_export,
+                "tensorboard": cmd_tensorboard}[args.command](args)
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -361,6 +361,11 @@ class RunSettings:
         "processes (torchrun): 'auto' follows the method's paper (on for SimCLR, BYOL, "
         "SimSiam, Barlow Twins, VICReg, DINO), 'on' or 'off'. One process: no effect.",
         choices=("auto", "on", "off"), advanced=True, label="SyncBatchNorm")
+    tensorboard: bool = param(
+        False, "Also write the run's metrics and embedding snapshots as TensorBoard event "
+        "files (run folder/tensorboard), so 'tensorboard --logdir RUNS' shows it beside "
+        "other work. Needs the optional tensorboard package: pip install "
+        "'selfsup-workbench[tensorboard]'.", advanced=True, label="TensorBoard mirror")
 
 
 @dataclass

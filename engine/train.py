@@ -139,6 +139,7 @@ class Trainer:
         self.run_folder: RunFolder | None = None  # rank 0's only
         self._run_dir: str | None = None  # every rank's, once known
         self.world = distributed.World()
+        self._tensorboard: Any = None  # engine.tensorboard.TensorBoardMirror when on
         self._owns_group = False
         self._ddp: DistributedDataParallel | None = None
         self._stop_agreed = False  # under torchrun: some rank asked to stop (all know)
@@ -211,7 +212,11 @@ class Trainer:
     def run(self) -> Iterator[Event]:
         """Train, yielding events; never raises for a failed run (it yields :class:`Failed`)."""
         try:
-            yield from self._run()
+            for e in self._run():
+                yield e
+                warning = self._mirror(e)
+                if warning is not None:
+                    yield warning
         except UserInputError as e:
             yield self._fail(str(e), "", input_error=True)
         except TrainingDiverged as e:
@@ -219,11 +224,32 @@ class Trainer:
         except Exception as e:  # the run fails, the caller (GUI, CLI) survives
             yield self._fail(self._describe_failure(e), traceback.format_exc())
         finally:
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+                self._tensorboard = None
             if self.run_folder is not None:
                 self.run_folder.release()
                 self.run_folder.close()
             if self._owns_group:
                 distributed.shutdown()
+
+    def _mirror(self, e: Event) -> RunWarning | None:
+        """Feed ``e`` to the TensorBoard mirror (``run.tensorboard``, the main process
+        only), started at RunStarted; a warning when the package is missing, and the
+        run goes on without it."""
+        if isinstance(e, RunStarted):
+            if not (self.cfg.run.tensorboard and self.world.is_main):
+                return None
+            from engine.tensorboard import TensorBoardMirror
+
+            try:
+                self._tensorboard = TensorBoardMirror(e.run_dir, purge_step=e.start_step or None)
+            except ImportError as err:
+                return RunWarning(f"{err}. The run goes on without the mirror.")
+            return None
+        if self._tensorboard is not None:
+            self._tensorboard.add(e)
+        return None
 
     def _describe_failure(self, e: Exception) -> str:
         """The failure in plain words; under torchrun, which process and how to resume."""
