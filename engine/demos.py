@@ -263,8 +263,7 @@ def _conclude_masking(facts: list[RunFacts]) -> str:
         parts.append(f"<b>{f.label}</b>: error on the hidden patches {what}. "
                      f"{knn_sentence(f)}")
     parts.append("The more is hidden, the harder it is to paint the missing patches from "
-                 "the rest: open each run (the points on the results plot) and compare "
-                 "their reconstructions.")
+                 "the rest: the Sweep tab shows the runs' reconstructions side by side.")
     return "<br>".join(parts)
 
 

@@ -61,7 +61,9 @@ class DemoCard(QWidget):
                         for where, what in demo.watch)
         self.watch.setText(f"<b>What to watch</b><ul style='margin-left:-20px'>{items}</ul>")
         runs = ", ".join(r.label for r in demo.runs)
-        self.progress.setText(f"{len(demo.runs)} run(s), one after the other: {runs}.")
+        more = (" The Sweep tab puts them side by side and overlays their curves."
+                if len(demo.runs) > 1 else "")
+        self.progress.setText(f"{len(demo.runs)} run(s), one after the other: {runs}.{more}")
         self.conclusion.hide()
         self.next_button.hide()
 

@@ -17,10 +17,12 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -111,7 +113,17 @@ class QueuePanel(QWidget):
         self.legend = self.overlay.addLegend(offset=(-10, 10))
         pl.addWidget(self.overlay, 1)
         split.addWidget(plots)
-        split.setSizes([180, 420])
+        # each run's last reconstruction, one row per run (MAE at 25 / 75 / 95 % masking
+        # side by side); hidden when no run of the queue makes image previews
+        self.previews_host = QWidget()
+        self.previews = QGridLayout(self.previews_host)
+        self.previews.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.previews_area = QScrollArea()
+        self.previews_area.setWidgetResizable(True)
+        self.previews_area.setWidget(self.previews_host)
+        self.previews_area.hide()
+        split.addWidget(self.previews_area)
+        split.setSizes([160, 380, 200])
         lay.addWidget(split, 1)
         self._set_buttons()
 
@@ -137,6 +149,7 @@ class QueuePanel(QWidget):
                 self.result = None
         self._fill_table()
         self._draw()
+        self._fill_previews()
         self._set_buttons()
 
     def set_running(self, running: bool) -> None:
@@ -245,6 +258,42 @@ class QueuePanel(QWidget):
             self.overlay.plot([p[0] for p in pts], [p[1] for p in pts],
                               pen=pg.mkPen(colour, width=2), name=_value_text(row.value))
 
+    def _fill_previews(self) -> None:
+        """The last image preview of every run: originals, the model's input and its
+        output for the first :data:`PREVIEW_IMAGES` monitor images, a row per run."""
+        from engine.runs import RunFolder
+
+        while self.previews.count():
+            w = self.previews.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        shown = 0
+        for row in self.result.rows if self.result is not None else []:
+            if not row.run_dir or not Path(row.run_dir).is_dir():
+                continue
+            snaps = [p for p in RunFolder(row.run_dir).load_previews()
+                     if p.inputs is not None and p.originals is not None]
+            if not snaps:
+                continue
+            last = snaps[-1]
+            strips = [last.originals, last.inputs]
+            titles = ["original", last.input_title]
+            if last.outputs is not None:
+                strips.append(last.outputs)
+                titles.append(last.output_title)
+            label = QLabel(f"<b>{_value_text(row.value)}</b><br>step {last.step}<br>"
+                           + "<br>".join(titles))
+            self.previews.addWidget(label, shown, 0)
+            pic = QLabel()
+            pic.setPixmap(_strip_pixmap(strips))
+            self.previews.addWidget(pic, shown, 1)
+            shown += 1
+        self.previews_area.setVisible(shown > 0)
+
+    def previews_shown(self) -> int:
+        """How many runs' previews are on screen, for tests."""
+        return self.previews.count() // 2
+
     # user actions ------------------------------------------------------------------------
     def _on_point(self, _item: Any, points: Any, *_: Any) -> None:
         if len(points):
@@ -257,6 +306,38 @@ class QueuePanel(QWidget):
     def _cancel_selected(self) -> None:
         for index in sorted({i.row() for i in self.table.selectedIndexes()}):
             self.cancel_requested.emit(index)
+
+
+#: monitor images per run in the previews strip
+PREVIEW_IMAGES = 6
+#: their side in pixels
+PREVIEW_SIDE = 56
+
+
+def _strip_pixmap(rows: list[Any]) -> Any:
+    """uint8 ``(N, H, W, 3)`` arrays as one picture: a line per array, its first
+    :data:`PREVIEW_IMAGES` images side by side."""
+    import numpy as np
+    from PySide6.QtGui import QPixmap
+
+    from app.panels.preview import to_qimage
+
+    lines = []
+    for arr in rows:
+        imgs = [np.asarray(a) for a in arr[:PREVIEW_IMAGES]]
+        h = max(i.shape[0] for i in imgs)
+        pad = [np.pad(i, ((0, h - i.shape[0]), (0, 2), (0, 0)), constant_values=255)
+               for i in imgs]
+        lines.append(np.concatenate(pad, axis=1))
+    w = max(line.shape[1] for line in lines)
+    lines = [np.pad(line, ((0, 2), (0, w - line.shape[1]), (0, 0)), constant_values=255)
+             for line in lines]
+    grid = np.ascontiguousarray(np.concatenate(lines, axis=0))
+    side = PREVIEW_SIDE / max(1, imgs[0].shape[0])
+    pm = QPixmap.fromImage(to_qimage(grid))
+    return pm.scaled(int(grid.shape[1] * side), int(grid.shape[0] * side),
+                     Qt.AspectRatioMode.KeepAspectRatio,
+                     Qt.TransformationMode.FastTransformation)
 
 
 def _value_text(v: Any) -> str:

@@ -105,3 +105,20 @@ def test_a_demo_shows_its_card_and_concludes_from_its_runs(window, qtbot, monkey
     assert card.next_button.isVisible() and "temperature" in card.next_button.text().lower()
     assert not win.start_demo("no-such-demo")
     assert "no demo" in win.message_bar.text()
+
+
+def test_reconstructions_of_the_queued_runs_sit_side_by_side(window, qtbot):
+    win = window
+    win.method_combo.setCurrentIndex(win.method_combo.findData("mae"))
+    set_fields(win, {k: v for k, v in TINY.items() if k != "backbone.width"})
+    assert win.start_sweep("method.mask_ratio=0.25,0.95") is None
+    wait_idle(win, qtbot)
+    panel = win.queue_panel
+    assert [r.status for r in panel.result.rows] == ["finished"] * 2
+    assert panel.previews_area.isVisibleTo(panel) and panel.previews_shown() == 2
+    # a method without image previews shows none
+    win.method_combo.setCurrentIndex(win.method_combo.findData("simclr"))
+    set_fields(win, TINY)
+    assert win.start_sweep("method.temperature=0.2") is None
+    wait_idle(win, qtbot)
+    assert panel.previews_shown() == 0 and not panel.previews_area.isVisibleTo(panel)
