@@ -262,11 +262,13 @@ class QueueControl:
     def cancel_queued(self, index: int) -> None:
         from engine.sweep import Sweep
 
-        live = self.queue_worker is not None and self.queue_panel.running
-        sweep = (self.queue_worker.sweep if live and self.queue_worker is not None
-                 else Sweep(self.queue_panel.sweep_path or ""))
-        if sweep.path != Path(self.queue_panel.sweep_path or ""):
-            sweep = Sweep(self.queue_panel.sweep_path or "")
+        path = self.queue_panel.sweep_path
+        if path is None:
+            return
+        worker = self.queue_worker
+        # the running queue's own state, or the folder's when it is not running
+        live = worker is not None and worker.sweep.path == Path(path)
+        sweep = worker.sweep if live and worker is not None else Sweep(path)
         sweep.cancel(index)
         self.queue_panel.refresh()
 

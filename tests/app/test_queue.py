@@ -122,3 +122,16 @@ def test_reconstructions_of_the_queued_runs_sit_side_by_side(window, qtbot):
     assert win.start_sweep("method.temperature=0.2") is None
     wait_idle(win, qtbot)
     assert panel.previews_shown() == 0 and not panel.previews_area.isVisibleTo(panel)
+
+
+def test_a_run_not_yet_started_can_be_taken_out_of_the_queue(window, qtbot):
+    win = window
+    win.method_combo.setCurrentIndex(win.method_combo.findData("simclr"))
+    set_fields(win, TINY)
+    assert win.start_sweep("method.temperature=0.1,0.2,0.5") is None
+    win.queue_panel.table.selectRow(2)
+    win.queue_panel.cancel_button.click()
+    wait_idle(win, qtbot)
+    assert [r.status for r in win.queue_panel.result.rows] == ["finished", "finished",
+                                                              "cancelled"]
+    assert not win.queue_panel.resume_button.isEnabled()  # nothing left to run
