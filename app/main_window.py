@@ -422,6 +422,7 @@ class MainWindow(QueueControl, QMainWindow):
                      f"{', '.join(switches)}</span>")
         self.method_desc.setText(text)
         self.form.set_config(cfg, defaults=cfg, modality=info.modality)
+        self._add_lr_suggest_button()
         self.views.request_redraw()
         self._sync_text_settings()
         self._show_preview_tab(info.modality)
@@ -634,6 +635,46 @@ class MainWindow(QueueControl, QMainWindow):
         self._start_worker(self.trainer)
         self.run_label.setText(f"Starting {cfg.method_name} on {source}…")
         return True
+
+    def _add_lr_suggest_button(self) -> None:
+        """A "Suggest…" button under the learning-rate field (rebuilt with the form)."""
+        from PySide6.QtWidgets import QPushButton
+
+        editor = self.form.editors.get("optim.lr")
+        if editor is None:
+            return
+        button = QPushButton("Suggest…")
+        button.setObjectName("lrSuggest")
+        button.setToolTip("Run a short learning-rate range test (Smith 2017) of this "
+                          "config and fill in the rate it suggests")
+        button.clicked.connect(lambda: self.suggest_lr())
+        editor.layout().addWidget(button)
+
+    def suggest_lr(self, steps: int | None = None) -> Any:
+        """The learning-rate test dialog for the form's config (None, with the form's
+        message, when the form is not valid or a run is under way)."""
+        from app.lr_dialog import GUI_STEPS, LRFindDialog
+        from engine.errors import ConfigError
+
+        if self.running or not self.methods:
+            return None
+        try:
+            cfg = self.form.config(self.dataset_chooser.source)
+        except ConfigError as e:
+            self.message_bar.show_message(f"Cannot test learning rates: {e}")
+            return None
+
+        def apply(lr: float) -> None:
+            editor = self.form.editors.get("optim.lr")
+            if editor is not None:
+                editor.set_value(lr)
+                self.form.changed.emit()
+
+        dlg = LRFindDialog(self, cfg, self._loaded_data_for(cfg), apply,
+                           steps=steps or GUI_STEPS)
+        dlg.show()
+        self.lr_dialog = dlg
+        return dlg
 
     def show_help(self) -> Any:
         """The glossary entries of the tab in view, in a window beside this one."""

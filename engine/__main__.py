@@ -59,6 +59,20 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="folder to write into (created if needed)")
     x.add_argument("--runs-dir", help="where run ids are looked up")
 
+    f = sub.add_parser("lr-find", help="a learning-rate range test (Smith 2017): the "
+                       "loss over exponentially rising rates, and a suggested optim.lr")
+    f.add_argument("config", nargs="?", help="a config TOML file (defaults otherwise)")
+    f.add_argument("--method", help="method name (see 'methods')")
+    f.add_argument("--dataset", help="as for train")
+    f.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.FIELD=VALUE", help="override one setting (repeatable)")
+    f.add_argument("--steps", type=int, default=100, help="steps of the test (default 100)")
+    f.add_argument("--min-lr", type=float, default=1e-6, help="first rate (default 1e-6)")
+    f.add_argument("--max-lr", type=float, default=10.0, help="last rate (default 10)")
+    f.add_argument("--save", metavar="CONFIG_OUT", help="write the config with the "
+                   "suggested optim.lr to this TOML file")
+    f.set_defaults(max_steps=None)
+
     b = sub.add_parser("tensorboard", help="write TensorBoard event files of finished runs "
                        "(needs the tensorboard package)")
     b.add_argument("runs", nargs="+", help="run folders, or run ids under --runs-dir")
@@ -344,6 +358,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from engine.lr_find import lr_find
+
+    cfg = _build_config(args)
+    cfg.validate()
+    try:
+        result = lr_find(cfg, steps=args.steps, lr_min=args.min_lr, lr_max=args.max_lr)
+    except ValueError as e:
+        raise UserInputError(f"lr-find: {e}") from None
+    print(f"{cfg.method_name} on {cfg.data.dataset}: {len(result.lrs)} steps in "
+          f"{result.seconds:.0f} s" + (" (stopped as the loss blew up)"
+                                       if result.stopped_early else ""))
+    every = max(1, len(result.lrs) // 12)
+    print("  learning rate   loss (smoothed)")
+    for lr, loss in list(zip(result.lrs, result.smoothed, strict=True))[::every]:
+        print(f"  {lr:13.3g}   {loss:.4f}")
+    if result.suggestion is None:
+        print(f"no suggestion: {result.reason}")
+        return 1
+    print(f"suggested optim.lr = {result.suggestion:.3g} ({result.reason}; the preset has "
+          f"{cfg.optim.lr:g})")
+    if args.save:
+        cfg.set("optim.lr", float(f"{result.suggestion:.3g}"))
+        cfg.save(args.save)
+        print(f"wrote {args.save}")
+    return 0
+
+
 def cmd_tensorboard(args: argparse.Namespace) -> int:
     from engine.evaluate import resolve_run
     from engine.runs import default_runs_dir
@@ -365,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"train": cmd_train, "sweep": cmd_sweep, "methods": cmd_methods, "runs": cmd_runs,
                 "eval": cmd_eval, "export": cmd_export,
-                "tensorboard": cmd_tensorboard}[args.command](args)
+                "tensorboard": cmd_tensorboard, "lr-find": cmd_lr_find}[args.command](args)
     except UserInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QLabel, QPushButton
 
 from engine.views import SAMPLES
 
@@ -121,3 +122,21 @@ def test_what_is_this_explains_the_tab_in_view(window, qtbot):
     win.help_button.click()
     assert "Complete collapse" in win.help_dialog.text()
     assert win.help_dialog.isVisible()
+
+
+def test_suggest_fills_the_learning_rate_from_a_range_test(window, qtbot):
+    from tests.app.conftest import FAST, set_fields
+
+    win = window
+    choose(win, qtbot, "simclr")
+    set_fields(win, FAST)
+    assert win.form.editors["optim.lr"].findChild(QPushButton, "lrSuggest") is not None
+    dlg = win.suggest_lr(steps=12)
+    with qtbot.waitSignal(dlg.finished_test, timeout=120_000) as got:
+        pass
+    result = got.args[0]
+    assert result is not None and result.suggestion is not None
+    assert dlg.use_button.isEnabled() and "Suggested learning rate" in dlg.status.text()
+    dlg.use_button.click()
+    assert win.form.editors["optim.lr"].value() == pytest.approx(
+        float(f"{result.suggestion:.3g}"))
