@@ -71,6 +71,7 @@ from engine.presets import load_toml
 from engine.registry import get_method_info
 from engine.retrieval import rank_by_similarity
 from engine.runs import TOKENIZER_FILE, RunFolder, atomic_write_bytes, default_runs_dir
+from engine.verdict import not_learning_message
 
 #: settings a paused run may change before it resumes (the rest fix the model and data)
 #: monitor inputs a typed query returns (image-text methods' search)
@@ -140,6 +141,7 @@ class Trainer:
         self._run_dir: str | None = None  # every rank's, once known
         self.world = distributed.World()
         self._tensorboard: Any = None  # engine.tensorboard.TensorBoardMirror when on
+        self._said_not_learning = False
         self._owns_group = False
         self._ddp: DistributedDataParallel | None = None
         self._stop_agreed = False  # under torchrun: some rank asked to stop (all know)
@@ -727,6 +729,13 @@ class Trainer:
                                effective_rank=rep.effective_rank, verdict=rep.verdict)
         yield rep
         yield from self._after_measure(step)
+        if not self._said_not_learning and self.run_folder is not None:
+            base = self.run_folder.read_summary().get("baseline_knn")
+            text = not_learning_message(base, rep.knn_accuracy, step, self.state.total)
+            if text is not None:
+                self._said_not_learning = True  # once per session of the run
+                self.run_folder.update_summary(not_learning_at=step)
+                yield RunWarning(text)
 
     # checkpoint ----------------------------------------------------------------------
     def _checkpoint_due(self) -> bool:

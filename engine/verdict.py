@@ -65,3 +65,29 @@ def tower_verdict(extra: Mapping[str, float], prefix: str = "text_") -> str | No
         return None
     std, ref, rank, dim, n = (float(extra[k]) for k in keys)
     return collapse_verdict(std, ref, rank, int(dim), int(n))
+
+
+#: the share of a run after which a kNN accuracy still at the random encoder's is called
+#: out (the first monitor steps of most methods sit near the baseline)
+FAIR_SHARE = 0.3
+#: kNN accuracy within this of the random-init baseline counts as no better than it
+NOT_LEARNING_MARGIN = 0.01
+
+
+def not_learning_message(baseline_knn: float | None, knn: float | None, step: int,
+                         total_steps: int) -> str | None:
+    """Plain words when, after a fair share of the run, the trained encoder's kNN accuracy
+    is no better than the random encoder's (its BatchNorm calibrated on the same data):
+    the training has not made the features better than none, however the loss looks.
+    None while it is too early to say, or when the run beats its baseline."""
+    if baseline_knn is None or knn is None or total_steps <= 0:
+        return None
+    if step < FAIR_SHARE * total_steps or knn > baseline_knn + NOT_LEARNING_MARGIN:
+        return None
+    return (f"Not learning yet: after {step} of {total_steps} steps the encoder's kNN "
+            f"accuracy ({knn:.1%}) is no better than a random encoder's ({baseline_knn:.1%}, "
+            "its BatchNorm calibrated on this data), so the training has not made the "
+            "features better than none, whatever the loss says. Try a longer schedule, a "
+            "milder crop (a higher augment.crop_min_scale), a higher data.resolution for "
+            "small objects, or another method (SimCLR and VICReg learn fastest on small "
+            "budgets).")
