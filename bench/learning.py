@@ -7,6 +7,13 @@ training images/s, and any method-specific accuracy it reports (pretext methods)
 
     python bench/learning.py [--budget 150] [--dataset shapes] [--text-dataset pydocs]
                              [--methods simclr byol gpt mlm mlm+sop ...]
+                             [--repeats 3] [--probe]
+
+``--repeats N`` trains each image method with seeds 0..N-1 (the same step count) and
+reports kNN accuracy, its gain over random init and, with ``--probe``, linear-probe
+accuracy (trained and random init, engine.evaluate's protocol) as mean ± sd: kNN alone
+is unfair to the reconstruction methods, and a +2 point difference means nothing when
+seeds differ by 3.
 
 Each method first times a few steps of its own; its step count is then set so that its
 whole default schedule (warm-up, cosine decay, EMA momentum schedule) fits the budget, as a
@@ -92,13 +99,27 @@ def seconds_per_step(cfg: Config, runs_dir: str, steps: int = 12) -> float:
     return gaps[len(gaps) // 2]
 
 
-def run_method(entry: str, dataset: str, budget: float, runs_dir: str,
-               overrides: list[str]) -> dict:
-    """Train one bench entry; ``budget`` 0: its preset's own steps and monitor schedule."""
+def steps_for(entry: str, dataset: str, budget: float, runs_dir: str,
+              overrides: list[str]) -> int | None:
+    """The step count that fits ``budget`` seconds (None for ``budget`` 0: the preset's)."""
+    if budget <= 0:
+        return None
     cfg = config(entry, dataset, overrides)
+    return max(cfg.optim.warmup_steps + 1, int(budget / seconds_per_step(cfg, runs_dir)))
+
+
+def run_method(entry: str, dataset: str, budget: float, runs_dir: str,
+               overrides: list[str], seed: int = 0, steps: int | None = None,
+               probe: bool = False) -> dict:
+    """Train one bench entry with ``run.seed = seed``; ``budget`` 0: its preset's own steps
+    and monitor schedule, else ``steps`` (:func:`steps_for`). With ``probe`` the trained
+    and the random-init encoder are also scored by a linear probe (engine.evaluate, the
+    run's labelled data, 20 % held out per class)."""
+    cfg = config(entry, dataset, overrides)
+    cfg.set("run.seed", seed)
     if budget > 0:
-        steps = max(cfg.optim.warmup_steps + 1,
-                    int(budget / seconds_per_step(cfg, runs_dir)))
+        if steps is None:
+            steps = steps_for(entry, dataset, budget, runs_dir, overrides)
         cfg.set("optim.max_steps", steps)
         cfg.set("monitor.every_steps", 100_000)
     trainer = Trainer(cfg, runs_dir)
@@ -125,10 +146,30 @@ def run_method(entry: str, dataset: str, budget: float, runs_dir: str,
         elif isinstance(e, ev.Failed):
             out["error"] = e.message
             return out
+        if isinstance(e, ev.Finished):
+            out["run_dir"] = e.run_dir
     assert final is not None
     out.update(knn=final.knn_accuracy, std=final.std, ref=final.std_reference,
                rank=final.effective_rank, dim=final.dim, extra=dict(final.extra))
+    if probe and "run_dir" in out:
+        from engine.evaluate import evaluate_run
+
+        res = evaluate_run(out["run_dir"], ["linear"])["results"]["linear"]
+        out["probe"] = res["trained"]["accuracy"]
+        out["probe_baseline"] = res["random_init"]["accuracy"]
     return out
+
+
+def mean_sd(xs: list[float | None]) -> str:
+    """'85.7 ± 1.2 %' over repeats (sample standard deviation), or one value."""
+    vals = [x for x in xs if x is not None]
+    if not vals:
+        return "-"
+    m = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return pct(m)
+    sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+    return f"{100 * m:.1f} ± {100 * sd:.1f} %"
 
 
 def pct(x: float | None) -> str:
@@ -169,15 +210,29 @@ def median_rate(r: dict) -> float:
 
 
 def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None:
-    print("| method | kNN random init | kNN trained | per-dim std (1/√d) | effective rank "
-          "| pretext acc. | steps | images/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    """kNN (and with ``--probe`` linear-probe) accuracy at random init and trained, as
+    mean ± sd over ``--repeats`` seeds; the other columns are the first seed's."""
+    probe = args.probe
+    extra_head = " linear probe random init | linear probe trained |" if probe else ""
+    print("| method | kNN random init | kNN trained | gain |" + extra_head
+          + " per-dim std (1/√d) | effective rank | pretext acc. | steps | images/s |")
+    print("|---|---|---|---|" + ("---|---|" if probe else "") + "---|---|---|---|---|")
     for name in entries:
-        r = run_method(name, args.dataset, args.budget, runs, args.overrides)
-        if "error" in r:
-            print(f"| {name} | failed: {r['error']} |||||||")
+        steps = steps_for(name, args.dataset, args.budget, runs, args.overrides)
+        rs = [run_method(name, args.dataset, args.budget, runs, args.overrides, seed=seed,
+                         steps=steps, probe=probe) for seed in range(args.repeats)]
+        bad = [r for r in rs if "error" in r]
+        if bad:
+            print(f"| {name} | failed: {bad[0]['error']} |||||||")
             continue
-        print(f"| {name} | {pct(r.get('baseline'))} | {pct(r['knn'])} | "
+        r = rs[0]
+        gains = [x["knn"] - x["baseline"] for x in rs if x.get("baseline") is not None]
+        gain = "-" if not gains else mean_sd(gains).replace(" %", " pts").replace(
+            "%", " pts")
+        probes = (f" {mean_sd([x.get('probe_baseline') for x in rs])} | "
+                  f"{mean_sd([x.get('probe') for x in rs])} |") if probe else ""
+        print(f"| {name} | {mean_sd([x.get('baseline') for x in rs])} | "
+              f"{mean_sd([x['knn'] for x in rs])} | {gain} |{probes} "
               f"{r['std']:.4f} ({r['ref']:.4f}) | {r['rank']:.1f} / {r['dim']} | "
               f"{pretext(r)} | {r['steps']} | {median_rate(r):.0f} |", flush=True)
 
@@ -232,7 +287,14 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.FIELD=VALUE",
                    help="change a setting for every method (method.* only where it exists)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="image methods: train each with seeds 0..N-1 and report kNN (and "
+                   "probe) accuracy as mean ± sd, so noise is not read as a result")
+    p.add_argument("--probe", action="store_true",
+                   help="image methods: add linear-probe accuracy, trained and random init")
     args = p.parse_args()
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     names = args.methods or ([m.name for m in available_methods()] + list(DEFAULT_VARIANTS))
     images = [n for n in names if modality(n) == "image"]
     texts = [n for n in names if modality(n) == "text"]
@@ -240,6 +302,8 @@ def main() -> None:
     changed = f", with {' '.join(args.overrides)}" if args.overrides else ""
     budget = (f"{args.budget:g} s of training per method" if args.budget > 0
               else "each method's default steps")
+    if args.repeats > 1:
+        budget += f", {args.repeats} seeds (mean ± sd)"
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"{'accelerator' if has_accelerator() else 'no GPU'}, "
                f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
