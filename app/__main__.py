@@ -35,8 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(simclr-learns, collapse, temperature, rotation, masking, spelling)")
     parser.add_argument("--autostart", action="store_true",
                         help="press Start as soon as the engine has loaded")
-    parser.add_argument("--tab", choices=("curves", "collapse", "embedding", "preview",
-                                          "matching"),
+    parser.add_argument("--tab", choices=("views", "curves", "collapse", "embedding",
+                                          "preview", "matching", "sweep"),
                         help="the main-area tab to show at start")
     parser.add_argument("--screenshot", metavar="PNG",
                         help="save a screenshot of the window ('{t}' in the name is replaced "
@@ -67,9 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      overrides=args.overrides)
     win.show()
     if args.tab:
-        win.tabs.setCurrentWidget({"curves": win.plots, "collapse": win.collapse,
-                                   "embedding": win.embedding, "preview": win.preview,
-                                   "matching": win.matching}[args.tab])
+        win.tabs.setCurrentWidget({"views": win.views, "curves": win.plots,
+                                   "collapse": win.collapse, "embedding": win.embedding,
+                                   "preview": win.preview, "matching": win.matching,
+                                   "sweep": win.queue_panel}[args.tab])
     if args.demo:
         name = args.demo
         win.engine_loaded.connect(lambda: QTimer.singleShot(500, lambda: win.start_demo(name)))

@@ -304,7 +304,7 @@ class QueueControl:
         elif isinstance(e, (ev.Finished, ev.Failed)):
             self.queue_panel.refresh()
         elif isinstance(e, ev.MonitorReport) and not e.baseline:
-            self.queue_panel.refresh()
+            self.queue_panel.refresh(previews=False)  # the table, the plots; images at the end
 
     def _on_queue_done(self) -> None:
         self.queue_panel.set_running(False)

@@ -132,8 +132,9 @@ class QueuePanel(QWidget):
         self.sweep_path = None if path is None else str(path)
         self.refresh()
 
-    def refresh(self) -> None:
-        """Read the sweep folder again (after each run and monitor step of the queue)."""
+    def refresh(self, previews: bool = True) -> None:
+        """Read the sweep folder again (after each run and monitor step of the queue;
+        the previews, which load image files, only when ``previews``)."""
         from engine.errors import UserInputError
         from engine.sweep import Sweep
 
@@ -149,7 +150,8 @@ class QueuePanel(QWidget):
                 self.result = None
         self._fill_table()
         self._draw()
-        self._fill_previews()
+        if previews or self.result is None:
+            self._fill_previews()
         self._set_buttons()
 
     def set_running(self, running: bool) -> None:
