@@ -89,6 +89,11 @@ GLOSSARY: dict[str, tuple[str, str]] = {
         "Every image gets nearly the same embedding (spread below a fifth of a healthy "
         "one). The network found the cheating answer to its task: if every output is the "
         "same, any two views match perfectly. Nothing useful is learned."),
+    "not_learning": (
+        "Not learning yet",
+        "The banner shown when, after a third of the run, the kNN score is still no better "
+        "than that of the same network with random weights: the training has not made the "
+        "features better than none, however the loss looks."),
     "collapse_switch": (
         "Collapse switch",
         "A setting marked ⚠ in the form that, set one way, makes a method collapse, such as "
@@ -130,8 +135,8 @@ GLOSSARY: dict[str, tuple[str, str]] = {
 #: the entries each tab's "What is this?" shows, by the tab's label
 TAB_ENTRIES: dict[str, tuple[str, ...]] = {
     "What it trains on": ("views", "self_supervised"),
-    "Training curves": ("loss", "knn", "baseline", "std", "rank", "pretext_accuracy",
-                        "bits_per_token", "masked_accuracy"),
+    "Training curves": ("loss", "knn", "baseline", "not_learning", "std", "rank",
+                        "pretext_accuracy", "bits_per_token", "masked_accuracy"),
     "Collapse": ("healthy", "dimensional_collapse", "complete_collapse", "collapse_switch",
                  "std", "rank", "spectrum", "alignment", "uniformity", "anisotropy"),
     "Embedding (UMAP)": ("umap", "embedding", "knn"),
