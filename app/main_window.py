@@ -879,9 +879,13 @@ class MainWindow(QueueControl, QMainWindow):
             self.message_bar.show_message("This tab has no plots to save.", "warning")
         return paths
 
-    def _start_worker(self, trainer: Any) -> None:
-        self.total_steps = trainer.cfg.optim.max_steps
-        self.worker = TrainingWorker(trainer)
+    def _start_worker(self, trainer: Any, worker: Any = None) -> None:
+        """Run ``trainer`` (or ``worker``, a queue's, whose trainer comes with each run)
+        in a worker thread, its events to :meth:`on_event`."""
+        if trainer is not None:
+            self.total_steps = trainer.cfg.optim.max_steps
+        self.trainer = trainer
+        self.worker = worker if worker is not None else TrainingWorker(trainer)
         self.worker.event.connect(self.on_event)
         self.worker.done.connect(self._on_worker_done)
         self.running = True

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 
 from app.panels.demo_card import DemoCard
 from app.panels.queue_panel import QueuePanel
-from app.worker import QueueWorker, start_in_thread
+from app.worker import QueueWorker
 from engine import events as ev
 
 #: field types a sweep can vary (the form's numbers, choices and switches)
@@ -227,22 +227,11 @@ class QueueControl:
         w.message_bar.hide()
         w._clear_live_views()
         self.queue_worker = QueueWorker(sweep)
-        w.worker = self.queue_worker
-        w.trainer = None
-        self.queue_worker.event.connect(w.on_event)
         self.queue_worker.entry.connect(self._on_queue_entry)
         self.queue_worker.done.connect(self._on_queue_done)
-        self.queue_worker.done.connect(w._on_worker_done)
-        w.running = True
-        w.paused = False
-        w._last_step = None
-        w.verdict = "healthy"
         self.queue_panel.set_sweep(sweep.path)
         self.queue_panel.set_running(True)
-        start_in_thread(self.queue_worker, w)
-        if w.tabs.currentWidget() is w.views:
-            w.tabs.setCurrentWidget(w.plots)
-        w._set_buttons()
+        w._start_worker(None, self.queue_worker)
         return True
 
     def resume_queue(self, path: str | Path) -> bool:

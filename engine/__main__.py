@@ -17,17 +17,22 @@ from pathlib import Path
 from engine.errors import UserInputError
 
 
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """The arguments that describe a config, read by :func:`_build_config`."""
+    p.add_argument("config", nargs="?", help="a config TOML file (defaults otherwise)")
+    p.add_argument("--method", help="method name (see 'methods')")
+    p.add_argument("--dataset", help="'shapes', 'digits', 'pydocs' (text), or a folder of "
+                   "images or of text files")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.FIELD=VALUE", help="override one setting (repeatable)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a self-supervised model")
-    t.add_argument("config", nargs="?", help="a config TOML file (defaults otherwise)")
-    t.add_argument("--method", help="method name (see 'methods')")
-    t.add_argument("--dataset", help="'shapes', 'digits', 'pydocs' (text), or a folder of "
-                   "images or of text files")
-    t.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.FIELD=VALUE", help="override one setting (repeatable)")
+    _add_config_args(t)
     t.add_argument("--runs-dir", help="where run folders go (default: $SELFSUP_RUNS_DIR or "
                    "the user data dir)")
     t.add_argument("--max-steps", type=int, help="shorthand for --set optim.max_steps=N")
@@ -35,14 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     w = sub.add_parser("sweep", help="one run per value of one setting, in sequence")
-    w.add_argument("config", nargs="?", help="a config TOML file (defaults otherwise)")
+    _add_config_args(w)
     w.add_argument("--vary", metavar="SECTION.FIELD=VALUES",
                    help="the values: v1,v2,... (a choice field: some of its choices) or "
                    "start:stop:count:lin|log")
-    w.add_argument("--method", help="method name (see 'methods')")
-    w.add_argument("--dataset", help="as for train")
-    w.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.FIELD=VALUE", help="override one setting (repeatable)")
     w.add_argument("--runs-dir", help="where run folders go; the sweep folder goes in "
                    "RUNS_DIR/sweeps/")
     w.add_argument("--max-steps", type=int, help="shorthand for --set optim.max_steps=N")
@@ -61,11 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("lr-find", help="a learning-rate range test (Smith 2017): the "
                        "loss over exponentially rising rates, and a suggested optim.lr")
-    f.add_argument("config", nargs="?", help="a config TOML file (defaults otherwise)")
-    f.add_argument("--method", help="method name (see 'methods')")
-    f.add_argument("--dataset", help="as for train")
-    f.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="SECTION.FIELD=VALUE", help="override one setting (repeatable)")
+    _add_config_args(f)
     f.add_argument("--steps", type=int, default=100, help="steps of the test (default 100)")
     f.add_argument("--min-lr", type=float, default=1e-6, help="first rate (default 1e-6)")
     f.add_argument("--max-lr", type=float, default=10.0, help="last rate (default 10)")

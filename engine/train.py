@@ -142,6 +142,7 @@ class Trainer:
         self.world = distributed.World()
         self._tensorboard: Any = None  # engine.tensorboard.TensorBoardMirror when on
         self._said_not_learning = False
+        self._baseline_knn: float | None = None  # the random-init kNN, for the verdict
         self._owns_group = False
         self._ddp: DistributedDataParallel | None = None
         self._stop_agreed = False  # under torchrun: some rank asked to stop (all know)
@@ -423,6 +424,7 @@ class Trainer:
             if run is not None and base is not None:
                 run.update_summary(baseline_knn=base.knn_accuracy,
                                    baseline_rank=base.effective_rank)
+                self._baseline_knn = base.knn_accuracy
                 yield base
                 yield from self._after_measure(0)
         self.model.train()
@@ -730,8 +732,10 @@ class Trainer:
         yield rep
         yield from self._after_measure(step)
         if not self._said_not_learning and self.run_folder is not None:
-            base = self.run_folder.read_summary().get("baseline_knn")
-            text = not_learning_message(base, rep.knn_accuracy, step, self.state.total)
+            if self._baseline_knn is None:  # a resumed run measured it in an earlier session
+                self._baseline_knn = self.run_folder.read_summary().get("baseline_knn")
+            text = not_learning_message(self._baseline_knn, rep.knn_accuracy, step,
+                                        self.state.total)
             if text is not None:
                 self._said_not_learning = True  # once per session of the run
                 self.run_folder.update_summary(not_learning_at=step)
