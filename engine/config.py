@@ -434,6 +434,11 @@ class Config:
                 "augment.crop_min_scale must not exceed augment.crop_max_scale "
                 f"({self.augment.crop_min_scale:g} > {self.augment.crop_max_scale:g})"
             )
+        if self.backbone.name == "vit" and self.data.resolution % self.backbone.patch_size:
+            raise ConfigError(
+                f"backbone.patch_size = {self.backbone.patch_size} does not divide "
+                f"data.resolution = {self.data.resolution}: a ViT cuts the image into "
+                "whole patches")
         self.method.validate(self)
 
     def fit_schedule(self) -> str | None:

@@ -73,3 +73,13 @@ def test_every_field_has_help_and_range():
 
 def test_config_module_does_not_need_torch():
     assert Config().data.dataset == "shapes"
+
+
+def test_a_vit_patch_that_does_not_divide_the_resolution_is_refused_before_start():
+    """Caught by validate (so the form marks it) rather than when the backbone is built."""
+    cfg = default_config("mae")  # ViT, patch 4, 32 px
+    cfg.set("data.resolution", 48)
+    cfg.validate()
+    cfg.set("backbone.patch_size", 32)
+    with pytest.raises(ConfigError, match="patch_size = 32 does not divide data.resolution"):
+        cfg.validate()
