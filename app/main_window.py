@@ -144,6 +144,8 @@ class MainWindow(QueueControl, QMainWindow):
         self.run_modality = "image"
         self._all_methods: list[Any] = []
         self._last_method: dict[str, str] = {}  # by modality: what to go back to
+        self._folder_stats: Any = None  # the chosen image folder's FolderStats, or None
+        self._folder_applied: dict[str, Any] = {}  # what was set on the form for it
         self._initial_overrides = list(overrides or [])
         self.setWindowTitle("SelfSup Workbench")
         self.resize(1400, 860)
@@ -219,6 +221,7 @@ class MainWindow(QueueControl, QMainWindow):
         self.setCentralWidget(central)
         self._build_status_bar()
         self.dataset_chooser.modality_known.connect(self._on_data_modality)
+        self.dataset_chooser.folder_stats_known.connect(self._on_folder_stats)
         self.dataset_chooser.changed.connect(self._on_dataset_changed)
         self.dataset_chooser.set_source(dataset if dataset is not None else DataConfig().dataset)
 
@@ -422,6 +425,8 @@ class MainWindow(QueueControl, QMainWindow):
                      f"{', '.join(switches)}</span>")
         self.method_desc.setText(text)
         self.form.set_config(cfg, defaults=cfg, modality=info.modality)
+        self._folder_applied = {}  # the form holds the preset again
+        self._apply_folder_defaults()
         self._add_lr_suggest_button()
         self.views.request_redraw()
         self._sync_text_settings()
@@ -540,6 +545,53 @@ class MainWindow(QueueControl, QMainWindow):
 
     def _on_dataset_changed(self, _source: str) -> None:
         self.data_modality = None  # until the chooser has looked at the new source
+        self._folder_stats = None  # until it has read the new folder's sizes
+
+    def _on_folder_stats(self, stats: Any) -> None:
+        self._folder_stats = stats
+        self._apply_folder_defaults()
+
+    def _apply_folder_defaults(self) -> None:
+        """Set the chosen image folder's resolution, crop scale and batch size on the form
+        (engine.data.folder_defaults), and say so under the dataset summary. A field the
+        user has changed from the method's preset keeps the user's value; what was set for
+        the previous folder goes back to the preset where it was left alone."""
+        from engine.errors import ConfigError
+
+        def current(key: str) -> Any:
+            editor = self.form.editors.get(key)
+            if editor is None:
+                return None
+            try:
+                return editor.value()
+            except ConfigError:
+                return None  # being typed: left alone
+
+        name = self.method_combo.currentData()
+        if self.running or not name or name not in self.methods:
+            return
+        from engine.data import folder_defaults as fd
+        from engine.presets import default_config
+
+        preset = default_config(name, self.accelerator)
+        for key, value in self._folder_applied.items():
+            if current(key) == value:
+                self.form.editors[key].set_value(preset.get(key))
+        self._folder_applied = {}
+        stats = self._folder_stats
+        if stats is None or self.methods[name].modality == "text":
+            self.dataset_chooser.show_defaults("")
+            return
+        user_set = frozenset(k for k in ("data.resolution", "augment.crop_min_scale",
+                                         "optim.batch_size")
+                             if current(k) is not None and current(k) != preset.get(k))
+        applied = fd.apply(preset.copy(), fd.suggest(stats, preset, self.accelerator),
+                           keep=user_set)
+        applied = [s for s in applied if s.key in self.form.editors]
+        for s in applied:
+            self.form.editors[s.key].set_value(s.value)
+            self._folder_applied[s.key] = s.value
+        self.dataset_chooser.show_defaults(fd.describe(applied))
 
     def _loaded_data_for(self, cfg: Any) -> Any:
         """The chooser's scanned dataset when it is what ``cfg`` trains on (an image set
@@ -551,6 +603,8 @@ class MainWindow(QueueControl, QMainWindow):
             return None
         if getattr(ds, "modality", "image") != "image" or ds.name != cfg.data.dataset:
             return None
+        if getattr(ds, "resolution", cfg.data.resolution) != cfg.data.resolution:
+            return None  # scanned at another size (a folder's own resolution was set)
         chooser = self.dataset_chooser
         if cfg.data.dataset == "shapes" and (cfg.data.shapes_count, cfg.data.seed,
                                              cfg.data.shapes_orientation) != (

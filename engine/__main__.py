@@ -134,13 +134,33 @@ def _build_config(args: argparse.Namespace):  # noqa: ANN202 - Config, imported 
             setattr(cfg, section, getattr(other, section))
     if args.dataset:
         cfg.set("data.dataset", args.dataset)
+    explicit = set()
     for item in args.overrides:
         key, value = parse_override(item)
         cfg.set(key, value)
-    if args.max_steps is not None:
+        explicit.add(key)
+    if getattr(args, "max_steps", None) is not None:
         cfg.set("optim.max_steps", args.max_steps)
     cfg.validate()
+    if not args.config:  # a config file says every setting itself
+        _folder_defaults(cfg, frozenset(explicit), accel)
     return cfg
+
+
+def _folder_defaults(cfg, keep: frozenset[str], accelerator: bool) -> None:  # noqa: ANN001
+    """A user's image folder gets the resolution, crop scale and batch size of its size
+    (engine.data.folder_defaults) unless ``--set`` gave them; says so on stderr."""
+    from engine.data import folder_defaults as fd
+    from engine.presets import default_config
+
+    if not fd.is_image_folder(cfg.data.dataset):
+        return
+    stats = fd.folder_stats(cfg.data.dataset)
+    applied = fd.apply(cfg, fd.suggest(stats, default_config(cfg.method_name, accelerator),
+                                       accelerator), keep)
+    if applied and int(os.environ.get("RANK", "0")) == 0:
+        print(fd.describe(applied).replace("The form can change them.",
+                                           "--set changes them."), file=sys.stderr)
 
 
 def _fmt(x: float | None, pct: bool = False) -> str:

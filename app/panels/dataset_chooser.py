@@ -51,6 +51,9 @@ class DatasetChooser(QWidget):
     scanned = Signal(object)  # the loaded dataset source (ImageDataset, TextDataset)
     #: 'image' or 'text': what the chosen source holds; and whether it has captions
     modality_known = Signal(str, bool)
+    #: the chosen image folder's FolderStats (engine.data.folder_defaults), or None for a
+    #: built-in or text source: the window sets the folder's defaults from them
+    folder_stats_known = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -80,6 +83,13 @@ class DatasetChooser(QWidget):
         self.info.setObjectName("datasetInfo")
         self.info.setWordWrap(True)
         lay.addWidget(self.info)
+        #: what the window set for this folder (resolution, crop scale, batch) and why
+        self.defaults_note = QLabel("")
+        self.defaults_note.setObjectName("folderDefaults")
+        self.defaults_note.setWordWrap(True)
+        self.defaults_note.setStyleSheet("color: #2a6099;")
+        self.defaults_note.hide()
+        lay.addWidget(self.defaults_note)
         self.skipped = QListWidget()
         self.skipped.setMaximumHeight(80)
         self.skipped.hide()
@@ -94,6 +104,7 @@ class DatasetChooser(QWidget):
         # the text settings the summary counts samples with (the chosen method's preset)
         self.text_settings: dict[str, Any] = {k: getattr(defaults, k) for k in TEXT_FIELDS}
         self.dataset: Any = None
+        self.folder_stats: Any = None  # FolderStats of the chosen image folder, once read
         self.modality: str | None = None  # of the chosen source; None until known
         self.captioned = False  # the chosen source's images have captions (once known)
         self.descriptions = {name: tip for name, (_, tip) in BUILTINS.items()}
@@ -173,6 +184,7 @@ class DatasetChooser(QWidget):
         self.modality = None
         self.captioned = False
         self._rescan_if_text = False
+        self.folder_stats = None
         # first the cheap look at what kind of data it is (and whether captions come
         # with it), so the method list follows at once; then the full load, which may
         # take a while
@@ -200,6 +212,33 @@ class DatasetChooser(QWidget):
             self.scan()  # the text settings changed while this scan was looking
             return
         self.modality_known.emit(modality, self.captioned)
+        self._read_folder_stats(scan_id, modality)
+
+    def _read_folder_stats(self, scan_id: int, modality: str) -> None:
+        """Count an image folder's images and read their sizes (headers only) off the
+        GUI thread; a built-in or text source has none (``folder_stats_known(None)``)."""
+        from engine.data import BUILTIN_MODALITY
+
+        source = self.source
+        if modality != "image" or source in BUILTIN_MODALITY:
+            self.folder_stats_known.emit(None)
+            return
+        from engine.data.folder_defaults import folder_stats
+
+        worker = FunctionWorker(lambda: folder_stats(source))
+        worker.result.connect(lambda stats: self._on_folder_stats(scan_id, stats))
+        start_in_thread(worker, self)
+
+    def _on_folder_stats(self, scan_id: int, stats: Any) -> None:
+        if scan_id != self._scan_id:
+            return
+        self.folder_stats = stats
+        self.folder_stats_known.emit(stats)
+
+    def show_defaults(self, text: str) -> None:
+        """Say what was set for the chosen folder (empty: nothing, hidden)."""
+        self.defaults_note.setText(text)
+        self.defaults_note.setVisible(bool(text))
 
     def _on_scanned(self, scan_id: int, ds: Any) -> None:
         if scan_id != self._scan_id:
