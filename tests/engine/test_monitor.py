@@ -115,3 +115,28 @@ def test_text_runs_hear_the_verdict_in_words_of_text():
     assert "augmentation" not in text  # text methods have no image augmentation
     image = explain_collapse("dimensional", default_config("simclr", False))
     assert image.startswith("Dimensional collapse") and "augmentation" in image
+
+
+def test_collapse_verdicts_hold_for_small_and_imbalanced_sets():
+    """A user's folder may hold 25 images, or one class with 95 % of them: a healthy
+    embedding of such a set (class clusters in 512 dimensions) must not read as collapse,
+    and a collapsed one must still read as collapse."""
+    from engine.verdict import collapse_verdict
+
+    def verdict(z: torch.Tensor) -> str:
+        d = z.shape[1]
+        return collapse_verdict(collapse_std(z), d ** -0.5, effective_rank(z), d, z.shape[0])
+
+    g = torch.Generator().manual_seed(0)
+    d = 512
+    for counts, noise in [((5,) * 6, 1.0), ((36,) + (1,) * 4, 1.0), ((1800,) + (40,) * 5, 0.5),
+                          ((285, 15), 0.7), ((25,), 1.0), ((2, 1), 1.0)]:
+        centres = torch.randn(len(counts), d, generator=g)
+        z = torch.cat([c + noise * torch.randn(k, d, generator=g)
+                       for c, k in zip(centres, counts, strict=True)])
+        assert verdict(z) == "healthy", counts
+        point = torch.randn(1, d, generator=g)
+        assert verdict(point + 1e-3 * torch.randn(z.shape[0], d, generator=g)) == "complete"
+        if z.shape[0] >= 40:
+            flat = torch.randn(z.shape[0], 2, generator=g) @ torch.randn(2, d, generator=g)
+            assert verdict(flat) == "dimensional", counts
