@@ -7,7 +7,10 @@ training images/s, and any method-specific accuracy it reports (pretext methods)
 
     python bench/learning.py [--budget 150] [--dataset shapes] [--text-dataset pydocs]
                              [--methods simclr byol gpt mlm mlm+sop ...]
-                             [--repeats 3] [--probe]
+                             [--repeats 3] [--probe] [--curve K]
+
+``--curve K`` measures kNN K times along each image method's run and prints the curves:
+how fast a method starts, beside how far it gets (BYOL and DINO start slower than SimCLR).
 
 ``--repeats N`` trains each image method with seeds 0..N-1 (the same step count) and
 reports kNN accuracy, its gain over random init and, with ``--probe``, linear-probe
@@ -110,21 +113,22 @@ def steps_for(entry: str, dataset: str, budget: float, runs_dir: str,
 
 def run_method(entry: str, dataset: str, budget: float, runs_dir: str,
                overrides: list[str], seed: int = 0, steps: int | None = None,
-               probe: bool = False) -> dict:
+               probe: bool = False, curve: int = 0) -> dict:
     """Train one bench entry with ``run.seed = seed``; ``budget`` 0: its preset's own steps
     and monitor schedule, else ``steps`` (:func:`steps_for`). With ``probe`` the trained
     and the random-init encoder are also scored by a linear probe (engine.evaluate, the
-    run's labelled data, 20 % held out per class)."""
+    run's labelled data, 20 % held out per class). With ``curve`` K the monitor measures
+    kNN K times along the run (``out["curve"]``: (step, training seconds, kNN))."""
     cfg = config(entry, dataset, overrides)
     cfg.set("run.seed", seed)
     if budget > 0:
         if steps is None:
             steps = steps_for(entry, dataset, budget, runs_dir, overrides)
         cfg.set("optim.max_steps", steps)
-        cfg.set("monitor.every_steps", 100_000)
+        cfg.set("monitor.every_steps", max(1, steps // curve) if curve else 100_000)
     trainer = Trainer(cfg, runs_dir)
     out: dict = {"method": entry, "steps": 0, "ips": [], "accuracy": [], "chance": None,
-                 "time": 0.0}
+                 "time": 0.0, "curve": []}
     final = None
     for e in trainer.run():
         if isinstance(e, ev.RunStarted):
@@ -133,6 +137,8 @@ def run_method(entry: str, dataset: str, budget: float, runs_dir: str,
             if e.baseline:
                 out["baseline"] = e.knn_accuracy
                 out["baseline_extra"] = dict(e.extra)
+            elif e.knn_accuracy is not None:
+                out["curve"].append((e.step, out["time"], e.knn_accuracy))
             final = e  # the trainer measures again where a stopped run ends
         elif isinstance(e, ev.StepMetrics):
             out["steps"] = e.step
@@ -213,6 +219,7 @@ def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None
     """kNN (and with ``--probe`` linear-probe) accuracy at random init and trained, as
     mean ± sd over ``--repeats`` seeds; the other columns are the first seed's."""
     probe = args.probe
+    curves: dict[str, list[dict]] = {}
     extra_head = " linear probe random init | linear probe trained |" if probe else ""
     print("| method | kNN random init | kNN trained | gain |" + extra_head
           + " per-dim std (1/√d) | effective rank | pretext acc. | steps | images/s |")
@@ -220,7 +227,9 @@ def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None
     for name in entries:
         steps = steps_for(name, args.dataset, args.budget, runs, args.overrides)
         rs = [run_method(name, args.dataset, args.budget, runs, args.overrides, seed=seed,
-                         steps=steps, probe=probe) for seed in range(args.repeats)]
+                         steps=steps, probe=probe, curve=args.curve)
+              for seed in range(args.repeats)]
+        curves[name] = rs
         bad = [r for r in rs if "error" in r]
         if bad:
             print(f"| {name} | failed: {bad[0]['error']} |||||||")
@@ -235,6 +244,24 @@ def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None
               f"{mean_sd([x['knn'] for x in rs])} | {gain} |{probes} "
               f"{r['std']:.4f} ({r['ref']:.4f}) | {r['rank']:.1f} / {r['dim']} | "
               f"{pretext(r)} | {r['steps']} | {median_rate(r):.0f} |", flush=True)
+    if args.curve:
+        curve_table(curves)
+
+
+def curve_table(curves: dict[str, list[dict]]) -> None:
+    """kNN accuracy along each method's run (mean over seeds at each monitor step), with
+    the training seconds it was reached at (the first seed's clock)."""
+    print("\nkNN accuracy along the run (mean over seeds; training seconds in brackets)\n")
+    for name, rs in curves.items():
+        rs = [r for r in rs if r.get("curve")]
+        if not rs:
+            continue
+        n = min(len(r["curve"]) for r in rs)
+        cells = [f"{pct(rs[0].get('baseline'))} (0 s)"]
+        for i in range(n):
+            knn = sum(r["curve"][i][2] for r in rs) / len(rs)
+            cells.append(f"{pct(knn)} ({rs[0]['curve'][i][1]:.0f} s)")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
 def text_table(entries: list[str], args: argparse.Namespace, runs: str) -> None:
@@ -290,6 +317,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1,
                    help="image methods: train each with seeds 0..N-1 and report kNN (and "
                    "probe) accuracy as mean ± sd, so noise is not read as a result")
+    p.add_argument("--curve", type=int, default=0, metavar="K",
+                   help="image methods: measure kNN K times along each run and print "
+                   "the curves (the monitor's time counts in the budget's steps)")
     p.add_argument("--probe", action="store_true",
                    help="image methods: add linear-probe accuracy, trained and random init")
     args = p.parse_args()
