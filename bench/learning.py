@@ -251,16 +251,26 @@ def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None
 def curve_table(curves: dict[str, list[dict]]) -> None:
     """kNN accuracy along each method's run (mean over seeds at each monitor step), with
     the training seconds it was reached at (the first seed's clock)."""
-    print("\nkNN accuracy along the run (mean over seeds; training seconds in brackets)\n")
+    rows = []
     for name, rs in curves.items():
-        rs = [r for r in rs if r.get("curve")]
-        if not rs:
+        # the trainer measures again where a run ends: one point per step
+        pts = [{step: (t, knn) for step, t, knn in r.get("curve", [])} for r in rs]
+        steps = sorted(set.intersection(*(set(p) for p in pts))) if pts else []
+        if not steps:
             continue
-        n = min(len(r["curve"]) for r in rs)
         cells = [f"{pct(rs[0].get('baseline'))} (0 s)"]
-        for i in range(n):
-            knn = sum(r["curve"][i][2] for r in rs) / len(rs)
-            cells.append(f"{pct(knn)} ({rs[0]['curve'][i][1]:.0f} s)")
+        for step in steps:
+            knn = sum(p[step][1] for p in pts) / len(pts)
+            cells.append(f"{pct(knn)} ({pts[0][step][0]:.0f} s)")
+        rows.append((name, cells))
+    if not rows:
+        return
+    width = max(len(cells) for _, cells in rows)
+    print("\nkNN accuracy along the run (mean over seeds; training seconds in brackets)\n")
+    print("| method | random init | " + " | ".join(f"{i}" for i in range(1, width)) + " |")
+    print("|---" * (width + 1) + "|")
+    for name, cells in rows:
+        cells += [""] * (width - len(cells))
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
 
 
