@@ -144,7 +144,6 @@ class MainWindow(QueueControl, QMainWindow):
         self.run_modality = "image"
         self._all_methods: list[Any] = []
         self._last_method: dict[str, str] = {}  # by modality: what to go back to
-        self._folder_stats: Any = None  # the chosen image folder's FolderStats, or None
         self._folder_applied: dict[str, Any] = {}  # what was set on the form for it
         self._initial_overrides = list(overrides or [])
         self.setWindowTitle("SelfSup Workbench")
@@ -221,7 +220,7 @@ class MainWindow(QueueControl, QMainWindow):
         self.setCentralWidget(central)
         self._build_status_bar()
         self.dataset_chooser.modality_known.connect(self._on_data_modality)
-        self.dataset_chooser.folder_stats_known.connect(self._on_folder_stats)
+        self.dataset_chooser.folder_stats_known.connect(self._apply_folder_defaults)
         self.dataset_chooser.changed.connect(self._on_dataset_changed)
         self.dataset_chooser.set_source(dataset if dataset is not None else DataConfig().dataset)
 
@@ -545,13 +544,8 @@ class MainWindow(QueueControl, QMainWindow):
 
     def _on_dataset_changed(self, _source: str) -> None:
         self.data_modality = None  # until the chooser has looked at the new source
-        self._folder_stats = None  # until it has read the new folder's sizes
 
-    def _on_folder_stats(self, stats: Any) -> None:
-        self._folder_stats = stats
-        self._apply_folder_defaults()
-
-    def _apply_folder_defaults(self) -> None:
+    def _apply_folder_defaults(self, *_: Any) -> None:
         """Set the chosen image folder's resolution, crop scale and batch size on the form
         (engine.data.folder_defaults), and say so under the dataset summary. A field the
         user has changed from the method's preset keeps the user's value; what was set for
@@ -578,12 +572,11 @@ class MainWindow(QueueControl, QMainWindow):
             if current(key) == value:
                 self.form.editors[key].set_value(preset.get(key))
         self._folder_applied = {}
-        stats = self._folder_stats
+        stats = self.dataset_chooser.folder_stats  # None until read, and for built-ins
         if stats is None or self.methods[name].modality == "text":
             self.dataset_chooser.show_defaults("")
             return
-        user_set = frozenset(k for k in ("data.resolution", "augment.crop_min_scale",
-                                         "optim.batch_size")
+        user_set = frozenset(k for k in fd.KEYS
                              if current(k) is not None and current(k) != preset.get(k))
         applied = fd.apply(preset.copy(), fd.suggest(stats, preset, self.accelerator),
                            keep=user_set)

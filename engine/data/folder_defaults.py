@@ -38,6 +38,9 @@ MAX_RESOLUTION_CPU = 64
 MAX_RESOLUTION_ACCELERATOR = 128
 MIN_BATCH = 16
 STEPS_PER_EPOCH = 10
+#: the settings a folder may set, with their names in the summary line
+KEYS = {"data.resolution": ("resolution", " px"), "augment.crop_min_scale":
+        ("crop scale ≥", ""), "optim.batch_size": ("batch", "")}
 
 
 @dataclass(frozen=True)
@@ -122,11 +125,9 @@ def describe(suggestions: list[Suggestion]) -> str:
     images are about 500 px; ...), batch 32 (...)'."""
     if not suggestions:
         return ""
-    names = {"data.resolution": ("resolution", " px"), "augment.crop_min_scale":
-             ("crop scale ≥", ""), "optim.batch_size": ("batch", "")}
     parts = []
     for s in suggestions:
-        name, unit = names.get(s.key, (s.key, ""))
+        name, unit = KEYS.get(s.key, (s.key, ""))
         parts.append(f"{name} {s.value:g}{unit} ({s.why})")
     return "Set for this folder: " + "; ".join(parts) + ". The form can change them."
 
