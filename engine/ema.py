@@ -27,10 +27,18 @@ def make_target(online: nn.Module) -> nn.Module:
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """``target = momentum * target + (1 - momentum) * online`` for every parameter;
     buffers (BatchNorm statistics) are copied from the online network."""
-    for t, o in zip(target.parameters(), online.parameters(), strict=True):
-        t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
-    for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
-        tb.copy_(ob)
+    tp: list[torch.Tensor] = list(target.parameters())
+    op = [p.detach() for p in online.parameters()]
+    if len(tp) != len(op):
+        raise ValueError(f"target has {len(tp)} parameters, online {len(op)}")
+    if tp:
+        # t + (1 - m) (o - t) = m t + (1 - m) o, every tensor in one call
+        torch._foreach_lerp_(tp, op, 1.0 - momentum)
+    tb, ob = list(target.buffers()), list(online.buffers())
+    if len(tb) != len(ob):
+        raise ValueError(f"target has {len(tb)} buffers, online {len(ob)}")
+    if tb:
+        torch._foreach_copy_(tb, ob)
 
 
 def cosine_momentum(base: float, step: int, total_steps: int) -> float:

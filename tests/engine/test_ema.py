@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -17,6 +18,18 @@ def test_ema_update_formula_and_frozen_target():
     ema_update(target, online, 0.9)
     for t, b, o in zip(target.parameters(), before, online.parameters(), strict=True):
         assert torch.allclose(t, 0.9 * b + 0.1 * o)
+
+
+def test_ema_update_copies_buffers_and_refuses_a_mismatched_target():
+    online = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    target = make_target(online)
+    online.train()
+    online(torch.randn(8, 3) * 5 + 2)  # moves the online running statistics
+    ema_update(target, online, 0.5)
+    for tb, ob in zip(target.buffers(), online.buffers(), strict=True):
+        assert torch.equal(tb, ob)
+    with pytest.raises(ValueError, match="parameters"):
+        ema_update(make_target(nn.Linear(3, 2)), online, 0.5)
 
 
 def test_cosine_momentum_schedule():

@@ -168,3 +168,29 @@ def test_cli_runs_fail_on_divergence_instead_of_waiting(tmp_path, monkeypatch):
     monkeypatch.setattr(SimCLR, "training_step", broken)
     events = list(Trainer(small_config("simclr", 5), tmp_path, pause_on_divergence=False).run())
     assert isinstance(events[-1], ev.Failed) and "inf" in events[-1].message
+
+
+def test_adamw_is_fused_on_the_cpu_and_steps_as_the_loop_does():
+    """The fused kernel is the default on the CPU, and one step of it moves the weights as
+    the per-tensor AdamW does."""
+    from engine.model import build_model, build_optimizer, load_optimizer_state, param_groups
+
+    cfg = small_config("simclr")
+    model, _ = build_model(cfg, torch.device("cpu"))
+    opt = build_optimizer(model, cfg)
+    assert opt.defaults["fused"] is True
+    twin, _ = build_model(cfg, torch.device("cpu"))
+    twin.load_state_dict(model.state_dict())
+    plain = torch.optim.AdamW(param_groups(twin.named_parameters(), cfg.optim.weight_decay,
+                                           twin.lr_multipliers()), lr=cfg.optim.lr)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        p.grad = torch.full_like(p, 0.3)
+        q.grad = torch.full_like(q, 0.3)
+    opt.step()
+    plain.step()
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-6)
+    # a checkpoint of the per-tensor optimiser (saved before, or on another device)
+    # resumes into the fused one, which stays fused
+    assert load_optimizer_state(opt, plain.state_dict())
+    assert all(g["fused"] is True for g in opt.param_groups)
