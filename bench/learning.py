@@ -102,6 +102,20 @@ def seconds_per_step(cfg: Config, runs_dir: str, steps: int = 12) -> float:
     return gaps[len(gaps) // 2]
 
 
+def reference_speed(dataset: str, runs_dir: str) -> str:
+    """This machine's speed now, in one fixed unit: the time of SimCLR's CPU-preset step.
+
+    A budget in seconds buys fewer steps on a slower machine, and this one's speed drifts
+    by a third within a day; tables made at different times compare by this line."""
+    cfg = default_config("simclr")
+    cfg.set("data.dataset", dataset)
+    cfg.set("run.device", "cpu")
+    t = seconds_per_step(cfg, runs_dir)
+    return (f"Machine speed: SimCLR's CPU-preset step (small CNN, batch "
+            f"{cfg.optim.batch_size}) took {1e3 * t:.0f} ms, "
+            f"{cfg.optim.batch_size / t:.0f} images/s, when this table began.")
+
+
 def steps_for(entry: str, dataset: str, budget: float, runs_dir: str,
               overrides: list[str]) -> int | None:
     """The step count that fits ``budget`` seconds (None for ``budget`` 0: the preset's)."""
@@ -350,6 +364,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as runs:
         if images:
             print(f"{args.dataset}, {budget}{changed}, {machine}\n")
+            if args.budget > 0:
+                print(reference_speed(args.dataset, runs) + "\n")
             image_table(images, args, runs)
         if texts:
             print(f"{chr(10) if images else ''}{args.text_dataset}, {budget}{changed}, "
