@@ -138,7 +138,7 @@ def profile(method: str, dataset: str, steps: int, overrides: list[str]) -> dict
     finally:
         ViewAugment.__call__ = original  # type: ignore[method-assign]
     med = {k: statistics.median(v) for k, v in per_step.items()}
-    return {"method": method, "batch": b, "median": med,
+    return {"method": method, "batch": b, "median": med, "per_step": dict(per_step),
             "params": sum(p.numel() for p in model.parameters()),
             "tensors": sum(1 for p in model.parameters() if p.requires_grad)}
 

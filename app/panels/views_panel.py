@@ -111,7 +111,7 @@ class ViewsPanel(QWidget):
 
     def redraw(self) -> None:
         """Draw now from the form's config; a message instead when it is not valid."""
-        from engine.errors import ConfigError
+        from engine.errors import ConfigError, UserInputError
 
         if self.config_source is None:
             return
@@ -130,7 +130,7 @@ class ViewsPanel(QWidget):
         source, picked = samples
         try:
             drawing = draw_views(cfg, source, self.draw, samples=picked)
-        except (ConfigError, ValueError) as e:
+        except (UserInputError, ValueError) as e:  # a config or data the method refuses
             self._show_message(f"Cannot draw the views: {e}")
             return
         self.message.hide()

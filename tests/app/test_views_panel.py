@@ -86,6 +86,22 @@ def test_a_bad_field_names_the_problem_and_the_window_survives(window, qtbot):
     assert not win.views.message.isVisible()
 
 
+def test_colorization_on_grey_digits_says_why_before_start(window, qtbot):
+    """Digits have no colour: the tab says so (and what to choose) instead of drawing,
+    and draws again for a dataset in colour."""
+    win = window
+    choose(win, qtbot, "simclr")
+    win.dataset_chooser.set_source("digits")
+    win.method_combo.setCurrentIndex(win.method_combo.findData("colorization"))
+    qtbot.waitUntil(lambda: win.views.message.isVisible()
+                    and "needs colour images" in win.views.message.text(), timeout=60_000)
+    assert "another method" in win.views.message.text()
+    win.dataset_chooser.set_source("shapes")
+    qtbot.waitUntil(lambda: win.views.drawing is not None
+                    and win.views.drawing.method == "colorization"
+                    and not win.views.message.isVisible(), timeout=60_000)
+
+
 def test_text_methods_show_their_masked_and_shifted_rows(window, qtbot):
     win = window
     win.dataset_chooser.set_source("pydocs")

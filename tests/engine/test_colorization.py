@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from engine import events as ev
 from engine.augment import ViewAugment, denormalize, eval_transform, normalize
 from engine.colour import rgb_to_grey, rgb_to_lab
+from engine.errors import UserInputError
 from engine.losses import ab_regression_loss, colorization_ce
 from engine.model import build_model
 from engine.train import Trainer
@@ -150,3 +151,27 @@ def test_colourised_preview_recovers_learnable_colours():
     assert (lab[:, 1:] - true[:, 1:]).norm(dim=1).mean() < 0.6 * true[:, 1:].norm(dim=1).mean()
     assert torch.equal(p.inputs.float() / 255, (rgb_to_grey(images[:4].float() / 255) * 255)
                        .round() / 255)
+
+
+def test_greyscale_data_is_refused_before_a_run_folder_is_made(tmp_path):
+    """On grey images every target is the neutral bin: the run stops at once with a
+    message that says so and what to choose instead, and leaves no run folder; a tinted
+    copy of the same images (a little colour) is accepted."""
+    from engine.data import load_dataset
+    from engine.views import draw_views
+
+    digits = load_dataset("digits", 16)
+    cfg = small_config("colorization", 2, **{"data.dataset": "digits",
+                                              "data.resolution": 16})
+    events = list(Trainer(cfg, tmp_path, dataset=digits).run())
+    last = events[-1]
+    assert isinstance(last, ev.Failed) and last.input_error
+    assert "greyscale" in last.message and "another method" in last.message
+    assert not any(isinstance(e, ev.RunStarted) for e in events)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(UserInputError, match="colorization needs colour images"):
+        draw_views(cfg, digits)
+    tinted = digits.images.clone()
+    tinted[:, 0] = (tinted[:, 0].float() * 0.8).to(torch.uint8)  # less red: a cyan tint
+    digits.images = tinted
+    build_model(cfg, torch.device("cpu"))[0].attach_source(digits)  # no error
