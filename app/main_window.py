@@ -1034,6 +1034,7 @@ class MainWindow(QueueControl, QMainWindow):
             self.run_finished.emit(e)
         elif isinstance(e, ev.Failed):
             self.message_bar.show_message(f"The run failed: {e.message}")
+            self.run_label.setText("The run failed: the message below says why.")
             self.run_finished.emit(e)
 
     def _explain(self, verdict: str) -> str:

@@ -131,6 +131,12 @@ class ViewsPanel(QWidget):
         try:
             drawing = draw_views(cfg, source, self.draw, samples=picked)
         except (UserInputError, ValueError) as e:  # a config or data the method refuses
+            # the pictures of another method or dataset would mislead: none are shown
+            self._clear_grid()
+            self.drawing = None
+            self.timing.setText("")
+            self.title.setText(f"<b>What {cfg.method_name} trains on</b>: nothing to draw "
+                               f"for {cfg.data.dataset}; the message says why.")
             self._show_message(f"Cannot draw the views: {e}")
             return
         self.message.hide()

@@ -227,10 +227,10 @@ class Colorization(ReconstructionMethod):
         if c < MIN_CHROMA:
             name = getattr(source, "name", "the dataset")
             raise DatasetError(
-                f"colorization needs colour images: {name}'s images are greyscale (mean "
-                f"CIE chroma {c:.2f}, under {MIN_CHROMA:g}), so there is no colour to "
-                "predict. Choose another method (inpainting, denoising or MAE also "
-                "reconstruct) or a dataset in colour.")
+                f"colorization needs colour images, and the images of {name} are "
+                f"greyscale (mean CIE chroma {c:.2f}, under {MIN_CHROMA:g}): there is no "
+                "colour to predict. Choose another method (inpainting, denoising or MAE "
+                "also reconstruct) or a dataset in colour.")
 
     # ------------------------------------------------------------------ training
 

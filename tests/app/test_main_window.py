@@ -161,6 +161,7 @@ def test_bad_folder_is_reported_and_the_window_survives(window, qtbot, tmp_path)
     qtbot.waitUntil(lambda: not win.running, timeout=30_000)
     assert "no images found" in win.message_bar.text()
     assert str(empty) in win.message_bar.text()
+    assert "failed" in win.run_label.text()  # not "Starting ..." any more
     assert win.isVisible() and win.start_action.isEnabled()
     # and a good dataset still runs afterwards
     win.dataset_chooser.set_source("shapes")

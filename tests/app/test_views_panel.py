@@ -96,6 +96,7 @@ def test_colorization_on_grey_digits_says_why_before_start(window, qtbot):
     qtbot.waitUntil(lambda: win.views.message.isVisible()
                     and "needs colour images" in win.views.message.text(), timeout=60_000)
     assert "another method" in win.views.message.text()
+    assert not pictures(win.views)  # not the last method's pictures of another dataset
     win.dataset_chooser.set_source("shapes")
     qtbot.waitUntil(lambda: win.views.drawing is not None
                     and win.views.drawing.method == "colorization"
