@@ -138,9 +138,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> bool:
 
     The group settings (``lr_mult``, ``decays``, ``fused``) are what the method and the
     device ask for now, so a checkpoint saved before they existed, or on another device,
-    resumes too. A checkpoint whose parameters were
-    grouped differently (saved before a method split off a group of its own) cannot be
-    mapped onto the groups: the weights still resume, the optimiser moments start afresh.
+    resumes too. A checkpoint whose parameters were grouped differently (saved before a
+    method split off a group of its own) cannot be mapped onto the groups: the weights
+    still resume, the optimiser moments start afresh.
     """
     own = [(g["lr_mult"], g["decays"], g.get("fused")) for g in optimizer.param_groups]
     try:
