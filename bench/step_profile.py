@@ -27,11 +27,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from learning import config  # bench/learning.py, beside this file
 
 from engine.augment import ViewAugment
 from engine.data import load_configured
-from engine.model import build_model, build_optimizer, has_accelerator, pick_device, set_lr
-from engine.presets import default_config
+from engine.model import build_model, build_optimizer, pick_device, set_lr
 from engine.registry import available_methods, get_method_info
 
 PARTS = ("augment", "forward", "target", "backward", "optimizer", "after_step")
@@ -89,13 +89,7 @@ def _hook_targets(model: torch.nn.Module, clock: Clock) -> None:
 
 
 def profile(method: str, dataset: str, steps: int, overrides: list[str]) -> dict[str, Any]:
-    cfg = default_config(method, has_accelerator())
-    cfg.set("data.dataset", dataset)
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.startswith("method.") and key not in {s.key for s in cfg.specs()}:
-            continue
-        cfg.set(key, value)
+    cfg = config(method, dataset, overrides)  # as the learning bench builds it
     device = pick_device(cfg.run.device)
     torch.manual_seed(0)
     ds = load_configured(cfg.data, modality=get_method_info(method).modality)

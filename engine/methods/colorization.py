@@ -91,7 +91,7 @@ METRIC_IMAGES = 32
 #: saved as RGB have 0, colour photographs tens (shapes: 56)
 MIN_CHROMA = 1.0
 #: images of the dataset whose colourfulness is checked before a run
-CHROMA_SAMPLE = 256
+CHROMA_SAMPLE = 64
 
 
 @dataclass
@@ -221,7 +221,11 @@ class Colorization(ReconstructionMethod):
         inputs = getattr(source, "inputs", None)
         if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or len(inputs) == 0:
             return
+        # every k-th image at most 32 px a side: the mean chroma needs no more, and the
+        # views panel runs this on the GUI thread at every redraw
         sample = inputs[:: max(1, len(inputs) // CHROMA_SAMPLE)][:CHROMA_SAMPLE]
+        px = max(1, max(sample.shape[-2:]) // 32)
+        sample = sample[..., ::px, ::px]
         x01 = sample.float() / 255 if sample.dtype == torch.uint8 else sample.float()
         c = float(chroma(rgb_to_lab(x01.clamp(0, 1))[:, 1:]))
         if c < MIN_CHROMA:

@@ -15,13 +15,18 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "step_profile.py"
 
 @pytest.fixture(scope="module")
 def step_profile():
+    sys.path.insert(0, str(BENCH.parent))  # as running the script puts bench/ first
     spec = importlib.util.spec_from_file_location("step_profile", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["step_profile"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["step_profile"]
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules["step_profile"]
+        sys.modules.pop("learning", None)
+        sys.path.remove(str(BENCH.parent))
 
 
 @pytest.mark.parametrize("method", ["byol", "simclr"])
