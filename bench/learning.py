@@ -52,7 +52,7 @@ import torch
 
 from engine import events as ev
 from engine.config import Config
-from engine.model import has_accelerator
+from engine.model import autocast_dtype, has_accelerator
 from engine.presets import default_config
 from engine.registry import available_methods, get_method_info
 from engine.train import Trainer
@@ -103,17 +103,24 @@ def seconds_per_step(cfg: Config, runs_dir: str, steps: int = 12) -> float:
 
 
 def reference_speed(dataset: str, runs_dir: str) -> str:
-    """This machine's speed now, in one fixed unit: the time of SimCLR's CPU-preset step.
+    """This machine's speed now, in one fixed unit: the time of SimCLR's CPU-preset step
+    in float32 (and under AMP where this CPU has bfloat16 in hardware, which the presets
+    train in).
 
     A budget in seconds buys fewer steps on a slower machine, and this one's speed drifts
     by a third within a day; tables made at different times compare by this line."""
     cfg = default_config("simclr")
     cfg.set("data.dataset", dataset)
     cfg.set("run.device", "cpu")
+    cfg.set("run.amp", False)
     t = seconds_per_step(cfg, runs_dir)
-    return (f"Machine speed: SimCLR's CPU-preset step (small CNN, batch "
-            f"{cfg.optim.batch_size}) took {1e3 * t:.0f} ms, "
-            f"{cfg.optim.batch_size / t:.0f} images/s, when this table began.")
+    line = (f"Machine speed: SimCLR's CPU-preset step (small CNN, batch "
+            f"{cfg.optim.batch_size}) took {1e3 * t:.0f} ms in float32, "
+            f"{cfg.optim.batch_size / t:.0f} images/s")
+    if autocast_dtype(torch.device("cpu")) is not None:
+        cfg.set("run.amp", True)
+        line += f", and {1e3 * seconds_per_step(cfg, runs_dir):.0f} ms with AMP (bfloat16)"
+    return line + ", when this table began."
 
 
 def steps_for(entry: str, dataset: str, budget: float, runs_dir: str,

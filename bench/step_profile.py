@@ -10,8 +10,9 @@ and BYOL's target network, DINO's crops):
     python bench/step_profile.py [--methods simclr byol dino] [--steps 20] [--set K=V ...]
 
 Timings are wall-clock medians over ``--steps`` steps after 3 warm-up steps, on the CPU
-(or the GPU, synchronised around each part). "forward" is the method's training step less
-its augmentation and its target networks' forward; "target" is the forward of the EMA
+(or the GPU, synchronised around each part), in the precision the trainer uses there
+(``run.amp``; ``--set run.amp=false`` for float32). "forward" is the method's training
+step less its augmentation and its target networks' forward; "target" is the forward of the EMA
 targets (teacher, key encoder). Prints a Markdown table headed by the machine and date.
 """
 
@@ -31,7 +32,7 @@ from learning import config  # bench/learning.py, beside this file
 
 from engine.augment import ViewAugment
 from engine.data import load_configured
-from engine.model import build_model, build_optimizer, pick_device, set_lr
+from engine.model import autocast_dtype, build_model, build_optimizer, pick_device, set_lr
 from engine.registry import available_methods, get_method_info
 
 PARTS = ("augment", "forward", "target", "backward", "optimizer", "after_step")
@@ -105,6 +106,8 @@ def profile(method: str, dataset: str, steps: int, overrides: list[str]) -> dict
     _hook_targets(model, clock)
     original, timed = _timed_augment(clock)
     b = min(cfg.optim.batch_size, len(ds))
+    low = autocast_dtype(device) if cfg.run.amp else None  # the trainer's precision
+    precision = torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None)
     per_step: dict[str, list[float]] = defaultdict(list)
     ViewAugment.__call__ = timed  # type: ignore[method-assign]
     try:
@@ -114,7 +117,7 @@ def profile(method: str, dataset: str, steps: int, overrides: list[str]) -> dict
             clock.acc.clear()
             set_lr(opt, cfg.optim.lr)
             with clock.part("step"):
-                with clock.part("training_step"):
+                with clock.part("training_step"), precision:
                     out = model.training_step(batch, augment, gen)
                     float(out.loss.detach())
                 with clock.part("backward"):
@@ -146,9 +149,12 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     args = ap.parse_args()
     rows = [profile(m, args.dataset, args.steps, args.overrides) for m in args.methods]
+    cfg = config(args.methods[0], args.dataset, args.overrides)
+    low = autocast_dtype(pick_device(cfg.run.device)) if cfg.run.amp else None
+    precision = f"autocast {str(low).removeprefix('torch.')}" if low else "float32"
     print(f"Step profile on {args.dataset}, {time.strftime('%Y-%m-%d')}, "
           f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-          f"; ms per step (median of {args.steps}), share of the step in brackets.\n")
+          f", {precision}; ms per step (median of {args.steps}), share of the step in brackets.\n")
     print("| method | batch | step | " + " | ".join(PARTS) + " | images/s | trainable tensors |")
     print("|---|---|---|" + "---|" * len(PARTS) + "---|---|")
     for r in rows:

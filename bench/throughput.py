@@ -5,8 +5,11 @@
   one is the ceiling, what the step would cost if sampling, augmentation, the loss and
   the optimiser were free. The trainer picks its layout with
   :func:`engine.model.memory_format`; the line says whether that is the faster one.
+- **precision**: the same ceiling in float32 and under autocast in the dtype ``run.amp``
+  trains in on this device (:func:`engine.model.autocast_dtype`: bfloat16 on a GPU, and
+  on a CPU with AVX512-BF16 or AMX); none where the device has no fast low-precision path.
 - **full step**: the real ``Trainer`` loop, timed between consecutive step events
-  (monitor and checkpoint steps excluded).
+  (monitor and checkpoint steps excluded), with ``run.amp`` on and off.
 - **GFLOP/s**: the full step's floating-point work (forward and backward of one
   ``training_step``, counted by ``torch.utils.flop_counter``) divided by its time, beside
   a float32 matmul's GFLOP/s measured in the same run: the gap to what this machine can
@@ -29,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine import events as ev
 from engine.config import Config
-from engine.model import build_model, memory_format, pick_device
+from engine.model import autocast_dtype, build_model, memory_format, pick_device
 from engine.presets import default_config
 from engine.train import Trainer
 
@@ -40,8 +43,9 @@ def _sync(device: torch.device) -> None:
 
 
 def ceiling(cfg: Config, device: torch.device, steps: int,
-            fmt: torch.memory_format) -> float:
-    """Images/s of forward + backward on random inputs (2 views per image) in ``fmt``."""
+            fmt: torch.memory_format, dtype: torch.dtype | None = None) -> float:
+    """Images/s of forward + backward on random inputs (2 views per image) in ``fmt``,
+    under autocast to ``dtype`` when one is given."""
     model, _ = build_model(cfg, device)
     model = model.to(memory_format=fmt)
     model.train()
@@ -50,7 +54,9 @@ def ceiling(cfg: Config, device: torch.device, steps: int,
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        out = model.project(model.embed(x))
+        with torch.autocast(device.type, dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
+            out = model.project(model.embed(x))
         out.float().square().mean().backward()
         _sync(device)
         times.append(time.perf_counter() - t0)
@@ -107,6 +113,12 @@ def full_step(cfg: Config, steps: int) -> float:
     return cfg.optim.batch_size / statistics.median(gaps[1:])
 
 
+def _amp(cfg: Config, on: bool) -> Config:
+    cfg = cfg.copy()
+    cfg.set("run.amp", on)
+    return cfg
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="small_cnn", choices=("small_cnn", "resnet18"))
@@ -135,8 +147,19 @@ def main() -> None:
           f"({ceilings['channels_last'] / ceilings['contiguous']:.2f}x channels_last vs "
           "contiguous)")
     ceil = ceilings[best]
-    full = full_step(cfg, args.steps)
-    print(f"full training step:          {full:8.1f} images/s")
+    low = autocast_dtype(device)
+    if low is None:
+        print(f"precision: float32 only ({device} has no fast low-precision path)")
+    else:
+        fast = ceiling(cfg, device, args.steps, layouts[best], low)
+        print(f"ceiling, {str(low).removeprefix('torch.') + ':':<15} {fast:8.1f} images/s "
+              f"({fast / ceil:.2f}x float32; run.amp trains in it)")
+        slow = full_step(_amp(cfg, False), args.steps)
+        print(f"full training step, AMP off: {slow:8.1f} images/s")
+        ceil = fast
+    full = full_step(_amp(cfg, True), args.steps)
+    print(f"full training step:          {full:8.1f} images/s"
+          + (f" (AMP, {str(low).removeprefix('torch.')})" if low is not None else ""))
     print(f"ratio: {full / ceil:.1%} of the ceiling (target >= 85%)")
     flops = step_flops(cfg, device)
     achieved = flops * full / cfg.optim.batch_size / 1e9

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from engine.config import Config
-from engine.model import build_model, build_optimizer, pick_device, set_lr
+from engine.model import autocast_dtype, build_model, build_optimizer, pick_device, set_lr
 
 #: smoothing of the loss (an exponential moving average with bias correction, as fastai)
 BETA = 0.9
@@ -76,6 +76,10 @@ def lr_find(cfg: Config, source: Any = None, steps: int = 100, lr_min: float = 1
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu")
     gen.manual_seed(cfg.run.seed)
     order = torch.Generator().manual_seed(cfg.run.seed)
+    # the precision the run will train in, where it needs no loss scaling (bfloat16)
+    low = autocast_dtype(device) if cfg.run.amp else None
+    precision = torch.autocast(device.type, dtype=torch.bfloat16,
+                               enabled=low == torch.bfloat16)
     inputs = source.inputs
     n, batch = len(source), min(cfg.optim.batch_size, len(source))
     out = LRFindResult()
@@ -85,7 +89,9 @@ def lr_find(cfg: Config, source: Any = None, steps: int = 100, lr_min: float = 1
         lr = lr_min * ratio**i
         set_lr(optimizer, lr)
         idx = torch.randint(0, n, (batch,), generator=order)
-        step_out = model.training_step(inputs[idx].to(device), augment, gen)  # type: ignore[arg-type]
+        with precision:
+            step_out = model.training_step(inputs[idx].to(device), augment,  # type: ignore[arg-type]
+                                           gen)
         loss = float(step_out.loss.detach())
         if not math.isfinite(loss):
             out.stopped_early = True

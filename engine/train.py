@@ -59,6 +59,7 @@ from engine.events import (
     StepMetrics,
 )
 from engine.model import (
+    autocast_dtype,
     build_model,
     build_optimizer,
     calibrate_batchnorm,
@@ -360,9 +361,10 @@ class Trainer:
             converted = distributed.convert_sync_batchnorm(self.model, device)
             assert converted is self.model  # the method object itself is never a BatchNorm
         self.optimizer = build_optimizer(self.model, cfg)
-        self.use_amp = cfg.run.amp and device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported()
-                          else torch.float16)
+        # mixed precision where the device has a fast low-precision path (autocast_dtype);
+        # the losses compute in float32 under it. float16 (older GPUs) needs loss scaling.
+        self.amp_dtype = autocast_dtype(device)
+        self.use_amp = cfg.run.amp and self.amp_dtype is not None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp
                                            and self.amp_dtype == torch.float16)
         # the method's own augmentation: the loop only hands it back to training_step
@@ -472,11 +474,14 @@ class Trainer:
         return inputs.to(device) if nbytes < free // 4 else inputs
 
     def _device_text(self) -> str:
+        """Where the run trains, and in what precision when it is not float32."""
         w = self.world
+        amp = (f" (AMP, {str(self.amp_dtype).removeprefix('torch.')})"
+               if self.use_amp else "")
         if not w.distributed:
-            return str(self.device)
+            return f"{self.device}{amp}"
         kind = "cuda" if self.device.type == "cuda" else "cpu"
-        return f"{kind} × {w.size} processes ({w.backend})"
+        return f"{kind} × {w.size} processes ({w.backend}){amp}"
 
     def _open_run_folder(self, ds: DataSource
                          ) -> tuple[RunFolder | None, int, float,
@@ -565,7 +570,7 @@ class Trainer:
         batch = self._next_batch()
         lr = schedule_lr(s.step, cfg)
         set_lr(self.optimizer, lr)
-        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.use_amp
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.use_amp
                     else nullcontext())
         with autocast:
             if self._ddp is not None:
@@ -667,7 +672,7 @@ class Trainer:
             for g in self.optimizer.param_groups:
                 if g["decays"]:
                     g["weight_decay"] = cfg.optim.weight_decay
-        self.use_amp = cfg.run.amp and self.device.type == "cuda"
+        self.use_amp = cfg.run.amp and self.amp_dtype is not None
         self.state.total = cfg.optim.max_steps
         cfg.save(run.config_path)
         run.update_summary(total_steps=cfg.optim.max_steps)

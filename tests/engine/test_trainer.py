@@ -194,3 +194,51 @@ def test_adamw_is_fused_on_the_cpu_and_steps_as_the_loop_does():
     # resumes into the fused one, which stays fused
     assert load_optimizer_state(opt, plain.state_dict())
     assert all(g["fused"] is True for g in opt.param_groups)
+
+
+@pytest.mark.parametrize(("probes", "expected"), [
+    ({"_is_avx512_bf16_supported": True, "_is_amx_tile_supported": False}, torch.bfloat16),
+    ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": True}, torch.bfloat16),
+    ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": False}, None),
+    ({}, None),  # a torch without the probes: float32, as before
+])
+def test_cpu_mixed_precision_only_where_the_cpu_has_bf16(monkeypatch, probes, expected):
+    """bf16 is emulated (slower than float32) on CPUs without AVX512-BF16 or AMX."""
+    import engine.model as model_mod
+
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        if name in probes:
+            monkeypatch.setattr(torch.cpu, name, lambda v=probes[name]: v, raising=False)
+        else:
+            monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert model_mod.autocast_dtype(torch.device("cpu")) is expected
+    assert model_mod.autocast_dtype(torch.device("mps")) is None
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_cpu_steps_run_in_bfloat16_under_amp_with_float32_losses(tmp_path, monkeypatch, amp):
+    """With ``run.amp`` on a bf16 CPU the network computes in bfloat16 (the speed-up) while
+    the weights, the loss and the optimiser stay float32; off, everything is float32."""
+    import engine.train as train_mod
+    from engine.methods.simclr import SimCLR
+
+    monkeypatch.setattr(train_mod, "autocast_dtype", lambda device: torch.bfloat16)
+    seen: dict[str, torch.dtype] = {}
+    step = SimCLR.training_step
+
+    def spy(self, images, augment, generator):
+        out = step(self, images, augment, generator)
+        seen["features"] = self.backbone(augment(images, generator)).dtype
+        seen["loss"] = out.loss.dtype
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", spy)
+    t = Trainer(small_config("simclr", 3, **{"run.amp": amp}), tmp_path)
+    events = list(t.run())
+    assert isinstance(events[-1], ev.Finished) and events[-1].status == "finished"
+    assert seen == {"features": torch.bfloat16 if amp else torch.float32,
+                    "loss": torch.float32}
+    assert all(p.dtype == torch.float32 for p in t.model.parameters())
+    # the run says where and in what precision it trains (window and CLI show it)
+    started = next(e for e in events if isinstance(e, ev.RunStarted))
+    assert started.device == ("cpu (AMP, bfloat16)" if amp else "cpu")
