@@ -117,7 +117,7 @@ def reference_speed(dataset: str, runs_dir: str) -> str:
     line = (f"Machine speed: SimCLR's CPU-preset step (small CNN, batch "
             f"{cfg.optim.batch_size}) took {1e3 * t:.0f} ms in float32, "
             f"{cfg.optim.batch_size / t:.0f} images/s")
-    if autocast_dtype(torch.device("cpu")) is not None:
+    if autocast_dtype(torch.device("cpu"), "small_cnn") is not None:
         cfg.set("run.amp", True)
         line += f", and {1e3 * seconds_per_step(cfg, runs_dir):.0f} ms with AMP (bfloat16)"
     return line + ", when this table began."

@@ -94,7 +94,7 @@ def profile(method: str, dataset: str, steps: int, overrides: list[str]) -> dict
     device = pick_device(cfg.run.device)
     torch.manual_seed(0)
     ds = load_configured(cfg.data, modality=get_method_info(method).modality)
-    model, _ = build_model(cfg, device)
+    model, backbone_name = build_model(cfg, device)
     model.attach_source(ds)
     model.train()
     opt = build_optimizer(model, cfg)
@@ -106,7 +106,7 @@ def profile(method: str, dataset: str, steps: int, overrides: list[str]) -> dict
     _hook_targets(model, clock)
     original, timed = _timed_augment(clock)
     b = min(cfg.optim.batch_size, len(ds))
-    low = autocast_dtype(device) if cfg.run.amp else None  # the trainer's precision
+    low = autocast_dtype(device, backbone_name) if cfg.run.amp else None  # the trainer's
     precision = torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None)
     per_step: dict[str, list[float]] = defaultdict(list)
     ViewAugment.__call__ = timed  # type: ignore[method-assign]
@@ -137,7 +137,8 @@ def profile(method: str, dataset: str, steps: int, overrides: list[str]) -> dict
     med = {k: statistics.median(v) for k, v in per_step.items()}
     return {"method": method, "batch": b, "median": med, "per_step": dict(per_step),
             "params": sum(p.numel() for p in model.parameters()),
-            "tensors": sum(1 for p in model.parameters() if p.requires_grad)}
+            "tensors": sum(1 for p in model.parameters() if p.requires_grad),
+            "precision": str(low).removeprefix("torch.") if low else "float32"}
 
 
 def main() -> None:
@@ -149,20 +150,18 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     args = ap.parse_args()
     rows = [profile(m, args.dataset, args.steps, args.overrides) for m in args.methods]
-    cfg = config(args.methods[0], args.dataset, args.overrides)
-    low = autocast_dtype(pick_device(cfg.run.device)) if cfg.run.amp else None
-    precision = f"autocast {str(low).removeprefix('torch.')}" if low else "float32"
     print(f"Step profile on {args.dataset}, {time.strftime('%Y-%m-%d')}, "
           f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-          f", {precision}; ms per step (median of {args.steps}), share of the step in brackets.\n")
-    print("| method | batch | step | " + " | ".join(PARTS) + " | images/s | trainable tensors |")
-    print("|---|---|---|" + "---|" * len(PARTS) + "---|---|")
+          f"; ms per step (median of {args.steps}), share of the step in brackets.\n")
+    print("| method | batch | step | " + " | ".join(PARTS)
+          + " | images/s | trainable tensors | precision |")
+    print("|---|---|---|" + "---|" * len(PARTS) + "---|---|---|")
     for r in rows:
         med, total = r["median"], r["median"]["step"]
         cells = [f"{1e3 * med.get(p, 0.0):.1f} ({100 * med.get(p, 0.0) / total:.0f} %)"
                  for p in PARTS]
         print(f"| {r['method']} | {r['batch']} | {1e3 * total:.1f} | " + " | ".join(cells)
-              + f" | {r['batch'] / total:.0f} | {r['tensors']} |")
+              + f" | {r['batch'] / total:.0f} | {r['tensors']} | {r['precision']} |")
 
 
 if __name__ == "__main__":

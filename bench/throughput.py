@@ -147,7 +147,7 @@ def main() -> None:
           f"({ceilings['channels_last'] / ceilings['contiguous']:.2f}x channels_last vs "
           "contiguous)")
     ceil = ceilings[best]
-    low = autocast_dtype(device)
+    low = autocast_dtype(device, args.backbone)
     if low is None:
         print(f"precision: float32 only ({device} has no fast low-precision path)")
     else:

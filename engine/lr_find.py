@@ -68,7 +68,7 @@ def lr_find(cfg: Config, source: Any = None, steps: int = 100, lr_min: float = 1
         source = load_configured(cfg.data, modality=get_method_info(cfg.method_name).modality)
     device = pick_device(cfg.run.device)
     torch.manual_seed(cfg.run.seed)
-    model, _ = build_model(cfg, device)
+    model, backbone_name = build_model(cfg, device)
     model.attach_source(source)
     model.train()
     optimizer = build_optimizer(model, cfg)
@@ -77,7 +77,7 @@ def lr_find(cfg: Config, source: Any = None, steps: int = 100, lr_min: float = 1
     gen.manual_seed(cfg.run.seed)
     order = torch.Generator().manual_seed(cfg.run.seed)
     # the precision the run will train in, where it needs no loss scaling (bfloat16)
-    low = autocast_dtype(device) if cfg.run.amp else None
+    low = autocast_dtype(device, backbone_name) if cfg.run.amp else None
     precision = torch.autocast(device.type, dtype=torch.bfloat16,
                                enabled=low == torch.bfloat16)
     inputs = source.inputs

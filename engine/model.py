@@ -41,14 +41,16 @@ def has_accelerator() -> bool:
     return pick_device("auto").type != "cpu"
 
 
+#: backbones whose CPU training is faster under bfloat16 autocast: convolutions
+CPU_BF16_BACKBONES = frozenset({"small_cnn", "resnet18"})
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX).
 
-    oneDNN then runs bf16 convolutions and matmuls about twice as fast as float32 (the
-    small CNN's forward+backward at batch 256: 153 -> 91 ms on a 2-core Sapphire Rapids,
-    ``bench/throughput.py``); without it bf16 is emulated and slower than float32, so mixed
-    precision stays off there. The probes are private torch functions: if a later torch
-    drops them, the answer is False and nothing else changes."""
+    Without it bf16 is emulated and slower than float32. The probes are private torch
+    functions: if a later torch drops them, the answer is False and nothing else
+    changes."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     for name in probes:
         probe = getattr(torch.cpu, name, None)
@@ -60,13 +62,18 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The mixed-precision dtype ``run.amp`` trains in on a device, or None where it would
-    not pay: bfloat16 on a GPU that has it (no loss scaling needed), else float16; on CPU
-    bfloat16 where the CPU has it in hardware; nothing on other devices (MPS)."""
+def autocast_dtype(device: torch.device, backbone_name: str) -> torch.dtype | None:
+    """The mixed-precision dtype ``run.amp`` trains in, or None where it would not pay.
+
+    On a GPU: bfloat16 where it has it (no loss scaling needed), else float16. On a CPU
+    with bfloat16 in hardware, only convolutional backbones: oneDNN runs their bf16
+    convolutions about 1.7x faster (the small CNN's forward+backward at batch 256,
+    153 -> 91 ms on a 2-core Sapphire Rapids), while the transformers' steps get slower
+    (MAE's ViT 147 -> 268 ms, GPT's text encoder 42 -> 51 ms, 2026-12-02;
+    ``bench/throughput.py``). Nothing on other devices (MPS)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_has_native_bf16():
+    if device.type == "cpu" and backbone_name in CPU_BF16_BACKBONES and cpu_has_native_bf16():
         return torch.bfloat16
     return None
 

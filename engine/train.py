@@ -363,7 +363,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         # mixed precision where the device has a fast low-precision path (autocast_dtype);
         # the losses compute in float32 under it. float16 (older GPUs) needs loss scaling.
-        self.amp_dtype = autocast_dtype(device)
+        self.amp_dtype = autocast_dtype(device, self.backbone_name)
         self.use_amp = cfg.run.amp and self.amp_dtype is not None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp
                                            and self.amp_dtype == torch.float16)

@@ -203,7 +203,8 @@ def test_adamw_is_fused_on_the_cpu_and_steps_as_the_loop_does():
     ({}, None),  # a torch without the probes: float32, as before
 ])
 def test_cpu_mixed_precision_only_where_the_cpu_has_bf16(monkeypatch, probes, expected):
-    """bf16 is emulated (slower than float32) on CPUs without AVX512-BF16 or AMX."""
+    """bf16 is emulated (slower than float32) on CPUs without AVX512-BF16 or AMX, and
+    slower for transformers even with them: only convolutional backbones take it."""
     import engine.model as model_mod
 
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
@@ -211,8 +212,11 @@ def test_cpu_mixed_precision_only_where_the_cpu_has_bf16(monkeypatch, probes, ex
             monkeypatch.setattr(torch.cpu, name, lambda v=probes[name]: v, raising=False)
         else:
             monkeypatch.delattr(torch.cpu, name, raising=False)
-    assert model_mod.autocast_dtype(torch.device("cpu")) is expected
-    assert model_mod.autocast_dtype(torch.device("mps")) is None
+    assert model_mod.autocast_dtype(torch.device("cpu"), "small_cnn") is expected
+    assert model_mod.autocast_dtype(torch.device("cpu"), "resnet18") is expected
+    for transformer in ("vit", "transformer"):
+        assert model_mod.autocast_dtype(torch.device("cpu"), transformer) is None
+    assert model_mod.autocast_dtype(torch.device("mps"), "small_cnn") is None
 
 
 @pytest.mark.parametrize("amp", [True, False])
@@ -222,7 +226,7 @@ def test_cpu_steps_run_in_bfloat16_under_amp_with_float32_losses(tmp_path, monke
     import engine.train as train_mod
     from engine.methods.simclr import SimCLR
 
-    monkeypatch.setattr(train_mod, "autocast_dtype", lambda device: torch.bfloat16)
+    monkeypatch.setattr(train_mod, "autocast_dtype", lambda device, name: torch.bfloat16)
     seen: dict[str, torch.dtype] = {}
     step = SimCLR.training_step
 
