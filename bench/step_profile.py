@@ -32,7 +32,14 @@ from learning import config  # bench/learning.py, beside this file
 
 from engine.augment import ViewAugment
 from engine.data import load_configured
-from engine.model import autocast_dtype, build_model, build_optimizer, pick_device, set_lr
+from engine.model import (
+    autocast_dtype,
+    build_model,
+    build_optimizer,
+    pick_device,
+    precision,
+    set_lr,
+)
 from engine.registry import available_methods, get_method_info
 
 PARTS = ("augment", "forward", "target", "backward", "optimizer", "after_step")
@@ -107,7 +114,6 @@ def profile(method: str, dataset: str, steps: int, overrides: list[str]) -> dict
     original, timed = _timed_augment(clock)
     b = min(cfg.optim.batch_size, len(ds))
     low = autocast_dtype(device, backbone_name) if cfg.run.amp else None  # the trainer's
-    precision = torch.autocast(device.type, dtype=low or torch.float32, enabled=low is not None)
     per_step: dict[str, list[float]] = defaultdict(list)
     ViewAugment.__call__ = timed  # type: ignore[method-assign]
     try:
@@ -117,7 +123,7 @@ def profile(method: str, dataset: str, steps: int, overrides: list[str]) -> dict
             clock.acc.clear()
             set_lr(opt, cfg.optim.lr)
             with clock.part("step"):
-                with clock.part("training_step"), precision:
+                with clock.part("training_step"), precision(device, low):
                     out = model.training_step(batch, augment, gen)
                     float(out.loss.detach())
                 with clock.part("backward"):

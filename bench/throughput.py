@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine import events as ev
 from engine.config import Config
-from engine.model import autocast_dtype, build_model, memory_format, pick_device
+from engine.model import autocast_dtype, build_model, memory_format, pick_device, precision
 from engine.presets import default_config
 from engine.train import Trainer
 
@@ -54,8 +54,7 @@ def ceiling(cfg: Config, device: torch.device, steps: int,
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype or torch.float32,
-                            enabled=dtype is not None):
+        with precision(device, dtype):
             out = model.project(model.embed(x))
         out.float().square().mean().backward()
         _sync(device)

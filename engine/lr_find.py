@@ -26,7 +26,14 @@ from typing import Any
 import torch
 
 from engine.config import Config
-from engine.model import autocast_dtype, build_model, build_optimizer, pick_device, set_lr
+from engine.model import (
+    autocast_dtype,
+    build_model,
+    build_optimizer,
+    pick_device,
+    precision,
+    set_lr,
+)
 
 #: smoothing of the loss (an exponential moving average with bias correction, as fastai)
 BETA = 0.9
@@ -78,8 +85,7 @@ def lr_find(cfg: Config, source: Any = None, steps: int = 100, lr_min: float = 1
     order = torch.Generator().manual_seed(cfg.run.seed)
     # the precision the run will train in, where it needs no loss scaling (bfloat16)
     low = autocast_dtype(device, backbone_name) if cfg.run.amp else None
-    precision = torch.autocast(device.type, dtype=torch.bfloat16,
-                               enabled=low == torch.bfloat16)
+    step_precision = precision(device, low if low == torch.bfloat16 else None)
     inputs = source.inputs
     n, batch = len(source), min(cfg.optim.batch_size, len(source))
     out = LRFindResult()
@@ -89,7 +95,7 @@ def lr_find(cfg: Config, source: Any = None, steps: int = 100, lr_min: float = 1
         lr = lr_min * ratio**i
         set_lr(optimizer, lr)
         idx = torch.randint(0, n, (batch,), generator=order)
-        with precision:
+        with step_precision:
             step_out = model.training_step(inputs[idx].to(device), augment,  # type: ignore[arg-type]
                                            gen)
         loss = float(step_out.loss.detach())

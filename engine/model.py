@@ -78,6 +78,13 @@ def autocast_dtype(device: torch.device, backbone_name: str) -> torch.dtype | No
     return None
 
 
+def precision(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device`` (from :func:`autocast_dtype`), or a disabled
+    autocast for None: float32, whatever encloses it. The one way every training-step
+    caller (trainer, lr-find, benches) enters the trainer's precision."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def memory_format(backbone_name: str, device: torch.device) -> torch.memory_format:
     """The fastest layout of a backbone's activations on a device.
 

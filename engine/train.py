@@ -29,7 +29,6 @@ import threading
 import time
 import traceback
 from collections.abc import Generator, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,7 @@ from engine.model import (
     build_optimizer,
     calibrate_batchnorm,
     pick_device,
+    precision,
     schedule_lr,
     set_lr,
 )
@@ -364,8 +364,7 @@ class Trainer:
         # mixed precision where the device has a fast low-precision path (autocast_dtype);
         # the losses compute in float32 under it. float16 (older GPUs) needs loss scaling.
         self.amp_dtype = autocast_dtype(device, self.backbone_name)
-        self.use_amp = cfg.run.amp and self.amp_dtype is not None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.run.amp
                                            and self.amp_dtype == torch.float16)
         # the method's own augmentation: the loop only hands it back to training_step
         self.augment: Any = self.model.train_augment()
@@ -473,6 +472,11 @@ class Trainer:
         nbytes = inputs.numel() * inputs.element_size()
         return inputs.to(device) if nbytes < free // 4 else inputs
 
+    @property
+    def use_amp(self) -> bool:
+        """Whether steps run in mixed precision now (``run.amp`` may change while paused)."""
+        return self.cfg.run.amp and self.amp_dtype is not None
+
     def _device_text(self) -> str:
         """Where the run trains, and in what precision when it is not float32."""
         w = self.world
@@ -570,9 +574,7 @@ class Trainer:
         batch = self._next_batch()
         lr = schedule_lr(s.step, cfg)
         set_lr(self.optimizer, lr)
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.use_amp
-                    else nullcontext())
-        with autocast:
+        with precision(self.device, self.amp_dtype if self.use_amp else None):
             if self._ddp is not None:
                 out = self._ddp(batch, self.augment, self.gen)
             else:
@@ -672,7 +674,6 @@ class Trainer:
             for g in self.optimizer.param_groups:
                 if g["decays"]:
                     g["weight_decay"] = cfg.optim.weight_decay
-        self.use_amp = cfg.run.amp and self.amp_dtype is not None
         self.state.total = cfg.optim.max_steps
         cfg.save(run.config_path)
         run.update_summary(total_steps=cfg.optim.max_steps)
