@@ -74,7 +74,7 @@ def _load_engine() -> dict[str, Any]:
 
     from engine.config import field_specs
     from engine.evaluate import EvalOptions
-    from engine.model import pick_device
+    from engine.model import cpu_has_native_bf16, pick_device
     from engine.registry import available_methods
 
     device = pick_device("auto")
@@ -83,7 +83,9 @@ def _load_engine() -> dict[str, Any]:
     elif device.type == "mps":
         text = "GPU: Apple MPS"
     else:
-        text = f"CPU ({torch.get_num_threads()} threads)"
+        # with bfloat16 in hardware, run.amp trains the convolutional backbones in it
+        bf16 = ", bfloat16" if cpu_has_native_bf16() else ""
+        text = f"CPU ({torch.get_num_threads()} threads{bf16})"
     return {"methods": available_methods(), "device": text, "accelerator": device.type != "cpu",
             "eval_specs": field_specs(EvalOptions(), "eval")}
 

@@ -7,6 +7,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+import torch
+
 from engine import events as ev
 from tests.app.conftest import FAST, set_fields
 
@@ -37,6 +40,20 @@ def test_window_shows_before_torch_is_imported():
     assert "torch loaded at show: False" in r.stdout
     assert "torch loaded after: True" in r.stdout
     assert "simclr" in r.stdout
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_the_device_line_says_when_the_cpu_trains_in_bfloat16(monkeypatch, bf16):
+    """run.amp trains the CNNs in bfloat16 only on CPUs that have it in hardware: the
+    bottom line of the window tells which kind of CPU this is."""
+    import engine.model
+    from app.main_window import _load_engine
+
+    monkeypatch.setattr(engine.model, "pick_device", lambda _: torch.device("cpu"))
+    monkeypatch.setattr(engine.model, "cpu_has_native_bf16", lambda: bf16)
+    text = _load_engine()["device"]
+    assert text.startswith("CPU (") and text.endswith("threads, bfloat16)" if bf16 else
+                                                      "threads)"), text
 
 
 def test_start_pause_resume_stop_from_the_window(window, qtbot):
