@@ -74,20 +74,36 @@ FAIR_SHARE = 0.3
 NOT_LEARNING_MARGIN = 0.01
 
 
+#: families whose features can separate classes linearly while their kNN stays low
+LINEAR_READOUT_FAMILIES = ("pretext", "reconstruction")
+
+
 def not_learning_message(baseline_knn: float | None, knn: float | None, step: int,
-                         total_steps: int) -> str | None:
+                         total_steps: int, family: str | None = None) -> str | None:
     """Plain words when, after a fair share of the run, the trained encoder's kNN accuracy
     is no better than the random encoder's (its BatchNorm calibrated on the same data):
     the training has not made the features better than none, however the loss looks.
-    None while it is too early to say, or when the run beats its baseline."""
+    None while it is too early to say, or when the run beats its baseline.
+
+    For pretext and reconstruction methods (``family``) it adds that a linear probe may
+    still find the classes: their features are not trained to put similar images close
+    (He et al. 2022 evaluate MAE by linear probe and fine-tuning), and on the built-in
+    digits jigsaw's and denoising's kNN ends below the random encoder's while their probe
+    gains 9-13 points (README)."""
     if baseline_knn is None or knn is None or total_steps <= 0:
         return None
     if step < FAIR_SHARE * total_steps or knn > baseline_knn + NOT_LEARNING_MARGIN:
         return None
+    probe = ""
+    if family in LINEAR_READOUT_FAMILIES:
+        probe = (f" A {family} method's features can separate classes linearly while "
+                 "their nearest neighbours do not: the linear probe (Evaluate tab, or "
+                 "python -m engine eval RUN --protocols linear) tells whether this run "
+                 "learned.")
     return (f"Not learning yet: after {step} of {total_steps} steps the encoder's kNN "
             f"accuracy ({knn:.1%}) is no better than a random encoder's ({baseline_knn:.1%}, "
             "its BatchNorm calibrated on this data), so the training has not made the "
             "features better than none, whatever the loss says. Try a longer schedule, a "
             "milder crop (a higher augment.crop_min_scale), a higher data.resolution for "
             "small objects, or another method (SimCLR and VICReg learn fastest on small "
-            "budgets).")
+            "budgets)." + probe)

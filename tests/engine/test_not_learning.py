@@ -17,6 +17,18 @@ def test_too_early_or_above_the_baseline_says_nothing():
     text = not_learning_message(0.5, 0.49, 50, 100)
     assert text is not None and "50 of 100 steps" in text and "49.0%" in text
     assert "50.0%" in text and "BatchNorm" in text and "crop_min_scale" in text
+    assert "linear probe" not in text
+
+
+def test_pretext_and_reconstruction_runs_are_pointed_to_the_linear_probe():
+    """Their kNN can stay below the random encoder's while a linear probe gains (jigsaw and
+    denoising on digits, README): the message says where to look."""
+    for family in ("pretext", "reconstruction"):
+        text = not_learning_message(0.5, 0.4, 50, 100, family)
+        assert text is not None and "--protocols linear" in text and family in text
+    for family in ("contrastive", "non-contrastive"):
+        text = not_learning_message(0.5, 0.4, 50, 100, family)
+        assert text is not None and "linear probe" not in text
 
 
 def test_a_run_that_does_not_learn_is_told_once(tmp_path):
@@ -27,6 +39,7 @@ def test_a_run_that_does_not_learn_is_told_once(tmp_path):
     said = [e.message for e in events if isinstance(e, ev.RunWarning)
             and e.message.startswith("Not learning yet")]
     assert len(said) == 1, said
+    assert "--protocols linear" in said[0]  # MAE is a reconstruction method
     assert isinstance(events[-1], ev.Finished)
     assert RunFolder(events[-1].run_dir).read_summary()["not_learning_at"] == 4
 
