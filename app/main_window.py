@@ -84,7 +84,8 @@ def _load_engine() -> dict[str, Any]:
         text = "GPU: Apple MPS"
     else:
         # with bfloat16 in hardware, run.amp trains the convolutional backbones in it
-        bf16 = ", bfloat16" if cpu_has_native_bf16() else ""
+        # (the ViT and the text encoder stay float32: engine.model.autocast_dtype)
+        bf16 = ", bfloat16 for CNNs" if cpu_has_native_bf16() else ""
         text = f"CPU ({torch.get_num_threads()} threads{bf16})"
     return {"methods": available_methods(), "device": text, "accelerator": device.type != "cpu",
             "eval_specs": field_specs(EvalOptions(), "eval")}

@@ -52,7 +52,7 @@ def test_the_device_line_says_when_the_cpu_trains_in_bfloat16(monkeypatch, bf16)
     monkeypatch.setattr(engine.model, "pick_device", lambda _: torch.device("cpu"))
     monkeypatch.setattr(engine.model, "cpu_has_native_bf16", lambda: bf16)
     text = _load_engine()["device"]
-    assert text.startswith("CPU (") and text.endswith("threads, bfloat16)" if bf16 else
+    assert text.startswith("CPU (") and text.endswith("threads, bfloat16 for CNNs)" if bf16 else
                                                       "threads)"), text
 
 
