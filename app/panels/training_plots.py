@@ -77,6 +77,11 @@ def metric_name(key: str) -> str:
     return METRIC_NAMES.get(key, key.replace("_", " "))
 
 
+#: the smallest y span the monitor plots zoom to: a tenth of a typical healthy per-dim
+#: std (1/√d is 0.03-0.09 at d = 128-1024), one dimension of effective rank, a twentieth
+#: of a bit per token
+MIN_SPAN = {"std": 0.005, "rank": 1.0, "bits / token": 0.05}
+
 EXTRA_COLORS = ["#17becf", "#bcbd22", "#e377c2", "#8c564b", "#7f7f7f", "#1f77b4",
                 "#ff7f0e", "#2ca02c"]
 
@@ -157,6 +162,10 @@ class TrainingPlots(QWidget):
         self.ref_line.hide()
         self.std_plot.addItem(self.ref_line)
         self.rank_plot = self._plot(1, 1, "Effective rank (RankMe)", "rank")
+        # a monitor score is measured on a fixed set, so a run that does not learn gives a
+        # flat curve; autoscaled to its 1e-6 wobble it would read as a steep rise or fall
+        self.std_plot.getViewBox().setLimits(minYRange=MIN_SPAN["std"])
+        self.rank_plot.getViewBox().setLimits(minYRange=MIN_SPAN["rank"])
         self._curve("rank", self.rank_plot, PALETTE["rank"], 2, "projector", symbol=True)
         self._curve("backbone_rank", self.rank_plot, PALETTE["backbone_rank"], 2, "backbone",
                     symbol=True)
@@ -304,6 +313,8 @@ class TrainingPlots(QWidget):
         plot = self._new_plot(spec.title, spec.ylabel)
         if spec.ylabel == "accuracy":
             plot.setYRange(0, 1)
+        elif spec.ylabel in MIN_SPAN:
+            plot.getViewBox().setLimits(minYRange=MIN_SPAN[spec.ylabel])
         self.heldout_plot = plot
         self._curve(f"heldout:{spec.key}", plot, spec.colour, 2, spec.name, symbol=True)
         line = pg.InfiniteLine(

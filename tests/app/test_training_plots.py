@@ -58,3 +58,33 @@ def test_method_metrics_get_their_own_curves(qtbot):
     assert w.point_count("extra:invariance") == 10 and w.point_count("extra:variance") == 10
     w.clear()
     assert "extra:invariance" not in w.curves and w.method_plot is None
+
+
+def test_a_flat_monitor_curve_is_drawn_flat_not_zoomed_to_its_wobble(qtbot):
+    """A run that does not learn repeats its monitor scores to the sixth digit; autoscaled
+    to that wobble, a flat effective rank read as a steep fall."""
+    w = TrainingPlots()
+    qtbot.addWidget(w)
+    w.resize(900, 600)
+    w.show()
+    for i, wobble in enumerate((1.5e-6, 0.0, 0.8e-6, 0.3e-6)):
+        w.add_event(MonitorReport(step=100 * i, epoch=0.0, baseline=i == 0, knn_accuracy=0.3,
+                                  std=0.0412 + wobble / 100, std_reference=0.0884,
+                                  effective_rank=3.554186 + wobble, dim=128,
+                                  backbone_rank=3.554186 + wobble, backbone_dim=128))
+    w.refresh()
+    qtbot.wait(50)
+    (_, _), (lo, hi) = w.rank_plot.viewRange()
+    assert hi - lo >= 1.0 and lo < 3.554186 < hi
+    (_, _), (lo, hi) = w.std_plot.viewRange()
+    assert hi - lo >= 0.005 and lo < 0.0412 < hi
+    # a rank that does move is still autoscaled to its own range
+    w.clear()
+    for i, rank in enumerate((90.0, 40.0, 12.0)):
+        w.add_event(MonitorReport(step=100 * i, epoch=0.0, baseline=i == 0, knn_accuracy=0.3,
+                                  std=0.05, std_reference=0.0884, effective_rank=rank,
+                                  dim=128, backbone_rank=rank, backbone_dim=128))
+    w.refresh()
+    qtbot.wait(50)
+    (_, _), (lo, hi) = w.rank_plot.viewRange()
+    assert lo <= 12.0 and 90.0 <= hi < 120.0
