@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QPixmap
+from PySide6.QtGui import QFont, QMouseEvent, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -159,7 +159,7 @@ class SimilarityMap(pg.GraphicsLayoutWidget):
         self.numbers: list[pg.TextItem] = []
         self.matrix: np.ndarray | None = None
         self.row_captions: list[str] = []
-        self.scene().sigMouseMoved.connect(self._on_mouse)
+        self._hovered_cell = (-1, -1)
         self.plot.vb.sigResized.connect(self._fit_numbers)
         self.plot.vb.sigRangeChanged.connect(self._fit_numbers)
 
@@ -170,6 +170,7 @@ class SimilarityMap(pg.GraphicsLayoutWidget):
         ``levels``, with the row images and captions when given."""
         p = self.plot
         self.matrix = mat
+        self._hovered_cell = (-1, -1)  # the next move names the new values
         for item in self.thumbs + self.numbers:
             p.removeItem(item)
         self.thumbs, self.numbers = [], []
@@ -242,8 +243,15 @@ class SimilarityMap(pg.GraphicsLayoutWidget):
         """A cell's centre in scene coordinates (tests hover it)."""
         return self.plot.vb.mapViewToScene(QPointF(col + 0.5, row + 0.5))
 
-    def _on_mouse(self, scene_pos: QPointF) -> None:
-        self.hovered.emit(*self.cell_at(scene_pos))
+    def mouseMoveEvent(self, ev: QMouseEvent) -> None:  # noqa: N802 - Qt override
+        """Every move, not the scene's ``sigMouseMoved``: pyqtgraph drops moves that come
+        within 1/``mouseRateLimit`` s of the last one, and when the dropped one is where
+        the mouse stops, the hover line names the cell it came from."""
+        super().mouseMoveEvent(ev)
+        cell = self.cell_at(self.mapToScene(ev.position().toPoint()))
+        if cell != self._hovered_cell:
+            self._hovered_cell = cell
+            self.hovered.emit(*cell)
 
 
 class ResultCard(QFrame):
