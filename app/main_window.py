@@ -148,6 +148,8 @@ class MainWindow(QueueControl, QMainWindow):
         self._all_methods: list[Any] = []
         self._last_method: dict[str, str] = {}  # by modality: what to go back to
         self._folder_applied: dict[str, Any] = {}  # what was set on the form for it
+        # the form holds a saved run's settings: its folder's defaults are already in them
+        self._form_from_run: str | None = None
         self._initial_overrides = list(overrides or [])
         self.setWindowTitle("SelfSup Workbench")
         self.resize(1400, 860)
@@ -192,6 +194,7 @@ class MainWindow(QueueControl, QMainWindow):
         self.runs = RunsPanel(runs_dir)
         self.runs.open_requested.connect(self.open_run)
         self.runs.resume_requested.connect(lambda path: self.resume_run(path))
+        self.runs.settings_requested.connect(self.use_run_settings)
         self.runs.delete_requested.connect(self.delete_run)
         self.runs.export_requested.connect(self.export_run)
         self.tabs.addTab(self.runs, "Runs")
@@ -416,6 +419,7 @@ class MainWindow(QueueControl, QMainWindow):
         from engine.presets import default_config
 
         info = self.methods[name]
+        self._form_from_run = None  # the form goes back to the preset
         if self.data_modality is None or self._fits(info):
             self._last_method[data_kind(info.modality)] = name
         # the preset in force on this device: the form's values and its tooltips' defaults
@@ -547,6 +551,7 @@ class MainWindow(QueueControl, QMainWindow):
 
     def _on_dataset_changed(self, _source: str) -> None:
         self.data_modality = None  # until the chooser has looked at the new source
+        self._form_from_run = None  # another dataset: its folder's defaults apply
 
     def _apply_folder_defaults(self, *_: Any) -> None:
         """Set the chosen image folder's resolution, crop scale and batch size on the form
@@ -566,6 +571,10 @@ class MainWindow(QueueControl, QMainWindow):
 
         name = self.method_combo.currentData()
         if self.running or not name or name not in self.methods:
+            return
+        if self._form_from_run is not None:
+            self.dataset_chooser.show_defaults(
+                f"Settings filled in from run {self._form_from_run}.")
             return
         from engine.data import folder_defaults as fd
         from engine.presets import default_config
@@ -854,6 +863,53 @@ class MainWindow(QueueControl, QMainWindow):
             f"Viewing <b>{summary.get('method', '?')}</b> run <code>{run.id}</code> "
             f"({summary.get('status', 'unknown')}, step {summary.get('step', 0)}){result}")
         self.tabs.setCurrentWidget(self.plots)
+        return True
+
+    def use_run_settings(self, run_dir: str) -> bool:
+        """Fill the form with a saved run's method, dataset and every setting, so it can be
+        trained again with one thing changed (the experiment loop: change, compare)."""
+        from engine.errors import UserInputError
+        from engine.presets import default_config, load_toml
+        from engine.runs import RunFolder
+
+        if self.running or not self.methods:
+            if self.running:
+                self.message_bar.show_message(
+                    "Stop the current run before filling the form with another run's "
+                    "settings.", "warning")
+            return False
+        run = RunFolder(run_dir)
+        try:
+            cfg = load_toml(run.config_path)
+        except UserInputError as e:
+            self.message_bar.show_message(f"Cannot use the settings of {run.path.name}: {e}")
+            return False
+        name = cfg.method_name
+        if name not in self.methods:
+            self.message_bar.show_message(
+                f"Cannot use the settings of {run.path.name}: its method '{name}' is not "
+                f"available here (available: {', '.join(self.methods)}).")
+            return False
+        self._method_picks_data = False
+        # the data first: with the kind unknown, choosing the method switches nothing
+        self.dataset_chooser.set_source(cfg.data.dataset)
+        self._fill_method_combo()
+        self.method_combo.blockSignals(True)
+        self.method_combo.setCurrentIndex(self.method_combo.findData(name))
+        self.method_combo.blockSignals(False)
+        self._on_method_changed()  # once, whether or not the method was already chosen
+        preset = default_config(name, self.accelerator)
+        self.form.set_config(cfg, defaults=preset, modality=self.methods[name].modality)
+        self._form_from_run = run.id
+        self._folder_applied = {}
+        self._apply_folder_defaults()
+        self._sync_text_settings()
+        self._add_lr_suggest_button()
+        self.views.request_redraw()
+        self.message_bar.show_message(
+            f"Filled the form with the settings of run {run.id} ({name} on "
+            f"{Path(cfg.data.dataset).name or cfg.data.dataset}): change what you want to "
+            "compare and press Start; tick both in the Runs tab to overlay them.", "info")
         return True
 
     def delete_run(self, run_dir: str, confirm: bool = True) -> bool:

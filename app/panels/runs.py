@@ -39,6 +39,7 @@ OVERLAY_METRICS = {"loss": "Loss", "knn_accuracy": "kNN accuracy",
 class RunsPanel(QWidget):
     open_requested = Signal(str)  # run folder
     resume_requested = Signal(str)
+    settings_requested = Signal(str)  # fill the form with the run's settings
     delete_requested = Signal(str)
     export_requested = Signal(str, str)  # run folder, what ("encoder", "embeddings", "config")
 
@@ -70,6 +71,11 @@ class RunsPanel(QWidget):
         self.open_button.clicked.connect(lambda: self._emit(self.open_requested))
         self.resume_button = QPushButton("Resume")
         self.resume_button.clicked.connect(lambda: self._emit(self.resume_requested))
+        self.settings_button = QPushButton("Use settings")
+        self.settings_button.setToolTip(
+            "Fill the form with the run's method, dataset and settings, to train it again "
+            "with one thing changed and compare")
+        self.settings_button.clicked.connect(lambda: self._emit(self.settings_requested))
         self.delete_button = QPushButton("Delete…")
         self.delete_button.clicked.connect(lambda: self._emit(self.delete_requested))
         self.export_combo = QComboBox()
@@ -80,7 +86,7 @@ class RunsPanel(QWidget):
         self.export_combo.activated.connect(self._on_export)
         buttons = QHBoxLayout()
         for b in (self.refresh_button, self.open_button, self.resume_button,
-                  self.delete_button):
+                  self.settings_button, self.delete_button):
             buttons.addWidget(b)
         buttons.addWidget(self.export_combo)
         buttons.addStretch(1)
@@ -248,5 +254,6 @@ class RunsPanel(QWidget):
         has = path is not None
         self.open_button.setEnabled(has)
         self.resume_button.setEnabled(has and path != self.active_run)
+        self.settings_button.setEnabled(has)
         self.delete_button.setEnabled(has and path != self.active_run)
         self.export_combo.setEnabled(has)
