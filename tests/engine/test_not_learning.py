@@ -17,7 +17,7 @@ def test_too_early_or_above_the_baseline_says_nothing():
     text = not_learning_message(0.5, 0.49, 50, 100)
     assert text is not None and "50 of 100 steps" in text and "49.0%" in text
     assert "50.0%" in text and "BatchNorm" in text and "crop_min_scale" in text
-    assert "linear probe" not in text
+    assert "linear probe" not in text and "longer schedule" in text
 
 
 def test_pretext_and_reconstruction_runs_are_pointed_to_the_linear_probe():
@@ -26,6 +26,8 @@ def test_pretext_and_reconstruction_runs_are_pointed_to_the_linear_probe():
     for family in ("pretext", "reconstruction"):
         text = not_learning_message(0.5, 0.4, 50, 100, family)
         assert text is not None and "--protocols linear" in text and family in text
+        # more steps sharpened their task and moved their kNN further down on digits
+        assert "Try a longer schedule" not in text and "joint-embedding method" in text
     for family in ("contrastive", "non-contrastive"):
         text = not_learning_message(0.5, 0.4, 50, 100, family)
         assert text is not None and "linear probe" not in text
