@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QEvent, QObject, QPointF, Qt
+from PySide6.QtGui import QImage, QMouseEvent, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -148,7 +148,10 @@ class EmbeddingPanel(QWidget):
         self._legend_names: list[str] = []
         self._legend_joint = False
         self._legend_items: list[Any] = []
-        self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        # every move of the mouse, not the scene's sigMouseMoved: pyqtgraph drops moves
+        # within 1/mouseRateLimit s of the last one, and when the dropped one is where
+        # the mouse stops, the info line names the point it came from
+        self.plot.viewport().installEventFilter(self)
         self.scatter.sigClicked.connect(self._on_clicked)
 
         self.features_combo = QComboBox()
@@ -487,6 +490,12 @@ class EmbeddingPanel(QWidget):
         i = int(d.argmin())
         px = vb.viewPixelSize()
         return i if d[i] <= radius_px * max(px[0], px[1]) else None
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if (event.type() == QEvent.Type.MouseMove and isinstance(event, QMouseEvent)
+                and obj is self.plot.viewport()):
+            self._on_mouse_moved(self.plot.mapToScene(event.position().toPoint()))
+        return super().eventFilter(obj, event)
 
     def _on_mouse_moved(self, scene_pos: QPointF) -> None:
         i = self.point_at(scene_pos)

@@ -171,6 +171,18 @@ def test_hovering_a_point_shows_its_file(qtbot):
     panel._on_mouse_moved(scene)
     hovered = panel.point_at(scene)
     assert f"img_{hovered}.png" in panel.info.text()
+    # a real mouse: from off the points (Qt sends no move to where the cursor already
+    # is), then two moves in a row, the second at once (pyqtgraph's scene would drop it)
+    from PySide6.QtCore import QPoint
+
+    view = panel.plot
+    qtbot.mouseMove(view.viewport(), QPoint(1, 1))
+    qtbot.wait(30)
+    for i in (7, target):
+        qtbot.mouseMove(view.viewport(), view.mapFromScene(vb.mapViewToScene(
+            QPointF(*panel.shown[i]))))
+        assert f"img_{panel.point_at(vb.mapViewToScene(QPointF(*panel.shown[i])))}.png" \
+            in panel.info.text()
 
 
 def test_without_labels_points_are_coloured_by_kmeans(qtbot):
