@@ -83,7 +83,9 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "dimensional_collapse": (
         "Dimensional collapse",
         "The embeddings use only a few directions (effective rank below 10 % of what is "
-        "possible). Images can be told apart only in a few ways, so much is lost."),
+        "possible), and so do the backbone's features under them. Images can be told apart "
+        "only in a few ways, so much is lost. (A narrow embedding over a spread-out "
+        "backbone is the projector doing its job, not collapse.)"),
     "complete_collapse": (
         "Complete collapse",
         "Every image gets nearly the same embedding (spread below a fifth of a healthy "

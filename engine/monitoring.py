@@ -177,11 +177,13 @@ class Monitor:
             knn = knn_accuracy(f, self.labels, self.cfg.monitor.knn_k,
                                self.cfg.monitor.knn_temperature)
         std, ref, rank = collapse_std(z), 1.0 / math.sqrt(z.shape[1]), effective_rank(z)
+        f_rank = effective_rank(f)
         report = MonitorReport(
             step=step, epoch=epoch, baseline=baseline, knn_accuracy=knn, std=std,
             std_reference=ref, effective_rank=rank, dim=int(z.shape[1]),
-            backbone_rank=effective_rank(f), backbone_dim=int(f.shape[1]),
-            verdict=collapse_verdict(std, ref, rank, int(z.shape[1]), int(z.shape[0])),
+            backbone_rank=f_rank, backbone_dim=int(f.shape[1]),
+            verdict=collapse_verdict(std, ref, rank, int(z.shape[1]), int(z.shape[0]),
+                                     f_rank, int(f.shape[1])),
             spectrum=tuple(spectrum(z)), alignment=align, uniformity=uniformity(z),
             extra=extra)
         snap = EmbeddingSnapshot(step=step, features=f.half().numpy(),

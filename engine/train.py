@@ -742,7 +742,8 @@ class Trainer:
                 self._baseline_knn = self.run_folder.read_summary().get("baseline_knn")
             text = not_learning_message(self._baseline_knn, rep.knn_accuracy, step,
                                         self.state.total,
-                                        get_method_info(self.cfg.method_name).family)
+                                        get_method_info(self.cfg.method_name).family,
+                                        rep.verdict)
             if text is not None:
                 self._said_not_learning = True  # once per session of the run
                 self.run_folder.update_summary(not_learning_at=step)

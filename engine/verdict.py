@@ -42,17 +42,30 @@ def verdict_text(verdict: str, modality: str = "image") -> str:
     return (VERDICT_TEXT_FOR_TEXT if modality == "text" else VERDICT_TEXT)[verdict]
 
 
-def collapse_verdict(std: float, std_reference: float, rank: float, dim: int, n: int) -> str:
+def collapse_verdict(std: float, std_reference: float, rank: float, dim: int, n: int,
+                     backbone_rank: float | None = None, backbone_dim: int | None = None
+                     ) -> str:
     """'healthy', 'dimensional' or 'complete', from the per-dim std and the effective rank.
 
-    Thresholds: complete if ``std < 0.2 / sqrt(d)``; dimensional if the effective rank is
-    below 10 % of ``min(n, d)`` (the most it can be for n samples in d dimensions).
+    Thresholds: complete if the embedding's ``std < 0.2 / sqrt(d)``; dimensional if its
+    effective rank is below 10 % of ``min(n, d)`` (the most it can be for n samples in d
+    dimensions) and, where the backbone's rank is given, the backbone features' rank is
+    below 10 % of ``min(n, backbone_dim)`` too. A projector narrows what it is given: the
+    embedding of a learning BYOL, SimSiam or DINO run on the CPU preset uses 5-18 of its
+    256-1024 directions while the backbone keeps 20-25 of 128 (shapes, 2026-12-02), which
+    is the projector doing its job (Bordes et al. 2023, "Guillotine Regularization": the
+    layers after the representation absorb the task's invariances, which is why they are
+    thrown away). The representation the probes and kNN read has collapsed only when the
+    backbone's rank is low as well (RankMe, Garrido et al. 2023, measures that rank).
     """
     if std < COMPLETE_STD_FRACTION * std_reference:
         return "complete"
-    if rank < max(1.5, DIMENSIONAL_RANK_FRACTION * min(n, dim)):
-        return "dimensional"
-    return "healthy"
+    if rank >= max(1.5, DIMENSIONAL_RANK_FRACTION * min(n, dim)):
+        return "healthy"
+    if backbone_rank is not None and backbone_dim and backbone_rank >= max(
+            1.5, DIMENSIONAL_RANK_FRACTION * min(n, backbone_dim)):
+        return "healthy"
+    return "dimensional"
 
 
 def tower_verdict(extra: Mapping[str, float], prefix: str = "text_") -> str | None:
@@ -79,7 +92,8 @@ LINEAR_READOUT_FAMILIES = ("pretext", "reconstruction")
 
 
 def not_learning_message(baseline_knn: float | None, knn: float | None, step: int,
-                         total_steps: int, family: str | None = None) -> str | None:
+                         total_steps: int, family: str | None = None,
+                         verdict: str = "healthy") -> str | None:
     """Plain words when, after a fair share of the run, the trained encoder's kNN accuracy
     is no better than the random encoder's (its BatchNorm calibrated on the same data):
     the training has not made the features better than none, however the loss looks.
@@ -91,7 +105,10 @@ def not_learning_message(baseline_knn: float | None, knn: float | None, step: in
     digits jigsaw's and denoising's kNN ends below the random encoder's while their probe
     gains 9-13 points (README). It suggests no longer schedule to them: with 2-4 times
     the steps (bfloat16) their kNN on digits fell further (jigsaw +1.2 to -3.4 points,
-    denoising +1.6 to -3.7) while the probe rose."""
+    denoising +1.6 to -3.7) while the probe rose.
+
+    When the collapse ``verdict`` is not healthy, the collapse is the reason given: no
+    schedule or crop helps while every image gets (nearly) the same embedding."""
     if baseline_knn is None or knn is None or total_steps <= 0:
         return None
     if step < FAIR_SHARE * total_steps or knn > baseline_knn + NOT_LEARNING_MARGIN:
@@ -100,6 +117,11 @@ def not_learning_message(baseline_knn: float | None, knn: float | None, step: in
             f"accuracy ({knn:.1%}) is no better than a random encoder's ({baseline_knn:.1%}, "
             "its BatchNorm calibrated on this data), so the training has not made the "
             "features better than none, whatever the loss says. ")
+    if verdict in ("complete", "dimensional"):
+        what = ("every image gets nearly the same embedding" if verdict == "complete" else
+                "the embedding and the features under it use only a few directions")
+        return head + (f"The reason is collapse ({what}): the Collapse tab names its likely "
+                       "cause; a longer schedule will not undo it.")
     if family in LINEAR_READOUT_FAMILIES:
         return head + (
             f"A {family} method's features can separate classes linearly while their "

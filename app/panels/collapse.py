@@ -95,7 +95,9 @@ class CollapsePanel(QWidget):
         thresholds = QLabel(
             f"Complete collapse when per-dim std < {COMPLETE_STD_FRACTION:g} / √d; "
             f"dimensional collapse when the effective rank < {DIMENSIONAL_RANK_FRACTION:.0%} "
-            "of min(images, d). Alignment: mean ‖z₁ − z₂‖² over two views (0 best); "
+            "of min(images, d), for the embedding and for the backbone features (a projector "
+            "narrows what it is given; the backbone is what kNN reads). Alignment: mean "
+            "‖z₁ − z₂‖² over two views (0 best); "
             "uniformity: log E exp(−2‖zᵢ − zⱼ‖²) (0 = one point, about −4 = spread out); "
             "anisotropy: mean cosine between two samples' backbone features (1 = all point "
             "one way; text models' documents often crowd into a narrow cone).")

@@ -140,3 +140,21 @@ def test_collapse_verdicts_hold_for_small_and_imbalanced_sets():
         if z.shape[0] >= 40:
             flat = torch.randn(z.shape[0], 2, generator=g) @ torch.randn(2, d, generator=g)
             assert verdict(flat) == "dimensional", counts
+
+
+def test_a_narrow_projector_on_a_spread_backbone_is_not_dimensional_collapse():
+    """Measured on shapes (CPU presets, 2026-12-02): learning BYOL, SimSiam and DINO runs
+    have embeddings of rank 5-18 of 256-1024 while their backbone keeps 20-25 of 128;
+    SimSiam without its stop-gradient drops to 2.9 and 7.8. Only the latter is collapse."""
+    from engine.verdict import collapse_verdict
+
+    ref = 512 ** -0.5
+    assert collapse_verdict(0.9 * ref, ref, 17.3, 512, 2000) == "dimensional"  # alone
+    for rank, dim, f_rank in ((17.8, 256, 25.2), (17.3, 512, 24.6), (5.4, 1024, 24.3)):
+        assert collapse_verdict(0.9 * dim ** -0.5, dim ** -0.5, rank, dim, 2000, f_rank,
+                                128) == "healthy"
+    assert collapse_verdict(0.8 * ref, ref, 2.9, 512, 2000, 7.8, 128) == "dimensional"
+    assert collapse_verdict(0.01 * ref, ref, 2.9, 512, 2000, 70.0, 128) == "complete"
+    # a small set bounds both ranks by its size
+    assert collapse_verdict(0.9 * ref, ref, 3.0, 512, 25, 3.0, 128) == "healthy"
+    assert collapse_verdict(0.9 * ref, ref, 1.2, 512, 25, 1.2, 128) == "dimensional"

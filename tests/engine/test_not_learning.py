@@ -33,6 +33,17 @@ def test_pretext_and_reconstruction_runs_are_pointed_to_the_linear_probe():
         assert text is not None and "linear probe" not in text
 
 
+def test_a_collapsed_run_is_told_the_collapse_is_why():
+    """BYOL without its predictor (the collapse demo) stays at the random encoder's kNN
+    because it collapsed: advice to train longer would send the user the wrong way."""
+    for verdict, words in (("complete", "nearly the same embedding"),
+                           ("dimensional", "only a few directions")):
+        text = not_learning_message(0.22, 0.18, 50, 150, "non-contrastive", verdict)
+        assert text is not None and words in text and "Collapse tab" in text
+        assert "Try a longer schedule" not in text
+    assert "Collapse tab" not in not_learning_message(0.22, 0.18, 50, 150, "contrastive")
+
+
 def test_a_run_that_does_not_learn_is_told_once(tmp_path):
     # a learning rate too small to move the weights of a ViT (no BatchNorm, whose running
     # statistics would move the features anyway): kNN stays at the random encoder's
