@@ -865,11 +865,29 @@ class MainWindow(QueueControl, QMainWindow):
         self.tabs.setCurrentWidget(self.plots)
         return True
 
+    def show_config(self, cfg: Any) -> None:
+        """Put ``cfg`` on the form: its dataset, its method (page and preset tooltips) and
+        every value. For a saved run's settings, and for each run of a queue as it starts,
+        so the form always says what is training."""
+        from engine.presets import default_config
+
+        name = cfg.method_name
+        if cfg.data.dataset != self.dataset_chooser.source:
+            # the data first: with the kind unknown, choosing the method switches nothing
+            self.dataset_chooser.set_source(cfg.data.dataset)
+        self._fill_method_combo()
+        self.method_combo.blockSignals(True)
+        self.method_combo.setCurrentIndex(self.method_combo.findData(name))
+        self.method_combo.blockSignals(False)
+        self._on_method_changed()  # once, whether or not the method was already chosen
+        preset = default_config(name, self.accelerator)
+        self.form.set_config(cfg, defaults=preset, modality=self.methods[name].modality)
+
     def use_run_settings(self, run_dir: str) -> bool:
         """Fill the form with a saved run's method, dataset and every setting, so it can be
         trained again with one thing changed (the experiment loop: change, compare)."""
         from engine.errors import UserInputError
-        from engine.presets import default_config, load_toml
+        from engine.presets import load_toml
         from engine.runs import RunFolder
 
         if self.running or not self.methods:
@@ -891,15 +909,7 @@ class MainWindow(QueueControl, QMainWindow):
                 f"available here (available: {', '.join(self.methods)}).")
             return False
         self._method_picks_data = False
-        # the data first: with the kind unknown, choosing the method switches nothing
-        self.dataset_chooser.set_source(cfg.data.dataset)
-        self._fill_method_combo()
-        self.method_combo.blockSignals(True)
-        self.method_combo.setCurrentIndex(self.method_combo.findData(name))
-        self.method_combo.blockSignals(False)
-        self._on_method_changed()  # once, whether or not the method was already chosen
-        preset = default_config(name, self.accelerator)
-        self.form.set_config(cfg, defaults=preset, modality=self.methods[name].modality)
+        self.show_config(cfg)
         self._form_from_run = run.id
         self._folder_applied = {}
         self._apply_folder_defaults()

@@ -206,9 +206,6 @@ class QueueControl:
         self.demo_card.set_demo(demo)
         self.demo_dock.show()
         sweep = Sweep.create_queue(plan, w.runs_dir)
-        first = demo.runs[0]
-        if w.method_combo.findData(first.method) >= 0:  # the form shows the demo's method
-            w.method_combo.setCurrentIndex(w.method_combo.findData(first.method))
         return self.start_queue(sweep.path)
 
     def start_queue(self, path: str | Path) -> bool:
@@ -284,6 +281,8 @@ class QueueControl:
         if isinstance(e, ev.RunStarted):
             w._clear_live_views()  # before the window's views take this run's start
             w.trainer = self.queue_worker.trainer if self.queue_worker else None
+            if w.trainer is not None and w.trainer.cfg.method_name in w.methods:
+                w.show_config(w.trainer.cfg)  # the form says what is training now
             total = len(self.queue_panel.result.rows) if self.queue_panel.result else 0
             if self.active_demo is not None:
                 label = self.active_demo.runs[index].label if index < len(

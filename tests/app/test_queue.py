@@ -87,12 +87,24 @@ def test_the_queue_resumes_after_the_window_is_reopened(qtbot, tmp_path):
 def test_a_demo_shows_its_card_and_concludes_from_its_runs(window, qtbot, monkeypatch):
     tiny = Demo("tiny", "Tiny demo", "Two short runs.", (("Collapse", "the verdict"),),
                 (DemoRun("with", "simsiam", TINY),
-                 DemoRun("without", "simsiam", {**TINY, "method.stop_gradient": False})),
+                 DemoRun("without", "byol", {**TINY, "method.use_predictor": False})),
                 DEMOS["collapse"].conclude, next="temperature")
     monkeypatch.setitem(DEMOS, "tiny", tiny)
     win = window
     assert "collapse" in win.demo_actions  # the Demos menu
     assert win.start_demo("tiny")
+    # the form follows the run under way: its method and its settings
+    shown = []
+
+    def record(_index, e):
+        from engine.events import RunStarted
+
+        if isinstance(e, RunStarted):
+            editor = win.form.editors.get("method.use_predictor")
+            shown.append((win.method_combo.currentData(), editor and editor.value(),
+                          win.form.isEnabled()))
+
+    win.queue_worker.entry.connect(record)
     card = win.demo_card
     assert win.demo_dock.isVisible() and "Tiny demo" in card.title.text()
     wait_idle(win, qtbot)
@@ -103,6 +115,7 @@ def test_a_demo_shows_its_card_and_concludes_from_its_runs(window, qtbot, monkey
     assert all(k is not None for k in knn)
     assert f"{100 * knn[0]:.1f} %" in text  # the run's own number
     assert card.next_button.isVisible() and "temperature" in card.next_button.text().lower()
+    assert shown == [("simsiam", True, False), ("byol", False, False)]
     assert not win.start_demo("no-such-demo")
     assert "no demo" in win.message_bar.text()
 
