@@ -251,7 +251,7 @@ def test_every_method_is_listed_by_family_with_its_collapse_switches_marked(wind
 def test_method_metrics_are_plotted_for_the_chosen_method(window, qtbot):
     win = window
     win.method_combo.setCurrentIndex(win.method_combo.findData("vicreg"))
-    set_fields(win, {**FAST, "optim.max_steps": 30})
+    set_fields(win, {**FAST, "optim.max_steps": 8})
     assert win.start_run()
     qtbot.waitUntil(lambda: not win.running, timeout=180_000)
     for term in ("invariance", "variance", "covariance"):

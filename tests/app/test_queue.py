@@ -56,7 +56,7 @@ def test_the_queue_resumes_after_the_window_is_reopened(qtbot, tmp_path):
     win.show()
     qtbot.waitUntil(lambda: bool(win.methods), timeout=120_000)
     win.method_combo.setCurrentIndex(win.method_combo.findData("simclr"))
-    set_fields(win, {**TINY, "optim.max_steps": 12, "monitor.every_steps": 6})
+    set_fields(win, {**TINY, "optim.max_steps": 6, "monitor.every_steps": 3})
     assert win.start_sweep("method.temperature=0.1,0.2,0.5") is None
     qtbot.waitUntil(lambda: win.queue_panel.result is not None and
                     win.queue_panel.result.rows[0].status == "finished", timeout=120_000)
