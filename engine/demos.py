@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from engine import events as ev
 from engine.config import Config
 from engine.runs import RunFolder
+from engine.verdict import VERDICT_WORDS
 
 if TYPE_CHECKING:
     from engine.sweep import QueuePlan
@@ -141,13 +142,6 @@ def collapse_sentence(f: RunFacts) -> str:
         "of a healthy one"
     end = f", and at the end: {now}" if f.verdict != f.first_collapse_verdict else ""
     return f"At step {f.first_collapse_step} the dashboard called {first}{end}{ratio}."
-
-
-VERDICT_WORDS = {
-    "complete": "complete collapse (every image gets nearly the same embedding)",
-    "dimensional": "dimensional collapse (the embeddings use only a few directions)",
-    "healthy": "healthy",
-}
 
 
 # ------------------------------------------------------------------ the demos

@@ -37,6 +37,14 @@ VERDICT_TEXT_FOR_TEXT = {
 }
 
 
+#: a verdict inside a sentence (the demo cards, the not-learning message)
+VERDICT_WORDS = {
+    "complete": "complete collapse (every image gets nearly the same embedding)",
+    "dimensional": "dimensional collapse (the embeddings use only a few directions)",
+    "healthy": "healthy",
+}
+
+
 def verdict_text(verdict: str, modality: str = "image") -> str:
     """The verdict's sentence for images or for text."""
     return (VERDICT_TEXT_FOR_TEXT if modality == "text" else VERDICT_TEXT)[verdict]
@@ -58,12 +66,15 @@ def collapse_verdict(std: float, std_reference: float, rank: float, dim: int, n:
     thrown away). The representation the probes and kNN read has collapsed only when the
     backbone's rank is low as well (RankMe, Garrido et al. 2023, measures that rank).
     """
+    def few_directions(r: float, d: int) -> bool:
+        return r < max(1.5, DIMENSIONAL_RANK_FRACTION * min(n, d))
+
     if std < COMPLETE_STD_FRACTION * std_reference:
         return "complete"
-    if rank >= max(1.5, DIMENSIONAL_RANK_FRACTION * min(n, dim)):
+    if not few_directions(rank, dim):
         return "healthy"
-    if backbone_rank is not None and backbone_dim and backbone_rank >= max(
-            1.5, DIMENSIONAL_RANK_FRACTION * min(n, backbone_dim)):
+    if backbone_rank is not None and backbone_dim and not few_directions(backbone_rank,
+                                                                         backbone_dim):
         return "healthy"
     return "dimensional"
 
@@ -118,10 +129,8 @@ def not_learning_message(baseline_knn: float | None, knn: float | None, step: in
             "its BatchNorm calibrated on this data), so the training has not made the "
             "features better than none, whatever the loss says. ")
     if verdict in ("complete", "dimensional"):
-        what = ("every image gets nearly the same embedding" if verdict == "complete" else
-                "the embedding and the features under it use only a few directions")
-        return head + (f"The reason is collapse ({what}): the Collapse tab names its likely "
-                       "cause; a longer schedule will not undo it.")
+        return head + (f"The reason is {VERDICT_WORDS[verdict]}: the Collapse tab names its "
+                       "likely cause; a longer schedule will not undo it.")
     if family in LINEAR_READOUT_FAMILIES:
         return head + (
             f"A {family} method's features can separate classes linearly while their "
