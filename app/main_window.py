@@ -412,14 +412,17 @@ class MainWindow(QueueControl, QMainWindow):
             except ConfigError as e:
                 self.message_bar.show_message(f"--set {text}: {e}", "warning")
 
-    def _on_method_changed(self, *_: Any) -> None:
+    def _on_method_changed(self, *_: Any, settings: Any = None, from_run: str | None = None
+                           ) -> None:
+        """Rebuild the form for the chosen method: its preset, or ``settings`` (a run's
+        config; ``from_run`` its id when it comes from a saved run)."""
         name = self.method_combo.currentData()
         if not name or name not in self.methods:
             return
         from engine.presets import default_config
 
         info = self.methods[name]
-        self._form_from_run = None  # the form goes back to the preset
+        self._form_from_run = from_run  # None: the form holds the preset
         if self.data_modality is None or self._fits(info):
             self._last_method[data_kind(info.modality)] = name
         # the preset in force on this device: the form's values and its tooltips' defaults
@@ -430,8 +433,9 @@ class MainWindow(QueueControl, QMainWindow):
             text += ("<br><span style='color:#b35c00'>⚠ Collapse switches (Method page): "
                      f"{', '.join(switches)}</span>")
         self.method_desc.setText(text)
-        self.form.set_config(cfg, defaults=cfg, modality=info.modality)
-        self._folder_applied = {}  # the form holds the preset again
+        self.form.set_config(cfg if settings is None else settings, defaults=cfg,
+                             modality=info.modality)
+        self._folder_applied = {}  # nothing of a folder's is on the form now
         self._apply_folder_defaults()
         self._add_lr_suggest_button()
         self.views.request_redraw()
@@ -865,23 +869,18 @@ class MainWindow(QueueControl, QMainWindow):
         self.tabs.setCurrentWidget(self.plots)
         return True
 
-    def show_config(self, cfg: Any) -> None:
+    def show_config(self, cfg: Any, from_run: str | None = None) -> None:
         """Put ``cfg`` on the form: its dataset, its method (page and preset tooltips) and
-        every value. For a saved run's settings, and for each run of a queue as it starts,
-        so the form always says what is training."""
-        from engine.presets import default_config
-
-        name = cfg.method_name
+        every value. For a saved run's settings (``from_run``: its id), and for each run of
+        a queue as it starts, so the form always says what is training."""
         if cfg.data.dataset != self.dataset_chooser.source:
             # the data first: with the kind unknown, choosing the method switches nothing
             self.dataset_chooser.set_source(cfg.data.dataset)
         self._fill_method_combo()
         self.method_combo.blockSignals(True)
-        self.method_combo.setCurrentIndex(self.method_combo.findData(name))
+        self.method_combo.setCurrentIndex(self.method_combo.findData(cfg.method_name))
         self.method_combo.blockSignals(False)
-        self._on_method_changed()  # once, whether or not the method was already chosen
-        preset = default_config(name, self.accelerator)
-        self.form.set_config(cfg, defaults=preset, modality=self.methods[name].modality)
+        self._on_method_changed(settings=cfg, from_run=from_run)  # once, chosen or not
 
     def use_run_settings(self, run_dir: str) -> bool:
         """Fill the form with a saved run's method, dataset and every setting, so it can be
@@ -890,12 +889,12 @@ class MainWindow(QueueControl, QMainWindow):
         from engine.presets import load_toml
         from engine.runs import RunFolder
 
-        if self.running or not self.methods:
-            if self.running:
-                self.message_bar.show_message(
-                    "Stop the current run before filling the form with another run's "
-                    "settings.", "warning")
+        if self.running:
+            self.message_bar.show_message("Stop the current run before filling the form "
+                                          "with another run's settings.", "warning")
             return False
+        if not self.methods:
+            return False  # the engine is still loading
         run = RunFolder(run_dir)
         try:
             cfg = load_toml(run.config_path)
@@ -909,13 +908,7 @@ class MainWindow(QueueControl, QMainWindow):
                 f"available here (available: {', '.join(self.methods)}).")
             return False
         self._method_picks_data = False
-        self.show_config(cfg)
-        self._form_from_run = run.id
-        self._folder_applied = {}
-        self._apply_folder_defaults()
-        self._sync_text_settings()
-        self._add_lr_suggest_button()
-        self.views.request_redraw()
+        self.show_config(cfg, from_run=run.id)
         self.message_bar.show_message(
             f"Filled the form with the settings of run {run.id} ({name} on "
             f"{Path(cfg.data.dataset).name or cfg.data.dataset}): change what you want to "

@@ -97,12 +97,15 @@ def test_a_demo_shows_its_card_and_concludes_from_its_runs(window, qtbot, monkey
     shown = []
 
     def record(_index, e):
+        from PySide6.QtWidgets import QPushButton
+
         from engine.events import RunStarted
 
         if isinstance(e, RunStarted):
             editor = win.form.editors.get("method.use_predictor")
+            suggest = win.form.editors["optim.lr"].findChild(QPushButton, "lrSuggest")
             shown.append((win.method_combo.currentData(), editor and editor.value(),
-                          win.form.isEnabled()))
+                          win.form.isEnabled(), suggest is not None))
 
     win.queue_worker.entry.connect(record)
     card = win.demo_card
@@ -115,7 +118,7 @@ def test_a_demo_shows_its_card_and_concludes_from_its_runs(window, qtbot, monkey
     assert all(k is not None for k in knn)
     assert f"{100 * knn[0]:.1f} %" in text  # the run's own number
     assert card.next_button.isVisible() and "temperature" in card.next_button.text().lower()
-    assert shown == [("simsiam", True, False), ("byol", False, False)]
+    assert shown == [("simsiam", True, False, True), ("byol", False, False, True)]
     assert not win.start_demo("no-such-demo")
     assert "no demo" in win.message_bar.text()
 

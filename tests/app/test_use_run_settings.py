@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtWidgets import QPushButton
+
 from engine.presets import default_config
 from tests.app.test_folder_defaults import photo_folder, value
 
@@ -29,6 +31,9 @@ def test_the_form_takes_a_runs_method_data_and_settings(window, qtbot, tmp_path)
         cfg.set(key, v)
     run = saved_run(Path(win.runs_dir), "20261202-byol-a", cfg.to_toml())
     assert win.method_combo.currentData() == "simclr"
+    # the folder is already chosen, its defaults known and on the form
+    win.dataset_chooser.set_source(str(folder))
+    qtbot.waitUntil(lambda: value(win, "data.resolution") == 64, timeout=60_000)
     win.tabs.setCurrentWidget(win.runs)
     win.runs.select(str(run))
     assert win.runs.settings_button.isEnabled()
@@ -44,6 +49,7 @@ def test_the_form_takes_a_runs_method_data_and_settings(window, qtbot, tmp_path)
     assert "filled in from run 20261202-byol-a" in win.dataset_chooser.defaults_note.text()
     assert win.form.config(win.dataset_chooser.source).to_dict() == cfg.to_dict()
     assert "settings of run 20261202-byol-a" in win.message_bar.text()
+    assert win.form.editors["optim.lr"].findChild(QPushButton, "lrSuggest") is not None
     # choosing another method goes back to its preset, with the folder's defaults again
     win.method_combo.setCurrentIndex(win.method_combo.findData("simclr"))
     assert value(win, "data.resolution") == 64 and value(win, "optim.lr") == \
