@@ -46,7 +46,11 @@ def test_resnet_encoder_loads_into_torchvision_and_gives_the_same_features(tmp_p
     model, _, _ = load_run_model(RunFolder(rd), cfg, "cpu")
     x = eval_transform(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), 32)
     with torch.no_grad():
-        assert torch.allclose(net(x), model.embed(x), atol=1e-5)
+        ours, theirs = net(x), model.embed(x)
+    # the same features up to float rounding, relative to their size: features reach ~150,
+    # and on a Zen 3 EPYC the two paths differed by more than allclose's atol=1e-5 there;
+    # a wrongly mapped weight moves them by whole units
+    assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max(), (ours - theirs).abs().max()
     # the generated loader snippet runs as written
     r = subprocess.run([sys.executable, "load_encoder.py"], cwd=tmp_path / "out",
                        capture_output=True, text=True, timeout=120)
