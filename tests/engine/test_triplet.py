@@ -84,12 +84,13 @@ def test_hard_negatives_collapse(tmp_path):
 
     Measured (seed 0, 100 steps): random negatives end with monitor std 0.0423 and
     effective rank 10.7; hardest-in-batch negatives with std 0.0048 and rank 4.6, the
-    loss stuck at the margin (0.50) and both distances near 0.
+    loss stuck at the margin (0.50) and both distances near 0. At the 50 steps run here
+    (2026-12-02, Zen 3 EPYC): std 0.0420 against 0.0067, rank 12.9 against 6.3.
     """
     reports = {}
     for negative in ("random", "hard"):
-        cfg = small_config("triplet", 100, **{"method.negative": negative,
-                                              "monitor.every_steps": 100})
+        cfg = small_config("triplet", 50, **{"method.negative": negative,
+                                             "monitor.every_steps": 50})
         events = list(Trainer(cfg, tmp_path / negative).run())
         assert isinstance(events[-1], ev.Finished), events[-1]
         reports[negative] = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
