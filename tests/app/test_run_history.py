@@ -13,10 +13,10 @@ from engine.train import Trainer
 from tests.app.conftest import FAST, set_fields
 
 
-def make_run(runs_dir: Path, steps: int, backbone: str = "small_cnn") -> str:
+def make_run(runs_dir: Path, steps: int, backbone: str = "small_cnn", **changes: object) -> str:
     cfg = default_config("simclr")
     for k, v in {**FAST, "optim.max_steps": steps, "backbone.name": backbone,
-                 "optim.batch_size": 16, "monitor.every_steps": 3}.items():
+                 "optim.batch_size": 16, "monitor.every_steps": 3, **changes}.items():
         cfg.set(k, v)
     events = list(Trainer(cfg, runs_dir).run())
     return next(e.run_dir for e in events if isinstance(e, ev.Finished))
@@ -77,7 +77,8 @@ def test_evaluate_tab_shows_trained_beside_random_init(window, qtbot):
 
 def test_export_the_encoder_and_load_it_into_torchvision(window, qtbot, tmp_path):
     win = window
-    run = make_run(Path(win.runs_dir), 3, backbone="resnet18")
+    # one step and the smallest monitor set: a ResNet-18 monitor pass costs seconds
+    run = make_run(Path(win.runs_dir), 1, backbone="resnet18", **{"monitor.monitor_size": 20})
     out = tmp_path / "export"
     win.export_run(run, "encoder", str(out))
     qtbot.waitUntil(lambda: "Exported the encoder" in win.message_bar.text(), timeout=60_000)

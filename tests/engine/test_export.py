@@ -23,15 +23,16 @@ from engine.train import Trainer
 from tests.engine.conftest import small_config
 
 
-def run_dir(tmp_path, backbone: str = "small_cnn", steps: int = 3) -> str:
+def run_dir(tmp_path, backbone: str = "small_cnn", steps: int = 3, monitor: int = 40) -> str:
     cfg = small_config("simclr", steps, **{"backbone.name": backbone, "optim.batch_size": 8,
-                                            "monitor.monitor_size": 40})
+                                            "monitor.monitor_size": monitor})
     events = list(Trainer(cfg, tmp_path / "runs").run())
     return next(e.run_dir for e in events if isinstance(e, ev.Finished))
 
 
 def test_resnet_encoder_loads_into_torchvision_and_gives_the_same_features(tmp_path):
-    rd = run_dir(tmp_path, "resnet18", steps=3)
+    # one step and the smallest monitor set: a ResNet-18 step and its monitor cost seconds
+    rd = run_dir(tmp_path, "resnet18", steps=1, monitor=20)
     files = export_encoder(rd, tmp_path / "out")
     meta = json.loads(files["meta"].read_text())
     assert meta["backbone"] == "resnet18" and meta["feature_dim"] == 512

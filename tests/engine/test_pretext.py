@@ -522,7 +522,7 @@ def _rotation_accuracy(orientation: str, runs_dir) -> float:
     """Mean training pretext accuracy over the last 10 of 80 rotation steps on shapes."""
     cfg = small_config("rotation", 80, **{
         "data.shapes_count": 1200, "data.shapes_orientation": orientation,
-        "optim.batch_size": 64, "optim.warmup_steps": 5, "backbone.width": 8,
+        "optim.batch_size": 32, "optim.warmup_steps": 5, "backbone.width": 8,
         "monitor.every_steps": 1000, "monitor.monitor_size": 64})
     events = list(Trainer(cfg, runs_dir).run())
     assert isinstance(events[-1], ev.Finished), getattr(events[-1], "message", events[-1])
@@ -534,11 +534,12 @@ def _rotation_accuracy(orientation: str, runs_dir) -> float:
 def test_rotation_is_learnable_on_upright_shapes_only(tmp_path):
     """The rotation task needs scenes with an up direction (Gidaris et al. 2018).
 
-    Measured on a 2-core AMD EPYC (80 steps of 64 images x 4 rotations, width 8, 7 s
-    each, 2026-12-02): upright shapes 0.665, shapes at any orientation 0.264, against
-    0.25 chance (width 16: 0.73 and 0.26, at twice the time).
+    Measured on a 2-core Zen 1 EPYC (80 steps of 32 images x 4 rotations, width 8,
+    2026-12-03): upright shapes 0.621, shapes at any orientation 0.260, against 0.25
+    chance (64 images a step: 0.674 and 0.266 at twice the time; width 16 on a Zen 3:
+    0.73 and 0.26).
     """
     upright = _rotation_accuracy("upright", tmp_path / "upright")
     anyway = _rotation_accuracy("any", tmp_path / "any")
-    assert upright > 0.55, upright
+    assert upright > 0.5, upright
     assert anyway < 0.35, anyway
