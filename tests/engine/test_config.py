@@ -1,6 +1,6 @@
 import pytest
 
-from engine.config import Config, parse_override
+from engine.config import Config, field_specs, parse_override
 from engine.errors import ConfigError
 from engine.presets import default_config, from_dict, load_toml
 
@@ -83,3 +83,16 @@ def test_a_vit_patch_that_does_not_divide_the_resolution_is_refused_before_start
     cfg.set("backbone.patch_size", 32)
     with pytest.raises(ConfigError, match="patch_size = 32 does not divide data.resolution"):
         cfg.validate()
+
+
+def test_field_specs_are_built_once_per_section_and_handed_out_as_new_lists():
+    """The forms ask for them hundreds of times; a caller that edits its list must not
+    change what the next caller gets."""
+    cfg = default_config("simclr")
+    first = field_specs(cfg.optim, "optim")
+    names = [s.name for s in first]
+    first.clear()
+    again = field_specs(default_config("byol").optim, "optim")
+    assert [s.name for s in again] == names and "lr" in names
+    assert again[0] is field_specs(cfg.optim, "optim")[0]  # the same spec objects
+    assert field_specs(cfg.data, "data")[0].section == "data"
