@@ -27,7 +27,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    metavar="SECTION.FIELD=VALUE", help="override one setting (repeatable)")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(eval_options: bool = True) -> argparse.ArgumentParser:
+    """The CLI. ``eval_options=False`` leaves out the ``eval`` flags, whose definitions
+    import torch (seconds on a small CPU), so that ``runs`` or ``methods`` answer at once."""
     p = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -82,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--protocols", nargs="+", metavar="NAME",
                    help="any of knn linear fewshot finetune, and for an image-text run "
                    "(clip) zeroshot retrieval (default: all that apply)")
-    _add_eval_options(e)
+    if eval_options:
+        _add_eval_options(e)
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     return p
 
@@ -420,7 +423,9 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = _parser(eval_options=command == "eval").parse_args(argv)
     try:
         return {"train": cmd_train, "sweep": cmd_sweep, "methods": cmd_methods, "runs": cmd_runs,
                 "eval": cmd_eval, "export": cmd_export,

@@ -99,6 +99,20 @@ def test_methods_and_runs_listing(tmp_path, capsys):
     assert "finished" in out and "simclr" in out and "3/3" in out
 
 
+def test_listing_runs_answers_without_importing_torch(tmp_path):
+    """``runs`` only reads run folders: it must not wait seconds for torch, which only the
+    ``eval`` flags' definitions need (they still appear in ``eval --help``)."""
+    code = ("import sys; from engine.__main__ import main; "
+            f"main(['runs', '--runs-dir', {str(tmp_path)!r}]); print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"no runs in {tmp_path}", "False"]
+    r = subprocess.run([sys.executable, "-m", "engine", "eval", "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--knn-k" in r.stdout and "--shots" in r.stdout, r.stderr
+
+
 def test_resume_continues_the_step_count(tmp_path):
     runs = tmp_path / "runs"
     assert main(["train", "--max-steps", "4", "--runs-dir", str(runs), *SMALL]) == 0
