@@ -11,7 +11,7 @@ from engine.losses import dino_center_update, dino_loss
 from engine.model import build_model
 from engine.runs import RunFolder
 from engine.train import Trainer
-from tests.engine.conftest import small_config
+from tests.engine.conftest import last, small_config, train_once
 
 #: The monitor at the start and the end only: these runs read the steps or the final report.
 QUIET = {"monitor.every_steps": 1000}
@@ -126,20 +126,14 @@ def test_multi_crop_runs(tmp_path):
 
 #: Steps of each collapse-switch run; one healthy run serves both switches' tests.
 COLLAPSE_STEPS = 120
-_RUNS: dict[str, tuple[ev.MonitorReport, ev.StepMetrics]] = {}
 
 
 def _final(tmp_path, switch: str | None) -> tuple[ev.MonitorReport, ev.StepMetrics]:
-    """Final monitor report and last step of a run with ``method.<switch>`` off (cached)."""
-    key = switch or "healthy"
-    if key not in _RUNS:
-        overrides = {f"method.{switch}": False} if switch else {}
-        cfg = small_config("dino", COLLAPSE_STEPS, **{**QUIET, **overrides})
-        events = list(Trainer(cfg, tmp_path / key).run())
-        assert isinstance(events[-1], ev.Finished), events[-1]
-        rep = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
-        _RUNS[key] = rep, [e for e in events if isinstance(e, ev.StepMetrics)][-1]
-    return _RUNS[key]
+    """Final monitor report and last step of a run with ``method.<switch>`` off."""
+    overrides = {f"method.{switch}": False} if switch else {}
+    cfg = small_config("dino", COLLAPSE_STEPS, **{**QUIET, **overrides})
+    events = train_once(cfg, tmp_path / (switch or "healthy"))
+    return last(events, ev.MonitorReport), last(events, ev.StepMetrics)
 
 
 def test_without_centering_one_prototype_dominates(tmp_path):

@@ -83,10 +83,8 @@ def test_a_one_process_run_resumes_under_torchrun_with_the_same_baseline(
     # baseline at step 0 does not see): the same random-init baseline, measured with the
     # monitor set split across the processes
     assert _summary(ddp_run)["processes"] == 2
-    rows = [json.loads(x) for x in (ddp_run / "metrics.jsonl").read_text().splitlines()]
-    base2 = [r for r in rows if r.get("baseline")][0]
-    rows1 = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    base1 = [r for r in rows1 if r.get("baseline")][0]
+    base1, base2 = ([r for r in RunFolder(p).read_metrics() if r.get("baseline")][0]
+                    for p in (run, ddp_run))
     assert base2["knn_accuracy"] == pytest.approx(base1["knn_accuracy"], abs=1e-9)
     assert base2["effective_rank"] == pytest.approx(base1["effective_rank"], rel=1e-4)
 

@@ -14,7 +14,7 @@ from engine.losses import info_nce
 from engine.model import build_model
 from engine.runs import RunFolder
 from engine.train import Trainer
-from tests.engine.conftest import small_config
+from tests.engine.conftest import last, small_config, train_once
 
 # ------------------------------------------------------------------------------ loss
 
@@ -127,22 +127,15 @@ def test_key_encoder_follows_the_query_encoder_by_ema():
     assert all(not p.requires_grad for p in model.key_backbone.parameters())
 
 
-_REPORTS: dict[float, ev.MonitorReport] = {}
-
-
 def report_at_temperature(temperature: float, tmp_path) -> ev.MonitorReport:
     """Final monitor report of a 110-step run (queue of 256 keys = 4 steps at batch 32).
 
     At 110 steps (2026-12-02, Zen 3 EPYC, seed 0): T = 0.2 std 0.0407, rank 9.1;
     T = 0.01 std 0.0126; T = 5 rank 4.9 (at 80 steps T = 5 kept rank 6.4 of 9.2)."""
-    if temperature not in _REPORTS:
-        cfg = small_config("moco", 110, **{"method.queue_size": 256,
-                                           "method.temperature": temperature,
-                                           "monitor.every_steps": 110})
-        events = list(Trainer(cfg, tmp_path / f"t{temperature}").run())
-        assert isinstance(events[-1], ev.Finished), events[-1]
-        _REPORTS[temperature] = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
-    return _REPORTS[temperature]
+    cfg = small_config("moco", 110, **{"method.queue_size": 256,
+                                       "method.temperature": temperature,
+                                       "monitor.every_steps": 110})
+    return last(train_once(cfg, tmp_path / f"t{temperature}"), ev.MonitorReport)
 
 
 def test_tiny_temperature_collapses(tmp_path):

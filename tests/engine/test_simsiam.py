@@ -12,27 +12,21 @@ from engine.losses import byol_loss, simsiam_loss
 from engine.model import build_model, build_optimizer
 from engine.presets import default_config
 from engine.train import Trainer
-from tests.engine.conftest import small_config
+from tests.engine.conftest import last, small_config, train_once
 
 #: Steps of each collapse-switch run; one healthy run serves both switches' tests.
 COLLAPSE_STEPS = 60
-_RUNS: dict[str, tuple[ev.MonitorReport, float]] = {}
 
 
 def run_collapse_steps(switch: str | None, tmp_path) -> tuple[ev.MonitorReport, float]:
     """Final monitor report and mean loss of the last 10 steps, with ``switch`` off."""
-    key = switch or "healthy"
-    if key not in _RUNS:
-        overrides = {"monitor.every_steps": COLLAPSE_STEPS}
-        if switch:
-            overrides[f"method.{switch}"] = False
-        cfg = small_config("simsiam", COLLAPSE_STEPS, **overrides)
-        events = list(Trainer(cfg, tmp_path / key).run())
-        assert isinstance(events[-1], ev.Finished), events[-1]
-        report = [e for e in events if isinstance(e, ev.MonitorReport)][-1]
-        losses = [e.loss for e in events if isinstance(e, ev.StepMetrics)][-10:]
-        _RUNS[key] = (report, sum(losses) / len(losses))
-    return _RUNS[key]
+    overrides: dict[str, object] = {"monitor.every_steps": COLLAPSE_STEPS}
+    if switch:
+        overrides[f"method.{switch}"] = False
+    cfg = small_config("simsiam", COLLAPSE_STEPS, **overrides)
+    events = train_once(cfg, tmp_path / (switch or "healthy"))
+    losses = [e.loss for e in events if isinstance(e, ev.StepMetrics)][-10:]
+    return last(events, ev.MonitorReport), sum(losses) / len(losses)
 
 
 # ------------------------------------------------------------------------------ loss
