@@ -36,7 +36,8 @@ the most frequent masked token (and the sentence-order or next-sentence accuracy
 chance, 50 %).
 
 Prints Markdown tables headed by the dataset, budget, machine and date (paste them into
-the README).
+the README); under an image table, one line names the methods whose mean ends at or below
+their random encoder, by kNN and by linear probe.
 """
 
 from __future__ import annotations
@@ -232,6 +233,27 @@ def heldout(r: dict) -> str:
     return "-"
 
 
+def below_baseline(results: dict[str, list[dict]], probe: bool) -> str:
+    """One line naming the methods whose mean over seeds ends at or below their random
+    encoder, by kNN and (with ``--probe``) by linear probe: the learning table's bar ("no
+    method ends below its baseline") read off the table, so nobody has to scan it."""
+    def below(key: str, base_key: str) -> str:
+        worse = []
+        for name, rs in results.items():
+            pairs = [(r[key], r[base_key]) for r in rs
+                     if r.get(key) is not None and r.get(base_key) is not None]
+            if not pairs:
+                continue
+            gain = sum(a - b for a, b in pairs) / len(pairs)
+            if gain <= 0:
+                worse.append(f"{name} ({100 * gain:+.1f} pts)")
+        return ", ".join(worse) or "none"
+    line = f"At or below the random encoder (mean over seeds): by kNN, {below('knn', 'baseline')}"
+    if probe:
+        line += f"; by linear probe, {below('probe', 'probe_baseline')}"
+    return line + "."
+
+
 def median_rate(r: dict) -> float:
     return sorted(r["ips"])[len(r["ips"]) // 2] if r["ips"] else 0.0
 
@@ -265,6 +287,9 @@ def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None
               f"{mean_sd([x['knn'] for x in rs])} | {gain} |{probes} "
               f"{r['std']:.4f} ({r['ref']:.4f}) | {r['rank']:.1f} / {r['dim']} | "
               f"{pretext(r)} | {r['steps']} | {median_rate(r):.0f} |", flush=True)
+    ok = {name: rs for name, rs in curves.items() if not any("error" in r for r in rs)}
+    if ok:
+        print("\n" + below_baseline(ok, probe), flush=True)
     if args.curve:
         curve_table(curves)
 
