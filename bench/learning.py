@@ -263,6 +263,7 @@ def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None
     mean ± sd over ``--repeats`` seeds; the other columns are the first seed's."""
     probe = args.probe
     curves: dict[str, list[dict]] = {}
+    finished: dict[str, list[dict]] = {}  # the methods whose every seed trained
     extra_head = " linear probe random init | linear probe trained |" if probe else ""
     print("| method | kNN random init | kNN trained | gain |" + extra_head
           + " per-dim std (1/√d) | effective rank | pretext acc. | steps | images/s |")
@@ -277,6 +278,7 @@ def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None
         if bad:
             print(f"| {name} | failed: {bad[0]['error']} |||||||")
             continue
+        finished[name] = rs
         r = rs[0]
         gains = [x["knn"] - x["baseline"] for x in rs if x.get("baseline") is not None]
         gain = "-" if not gains else mean_sd(gains).replace(" %", " pts").replace(
@@ -287,9 +289,8 @@ def image_table(entries: list[str], args: argparse.Namespace, runs: str) -> None
               f"{mean_sd([x['knn'] for x in rs])} | {gain} |{probes} "
               f"{r['std']:.4f} ({r['ref']:.4f}) | {r['rank']:.1f} / {r['dim']} | "
               f"{pretext(r)} | {r['steps']} | {median_rate(r):.0f} |", flush=True)
-    ok = {name: rs for name, rs in curves.items() if not any("error" in r for r in rs)}
-    if ok:
-        print("\n" + below_baseline(ok, probe), flush=True)
+    if finished:
+        print("\n" + below_baseline(finished, probe), flush=True)
     if args.curve:
         curve_table(curves)
 
